@@ -1,0 +1,133 @@
+"""Great Expectations suites built from a pipeline spec, run on pandas frames (GX imported on use)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from platform_assets.ml.ingest import TIMESTAMP
+from platform_assets.spec import PipelineSpec
+
+ROWS_COLUMN = "rows"
+
+
+@dataclass
+class ExpectationOutcome:
+    """One expectation's verdict with what GX observed."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    observed: Any
+    unexpected_count: int | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _raw_dtypes(spec: PipelineSpec) -> dict[str, str]:
+    dtypes = {TIMESTAMP: "datetime64[ns]"}
+    dtypes |= {column: "str" for column in spec.source.entity_columns}
+    dtypes |= {column: "float64" for column in [spec.target, *spec.features.numeric]}
+    dtypes |= {column: "str" for column in spec.features.categorical}
+    return dtypes
+
+
+def row_expectations(spec: PipelineSpec) -> list[Any]:
+    """Schema, types, not-null, ranges, allowed values and timestamp uniqueness (blocking)."""
+    import great_expectations.expectations as gxe
+
+    dtypes = _raw_dtypes(spec)
+    suite: list[Any] = [gxe.ExpectTableColumnsToMatchSet(column_set=list(dtypes), exact_match=True)]
+    suite += [gxe.ExpectColumnValuesToBeOfType(column=column, type_=dtype) for column, dtype in dtypes.items()]
+    suite.append(gxe.ExpectColumnValuesToNotBeNull(column=TIMESTAMP))
+    for column, rule in spec.expectations.columns.items():
+        if rule.not_null:
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+        if rule.min is not None or rule.max is not None:
+            suite.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max))
+        if rule.allowed_values is not None:
+            suite.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=rule.allowed_values))
+    if spec.expectations.unique_timestamp:
+        keys = [TIMESTAMP, *spec.source.entity_columns]
+        if len(keys) == 1:
+            suite.append(gxe.ExpectColumnValuesToBeUnique(column=TIMESTAMP))
+        else:
+            suite.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=keys))
+    return suite
+
+
+def completeness_expectations(spec: PipelineSpec) -> list[Any]:
+    """Rows per day (per entity) within the spec's bounds (a warning: real days can be partial)."""
+    import great_expectations.expectations as gxe
+
+    bounds = spec.expectations.rows_per_partition
+    if bounds is None:
+        return []
+    return [gxe.ExpectColumnValuesToBeBetween(column=ROWS_COLUMN, min_value=bounds.min, max_value=bounds.max)]
+
+
+def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.DataFrame:
+    """One row per (day, entity) with its row count; a day without rows counts 0."""
+    entities = spec.source.entity_columns
+    parts = []
+    for day, frame in frames.items():
+        if entities and len(frame):
+            counts = frame.groupby(entities).size().reset_index(name=ROWS_COLUMN)
+        else:
+            counts = pd.DataFrame({ROWS_COLUMN: [len(frame)]})
+        counts.insert(0, "day", day)
+        parts.append(counts)
+    return pd.concat(parts, ignore_index=True)
+
+
+def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[ExpectationOutcome]:
+    """Run expectations on a frame with an ephemeral GX context; exceptions inside GX count as failures."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch = (
+        context.data_sources.add_pandas(f"{name}_source")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    result = batch.validate(suite, result_format="SUMMARY")
+    outcomes = []
+    for item in result.results:
+        config = item.expectation_config
+        details = item.result or {}
+        error = None
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            error = str(item.exception_info.get("exception_message"))
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=config.type,
+                column=config.kwargs.get("column") or _joined(config.kwargs.get("column_list")),
+                success=bool(item.success),
+                observed=_jsonable(details.get("observed_value")),
+                unexpected_count=details.get("unexpected_count"),
+                error=error,
+            )
+        )
+    return outcomes
+
+
+def _joined(columns: list[str] | None) -> str | None:
+    return ",".join(columns) if columns else None
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)

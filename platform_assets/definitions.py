@@ -1,0 +1,41 @@
+"""The code location: loads every pipeline spec and wires assets, checks, sensors, resources and policy."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+
+from platform_assets.factory import build_pipeline
+from platform_assets.pipeline import Pipeline, pinned_shift_days
+from platform_assets.spec import PipelineSpec, load_specs
+from resources.env import Settings, build_resources
+from sensors.alerts import run_failure_alert
+from sensors.automation import automation_sensor
+
+
+def _pipeline(spec: PipelineSpec, settings: Settings, today: date) -> Pipeline:
+    partitioning = spec.partitioning
+    shift = 0
+    if partitioning.rebase_to_yesterday and partitioning.end_date is not None:
+        last_day = date.fromordinal(partitioning.end_date.toordinal() - 1)
+        shift = pinned_shift_days(spec.name, last_day, settings.home / "rebase", today)
+    return Pipeline(spec=spec, root=settings.root, shift_days=shift)
+
+
+def build_definitions(settings: Settings, today: date | None = None) -> dg.Definitions:
+    """All pipelines of `settings.specs_dir` plus the platform-wide sensors and resources."""
+    today = today or date.today()
+    assets, checks, sensors = [], [], [automation_sensor, run_failure_alert]
+    for spec in load_specs(settings.specs_dir):
+        built = build_pipeline(_pipeline(spec, settings, today), settings.home / "quarantine")
+        assets += built.assets
+        checks += built.checks
+        sensors += built.sensors
+    return dg.Definitions(assets=assets, asset_checks=checks, sensors=sensors, resources=build_resources(settings))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Dagster's entry point: settings are read when the location loads, not at import."""
+    return build_definitions(Settings.from_environment())

@@ -1,0 +1,45 @@
+"""Spec -> asset group: raw, features, model, champion, predictions and the backtest report, with checks and sensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from checks import data as data_checks
+from checks import features as feature_checks
+from checks import models as model_checks
+from checks import predictions as prediction_checks
+from platform_assets.pipeline import Pipeline
+from platform_assets.stages import features, ingest, predictions, report, training
+from sensors import landing
+
+
+@dataclass
+class PipelineDefinitions:
+    """Everything one spec contributes to the code location."""
+
+    assets: list[dg.AssetsDefinition] = field(default_factory=list)
+    checks: list[dg.AssetChecksDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+
+
+def build_pipeline(pipeline: Pipeline, quarantine_dir: Path) -> PipelineDefinitions:
+    return PipelineDefinitions(
+        assets=[
+            ingest.build(pipeline),
+            features.build(pipeline),
+            training.build_model(pipeline),
+            training.build_champion(pipeline),
+            predictions.build(pipeline),
+            report.build(pipeline),
+        ],
+        checks=[
+            data_checks.build(pipeline),
+            feature_checks.build(pipeline),
+            model_checks.build(pipeline),
+            prediction_checks.build(pipeline),
+        ],
+        sensors=[landing.build(pipeline, quarantine_dir)],
+    )

@@ -1,0 +1,136 @@
+"""Feature engineering for hourly series: calendar parts, target lags and rolling stats.
+
+Lags are computed on a complete hourly grid per entity, so gaps in the source give missing
+lags (never a value from the wrong hour). Rows without their full history are dropped and
+counted: a model never trains or predicts on a half-built row.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from platform_assets.ml.ingest import TIMESTAMP
+from platform_assets.spec import PipelineSpec
+
+CALENDAR_PARTS = {
+    "hour": lambda ts: ts.dt.hour,
+    "day_of_week": lambda ts: ts.dt.dayofweek,
+    "month": lambda ts: ts.dt.month,
+    "day_of_year": lambda ts: ts.dt.dayofyear,
+}
+
+
+@dataclass
+class FeatureResult:
+    """Feature rows of one day, how many rows lacked the history to be built, and which process built them."""
+
+    frame: pd.DataFrame
+    dropped_rows: int
+    worker_pid: int = field(default_factory=os.getpid)
+
+
+def lag_column(hours: int) -> str:
+    return f"lag_{hours}h"
+
+
+def rolling_column(window_hours: int, stat: str) -> str:
+    return f"rolling_{stat}_{window_hours}h"
+
+
+def numeric_feature_columns(spec: PipelineSpec) -> list[str]:
+    """Model inputs that are numbers, in a stable order."""
+    f = spec.features
+    return [
+        *f.numeric,
+        *f.calendar,
+        *(lag_column(h) for h in f.target_lags_hours),
+        *(rolling_column(r.window_hours, r.stat) for r in f.rolling),
+    ]
+
+
+def feature_columns(spec: PipelineSpec) -> list[str]:
+    """All model inputs: numeric first, then categorical."""
+    return [*numeric_feature_columns(spec), *spec.features.categorical]
+
+
+def feature_schema(spec: PipelineSpec) -> dict[str, str]:
+    """Column name -> dtype of a features partition; the contract the schema check enforces."""
+    schema = {TIMESTAMP: "datetime64[ns]"}
+    schema |= {column: "str" for column in spec.source.entity_columns}
+    schema[spec.target] = "float64"
+    schema |= {column: "float64" for column in numeric_feature_columns(spec)}
+    schema |= {column: "str" for column in spec.features.categorical}
+    return schema
+
+
+def _history_for_entity(group: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    target = group.set_index(TIMESTAMP)[spec.target]
+    grid = target.asfreq("h")
+    history = pd.DataFrame(index=grid.index)
+    for hours in spec.features.target_lags_hours:
+        history[lag_column(hours)] = grid.shift(hours)
+    lagged = grid.shift(spec.features.min_lag_hours)
+    for rolling in spec.features.rolling:
+        window = lagged.rolling(rolling.window_hours, min_periods=max(1, rolling.window_hours // 2))
+        history[rolling_column(rolling.window_hours, rolling.stat)] = getattr(window, rolling.stat)()
+    return history
+
+
+def build_features(window: pd.DataFrame, day: date, spec: PipelineSpec) -> FeatureResult:
+    """Features for the rows of `day`, using `window` (raw rows of that day and its look-back)."""
+    entities = spec.source.entity_columns
+    schema = feature_schema(spec)
+    day_mask = window[TIMESTAMP].dt.date == day
+    if not day_mask.any():
+        return FeatureResult(_empty(schema), 0)
+
+    parts = []
+    groups = window.groupby(entities, sort=False) if entities else [((), window)]
+    for _, group in groups:
+        history = _history_for_entity(group.drop_duplicates(TIMESTAMP, keep="last"), spec)
+        rows = group[group[TIMESTAMP].dt.date == day]
+        parts.append(rows.join(history, on=TIMESTAMP))
+    frame = pd.concat(parts, ignore_index=True)
+    for name in spec.features.calendar:
+        frame[name] = CALENDAR_PARTS[name](frame[TIMESTAMP])
+
+    frame = frame[list(schema)].astype(schema)
+    required = [c for c in numeric_feature_columns(spec) if c not in spec.features.numeric]
+    complete = frame[required].notna().all(axis=1) if required else pd.Series(True, index=frame.index)
+    kept = frame[complete].sort_values([*entities, TIMESTAMP]).reset_index(drop=True)
+    return FeatureResult(kept, int((~complete).sum()))
+
+
+def _empty(schema: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series([], dtype=dtype) for column, dtype in schema.items()})
+
+
+def non_finite_counts(frame: pd.DataFrame, spec: PipelineSpec) -> dict[str, int]:
+    """Per numeric feature column, how many values are NaN or infinite."""
+    counts = {}
+    for column in numeric_feature_columns(spec):
+        values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+        counts[column] = int((~np.isfinite(values)).sum())
+    return counts
+
+
+def population_stability(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
+    """Population stability index of `current` against `reference` (0 = same distribution)."""
+    ref = reference.dropna().to_numpy(dtype="float64")
+    cur = current.dropna().to_numpy(dtype="float64")
+    if len(ref) == 0 or len(cur) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:
+        return 0.0 if np.allclose(cur, ref[0]) else float("inf")
+    edges[0], edges[-1] = -np.inf, np.inf
+    ref_share = np.histogram(ref, edges)[0] / len(ref)
+    cur_share = np.histogram(cur, edges)[0] / len(cur)
+    ref_share = np.clip(ref_share, 1e-4, None)
+    cur_share = np.clip(cur_share, 1e-4, None)
+    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))

@@ -1,0 +1,168 @@
+"""Read a pipeline's source files and normalise them into the platform's raw schema."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from platform_assets.spec import PipelineSpec
+
+TIMESTAMP = "timestamp"
+MAX_ERROR_EXAMPLES = 5
+
+
+class SourceFormatError(ValueError):
+    """A source file that cannot be read into the raw schema (missing columns, unparseable timestamps)."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file in a landing zone, identified by path, size and modification time."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.size}:{self.mtime_ns}"
+
+
+@dataclass
+class Normalised:
+    """Rows in the raw schema plus what type coercion could not keep, so nothing is lost silently."""
+
+    frame: pd.DataFrame
+    coercion_errors: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+def resolve_source(uri: str, project_root: Path) -> tuple[pafs.FileSystem, str]:
+    """Turn a spec's source URI (relative path, absolute path or `scheme://`) into a filesystem and a glob."""
+    if "://" in uri:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        return filesystem, path
+    path = Path(uri)
+    if not path.is_absolute():
+        path = project_root / path
+    return pafs.LocalFileSystem(), str(path)
+
+
+def list_source_files(uri: str, project_root: Path) -> list[SourceFile]:
+    """Every file matching the spec's source glob, sorted by path."""
+    filesystem, pattern = resolve_source(uri, project_root)
+    base = pattern.split("*", 1)[0].rsplit("/", 1)[0] if "*" in pattern else pattern.rsplit("/", 1)[0]
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    files = [
+        SourceFile(info.path, info.size or 0, info.mtime_ns or 0)
+        for info in filesystem.get_file_info(selector)
+        if info.type == pafs.FileType.File and fnmatch.fnmatch(info.path, pattern)
+    ]
+    return sorted(files, key=lambda f: f.path)
+
+
+def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.DataFrame:
+    """Read one source file as strings/numbers exactly as written."""
+    filesystem, _ = resolve_source(spec.source.uri, project_root)
+    with filesystem.open_input_file(path) as handle:
+        if spec.source.format == "csv":
+            return pd.read_csv(handle)
+        return pd.read_parquet(handle)
+
+
+def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> pd.Series:
+    ts_spec = spec.source.timestamp
+    raw = frame[ts_spec.column].astype("str")
+    parsed = pd.to_datetime(raw, format=ts_spec.format, errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        examples = raw[bad].head(MAX_ERROR_EXAMPLES).tolist()
+        raise SourceFormatError(
+            f"{origin}: {int(bad.sum())} value(s) in timestamp column {ts_spec.column!r} do not match "
+            f"format {ts_spec.format!r}, e.g. {examples}"
+        )
+    if ts_spec.hour_column is not None:
+        hours = pd.to_numeric(frame[ts_spec.hour_column], errors="coerce")
+        bad_hours = hours.isna() | (hours < 0) | (hours > 23) | (hours % 1 != 0)
+        if bad_hours.any():
+            examples = frame.loc[bad_hours, ts_spec.hour_column].head(MAX_ERROR_EXAMPLES).tolist()
+            raise SourceFormatError(
+                f"{origin}: {int(bad_hours.sum())} value(s) in hour column {ts_spec.hour_column!r} "
+                f"are not whole hours 0-23, e.g. {examples}"
+            )
+        parsed = parsed + pd.to_timedelta(hours, unit="h")
+    return parsed.astype("datetime64[ns]")
+
+
+def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -> Normalised:
+    """Select the spec's columns and give them the raw schema's types.
+
+    Timestamps and missing columns are structural: a violation raises `SourceFormatError`.
+    Values that do not fit a numeric column become NaN and are reported in `coercion_errors`
+    (the not-null expectation then blocks the partition), so a bad cell never passes unnoticed.
+    """
+    ts_spec = spec.source.timestamp
+    needed = [ts_spec.column, *([ts_spec.hour_column] if ts_spec.hour_column else [])]
+    needed += [*spec.source.entity_columns, *spec.source_columns]
+    if missing := [column for column in needed if column not in frame.columns]:
+        raise SourceFormatError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
+
+    out = pd.DataFrame({TIMESTAMP: _parse_timestamps(frame, spec, origin)})
+    errors: dict[str, dict[str, object]] = {}
+    for column in spec.source.entity_columns:
+        out[column] = frame[column].astype("str")
+    for column in [spec.target, *spec.features.numeric]:
+        values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        lost = values.isna() & frame[column].notna()
+        if lost.any():
+            errors[column] = {
+                "count": int(lost.sum()),
+                "examples": frame.loc[lost, column].astype("str").head(MAX_ERROR_EXAMPLES).tolist(),
+            }
+        out[column] = values
+    for column in spec.features.categorical:
+        out[column] = frame[column].astype("str").where(frame[column].notna(), None).astype("str")
+    out = out.sort_values([*spec.source.entity_columns, TIMESTAMP], kind="stable").reset_index(drop=True)
+    return Normalised(out, errors)
+
+
+def empty_raw(spec: PipelineSpec) -> pd.DataFrame:
+    """A zero-row frame with the raw schema (a day the source has no rows for)."""
+    columns: dict[str, pd.Series] = {TIMESTAMP: pd.Series([], dtype="datetime64[ns]")}
+    for column in spec.source.entity_columns:
+        columns[column] = pd.Series([], dtype="str")
+    for column in [spec.target, *spec.features.numeric]:
+        columns[column] = pd.Series([], dtype="float64")
+    for column in spec.features.categorical:
+        columns[column] = pd.Series([], dtype="str")
+    return pd.DataFrame(columns)
+
+
+def rebase(frame: pd.DataFrame, shift_days: int) -> pd.DataFrame:
+    """Move every timestamp forward by `shift_days` (whole weeks keep weekday patterns intact)."""
+    if shift_days == 0:
+        return frame
+    shifted = frame.copy()
+    shifted[TIMESTAMP] = shifted[TIMESTAMP] + pd.Timedelta(days=shift_days)
+    return shifted
+
+
+def split_days(frame: pd.DataFrame, days: list[date], spec: PipelineSpec) -> dict[str, pd.DataFrame]:
+    """One frame per requested day (`YYYY-MM-DD`); days without rows get an empty frame with the schema."""
+    by_day = {
+        str(day): group.reset_index(drop=True) for day, group in frame.groupby(frame[TIMESTAMP].dt.date, sort=True)
+    }
+    return {str(day): by_day.get(str(day), empty_raw(spec)) for day in days}
+
+
+def days_in(frame: pd.DataFrame) -> list[date]:
+    """Distinct calendar days present in a normalised frame."""
+    return sorted(set(frame[TIMESTAMP].dt.date))
+
+
+def day_range(start: date, end_inclusive: date) -> list[date]:
+    return [start + timedelta(days=offset) for offset in range((end_inclusive - start).days + 1)]

@@ -1,0 +1,197 @@
+"""Walk-forward training: candidates, the seasonal-naive baseline and forecast metrics."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from platform_assets.ml.features import feature_columns, lag_column, numeric_feature_columns
+from platform_assets.ml.ingest import TIMESTAMP
+from platform_assets.spec import CandidateSpec, PipelineSpec
+
+
+class TrainingDataError(ValueError):
+    """A training window without enough usable rows."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Forecast errors on one set of rows."""
+
+    mae: float
+    rmse: float
+    smape: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}mae": self.mae, f"{prefix}rmse": self.rmse, f"{prefix}smape": self.smape}
+
+
+@dataclass
+class CandidateResult:
+    """A fitted candidate, its validation metrics and where it was trained."""
+
+    candidate: CandidateSpec
+    model: Any
+    metrics: Metrics
+    worker_pid: int
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """Days a model partition trains on and validates on, and which of them had data."""
+
+    train_days: list[str]
+    holdout_days: list[str]
+    missing_days: list[str]
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """The rows of one training window, split into training and hold-out."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    window: TrainingWindow
+
+
+def forecast_metrics(actual: np.ndarray, predicted: np.ndarray) -> Metrics:
+    """MAE, RMSE and symmetric MAPE (in %, 0 where both values are 0)."""
+    actual = np.asarray(actual, dtype="float64")
+    predicted = np.asarray(predicted, dtype="float64")
+    if len(actual) == 0:
+        raise TrainingDataError("cannot score an empty set of rows")
+    error = predicted - actual
+    denominator = np.abs(actual) + np.abs(predicted)
+    ratio = np.divide(2 * np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0)
+    return Metrics(
+        mae=float(np.mean(np.abs(error))),
+        rmse=float(np.sqrt(np.mean(error**2))),
+        smape=float(100 * np.mean(ratio)),
+    )
+
+
+def seasonal_naive(frame: pd.DataFrame, season_hours: int) -> np.ndarray:
+    """The baseline forecast: the value one season earlier."""
+    return frame[lag_column(season_hours)].to_numpy(dtype="float64")
+
+
+def split_window(frames: dict[str, pd.DataFrame], end_day: date, spec: PipelineSpec) -> WindowSplit:
+    """Split the feature partitions of a window into train and hold-out rows.
+
+    Days absent from `frames` (never materialised, or blocked by a failed check) are tolerated
+    and recorded; too few rows on either side is a `TrainingDataError`.
+    """
+    window_days = [end_day - timedelta(days=k) for k in range(spec.training.window_days - 1, -1, -1)]
+    holdout_start = end_day - timedelta(days=spec.evaluation.holdout_days - 1)
+    present = {day: frames[str(day)] for day in window_days if str(day) in frames and len(frames[str(day)])}
+    window = TrainingWindow(
+        train_days=[str(d) for d in window_days if d < holdout_start and d in present],
+        holdout_days=[str(d) for d in window_days if d >= holdout_start and d in present],
+        missing_days=[str(d) for d in window_days if d not in present],
+    )
+    train = _concat([present[date.fromisoformat(d)] for d in window.train_days])
+    holdout = _concat([present[date.fromisoformat(d)] for d in window.holdout_days])
+    if len(train) < spec.training.min_rows:
+        raise TrainingDataError(
+            f"window ending {end_day}: {len(train)} training rows < training.min_rows={spec.training.min_rows} "
+            f"({len(window.missing_days)} of {spec.training.window_days} days missing)"
+        )
+    if holdout.empty:
+        raise TrainingDataError(
+            f"window ending {end_day}: no hold-out rows in the last {spec.evaluation.holdout_days} days"
+        )
+    return WindowSplit(train, holdout, window)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def make_estimator(candidate: CandidateSpec, spec: PipelineSpec, seed: int = 0) -> Any:
+    """A scikit-learn pipeline: impute + one-hot encode, then the candidate's regressor."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = numeric_feature_columns(spec)
+    categorical = spec.features.categorical
+    transformers: list[tuple[str, Any, list[str]]] = [
+        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+    ]
+    if categorical:
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        transformers.append(("categorical", encoder, categorical))
+    params = dict(candidate.params)
+    regressors = {
+        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed, **params),
+        "random_forest": lambda: RandomForestRegressor(random_state=seed, n_jobs=1, **params),
+        "ridge": lambda: Ridge(**params),
+    }
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("regressor", regressors[candidate.family]())])
+
+
+def train_candidate(
+    candidate: CandidateSpec, train: pd.DataFrame, holdout: pd.DataFrame, spec: PipelineSpec
+) -> CandidateResult:
+    """Fit one candidate on the training rows and score it on the hold-out (a Ray task)."""
+    columns = feature_columns(spec)
+    model = make_estimator(candidate, spec)
+    model.fit(train[columns], train[spec.target].to_numpy(dtype="float64"))
+    predicted = predict(model, holdout, spec)
+    metrics = forecast_metrics(holdout[spec.target].to_numpy(dtype="float64"), predicted)
+    return CandidateResult(candidate, model, metrics, os.getpid())
+
+
+def predict(model: Any, frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
+    """Predictions clipped at 0: demand is never negative."""
+    return np.clip(np.asarray(model.predict(frame[feature_columns(spec)]), dtype="float64"), 0, None)
+
+
+def best_candidate(results: list[CandidateResult]) -> CandidateResult:
+    """Lowest hold-out MAE wins; ties go to the earlier candidate in the spec."""
+    return min(results, key=lambda r: r.metrics.mae)
+
+
+def feature_importance(model: Any, holdout: pd.DataFrame, spec: PipelineSpec, seed: int = 0) -> dict[str, float]:
+    """Permutation importance on the hold-out: the same measure for every model family."""
+    from sklearn.inspection import permutation_importance
+
+    columns = feature_columns(spec)
+    result = permutation_importance(
+        model,
+        holdout[columns],
+        holdout[spec.target].to_numpy(dtype="float64"),
+        scoring="neg_mean_absolute_error",
+        n_repeats=3,
+        random_state=seed,
+    )
+    return {column: float(value) for column, value in zip(columns, result.importances_mean, strict=True)}
+
+
+def holdout_frame(holdout: pd.DataFrame, predicted: np.ndarray, spec: PipelineSpec) -> pd.DataFrame:
+    """Timestamp, entity, actual, forecast and baseline of the hold-out rows (for plots and reports)."""
+    columns = [TIMESTAMP, *spec.source.entity_columns]
+    out = holdout[columns].copy()
+    out["actual"] = holdout[spec.target].to_numpy(dtype="float64")
+    out["forecast"] = predicted
+    out["baseline"] = seasonal_naive(holdout, spec.evaluation.baseline_season_hours)
+    return out
+
+
+def predict_day(model: Any, features: pd.DataFrame, spec: PipelineSpec, lineage: dict[str, str]) -> pd.DataFrame:
+    """Forecasts for one day of feature rows, each row carrying the model's lineage (a Ray task)."""
+    out = features[[TIMESTAMP, *spec.source.entity_columns]].copy()
+    out["prediction"] = predict(model, features, spec) if len(features) else np.array([], dtype="float64")
+    out["actual"] = features[spec.target].to_numpy(dtype="float64")
+    for key, value in lineage.items():
+        out[key] = pd.Series([value] * len(out), dtype="str")
+    out["worker_pid"] = os.getpid()
+    return out

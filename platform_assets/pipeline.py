@@ -1,0 +1,112 @@
+"""What every stage of one pipeline shares: its spec, partitions, keys, policies and tags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from platform_assets.spec import FreshnessWindow, K8sRequests, PipelineSpec
+
+MAX_PARTITIONS_PER_RUN = 400
+PIPELINE_TAG = "platform/pipeline"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated spec plus where it runs: the project root and the sample-data rebase shift."""
+
+    spec: PipelineSpec
+    root: Path
+    shift_days: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def key(self, stage: str) -> dg.AssetKey:
+        return dg.AssetKey([self.name, stage])
+
+    @cached_property
+    def partitions_def(self) -> dg.DailyPartitionsDefinition:
+        shift = timedelta(days=self.shift_days)
+        start = self.spec.partitioning.start_date + shift
+        end = self.spec.partitioning.end_date
+        return dg.DailyPartitionsDefinition(
+            start_date=start.isoformat(), end_date=(end + shift).isoformat() if end else None
+        )
+
+    @property
+    def backfill_policy(self) -> dg.BackfillPolicy:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
+
+    @property
+    def lookback_days(self) -> int:
+        """Whole days of raw history one day of features needs."""
+        return -(-self.spec.features.lookback_hours // 24)
+
+    @property
+    def owners(self) -> list[str]:
+        return list(self.spec.owners)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {PIPELINE_TAG: self.name}
+
+    def freshness(self, window: FreshnessWindow) -> dg.FreshnessPolicy:
+        return dg.FreshnessPolicy.time_window(fail_window=window.fail, warn_window=window.warn)
+
+    def op_tags(self, requests: K8sRequests) -> dict[str, Any]:
+        """`dagster-k8s/config` for a step: requests from the spec's compute hints, GPU when asked."""
+        container: dict[str, Any] = {
+            "resources": {
+                "requests": {"cpu": requests.cpu, "memory": requests.memory},
+                "limits": {"memory": requests.memory},
+            }
+        }
+        pod: dict[str, Any] = {}
+        if requests.gpu:
+            container["resources"]["limits"]["nvidia.com/gpu"] = str(requests.gpu)
+            pod["node_selector"] = dict(requests.gpu_node_selector)
+            pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        config: dict[str, Any] = {"container_config": container}
+        if pod:
+            config["pod_spec_config"] = pod
+        return {"dagster-k8s/config": config}
+
+
+def run_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[date]:
+    """The days (partitions) a run materialises, oldest first; checks see their run's days too."""
+    keys = (
+        context.partition_keys
+        if isinstance(context, dg.AssetExecutionContext)
+        else context.op_execution_context.partition_keys
+    )
+    return [date.fromisoformat(key) for key in keys]
+
+
+def run_values(context: dg.AssetCheckExecutionContext, store: Any, key: dg.AssetKey) -> dict[str, Any]:
+    """The stored values of `key` for the days of the check's run (an unpartitioned check of a
+    partitioned asset would otherwise load every partition)."""
+    return store.read_many(key, [str(day) for day in run_days(context)], allow_missing=False)
+
+
+def pinned_shift_days(name: str, last_day: date, state_dir: Path, today: date) -> int:
+    """Whole-week shift that moves `last_day` to within the week before `today`, pinned at first use.
+
+    Pinning keeps partition keys stable across restarts: tomorrow's shift would otherwise move
+    every stored partition by a day. Delete the state file to re-align.
+    """
+    path = state_dir / f"{name}.json"
+    if path.exists():
+        return int(json.loads(path.read_text())["shift_days"])
+    weeks = max(0, ((today - timedelta(days=1)) - last_day).days // 7)
+    shift = weeks * 7
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"shift_days": shift, "pinned_at": datetime.now().isoformat()}))
+    return shift

@@ -1,0 +1,240 @@
+"""Pipeline specs: the YAML contract that turns a dataset into an asset graph.
+
+A spec is data, not code. `load_spec` validates it and fails with the file, the field and
+the reason, so a typo never reaches the Dagster UI as a half-built graph.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+class SpecError(ValueError):
+    """A pipeline spec that cannot be used, with the file, the field and the reason."""
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"duration {value!r} must look like '90m', '26h' or '2d'")
+        amount, unit = match.groups()
+        return timedelta(seconds=int(amount) * _UNIT_SECONDS[unit])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimestampSpec(_Model):
+    column: str = Field(description="Source column holding the timestamp (or the date, with hour_column).")
+    format: str = Field(description="strftime format of that column, e.g. '%Y-%m-%d %H:%M'.")
+    hour_column: str | None = Field(default=None, description="Integer hour column added to a date-only column.")
+
+
+class SourceSpec(_Model):
+    uri: str = Field(description="File, glob or pyarrow-filesystem URI; relative paths start at the project root.")
+    format: Literal["csv", "parquet"] = "csv"
+    timestamp: TimestampSpec
+    entity_columns: list[str] = Field(default_factory=list, description="Columns that identify a series.")
+
+
+class RollingSpec(_Model):
+    window_hours: int = Field(gt=0)
+    stat: Literal["mean", "std", "min", "max"] = "mean"
+
+
+class FeatureSpec(_Model):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    calendar: list[Literal["hour", "day_of_week", "month", "day_of_year"]] = Field(default_factory=list)
+    target_lags_hours: list[Annotated[int, Field(ge=24)]] = Field(
+        default_factory=list, description="Lags of the target; at least 24 h so a day-ahead forecast is possible."
+    )
+    rolling: list[RollingSpec] = Field(
+        default_factory=list, description="Rolling stats of the target, ending at the smallest lag."
+    )
+
+    @property
+    def min_lag_hours(self) -> int:
+        return min(self.target_lags_hours, default=24)
+
+    @property
+    def lookback_hours(self) -> int:
+        """Hours of history one feature row needs."""
+        rolling = [self.min_lag_hours + r.window_hours for r in self.rolling]
+        return max([*self.target_lags_hours, *rolling, 0])
+
+
+class PartitioningSpec(_Model):
+    start_date: date
+    end_date: date | None = Field(default=None, description="Exclusive end; open-ended (up to yesterday) if unset.")
+    rebase_to_yesterday: bool = Field(
+        default=False,
+        description="Shift historical sample data by whole weeks so its last day is recent (pinned at first use).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PartitioningSpec:
+        if self.end_date is not None and self.end_date <= self.start_date:
+            raise ValueError("end_date must be after start_date")
+        return self
+
+
+class CandidateSpec(_Model):
+    family: Literal["hist_gradient_boosting", "random_forest", "ridge"]
+    params: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Model):
+    window_days: int = Field(gt=1, description="Days of features a model partition trains and validates on.")
+    min_rows: int = Field(default=48, gt=0, description="Fewer rows than this in a window is an error.")
+    candidates: list[CandidateSpec] = Field(min_length=1)
+
+
+class EvaluationSpec(_Model):
+    holdout_days: int = Field(gt=0, description="Last days of the window held out for validation.")
+    baseline_season_hours: int = Field(description="Seasonal-naive baseline: y(t) = y(t - season).")
+
+
+class PromotionSpec(_Model):
+    min_improvement_over_baseline: float = Field(
+        ge=0, lt=1, description="Required relative MAE improvement over seasonal naive."
+    )
+    max_regression_vs_champion: float = Field(
+        ge=0, description="Allowed relative MAE increase vs the champion on the same hold-out."
+    )
+
+
+class ColumnExpectation(_Model):
+    not_null: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed_values: list[str] | None = None
+
+
+class RowsPerPartition(_Model):
+    min: int = Field(ge=0)
+    max: int = Field(gt=0)
+
+
+class ExpectationsSpec(_Model):
+    columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+    rows_per_partition: RowsPerPartition | None = Field(
+        default=None, description="Rows per day (per entity when entity columns are set); a miss is a warning."
+    )
+    unique_timestamp: bool = Field(default=True, description="Timestamp unique per entity.")
+
+
+class FreshnessWindow(_Model):
+    warn: Duration
+    fail: Duration
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FreshnessWindow:
+        if self.warn < timedelta(minutes=1) or self.warn >= self.fail:
+            raise ValueError("need 1m <= warn < fail")
+        return self
+
+
+class FreshnessSpec(_Model):
+    features: FreshnessWindow
+    model: FreshnessWindow
+    predictions: FreshnessWindow
+
+
+class K8sRequests(_Model):
+    cpu: str = "1"
+    memory: str = "2Gi"
+    gpu: int = Field(default=0, ge=0)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+
+
+class ComputeSpec(_Model):
+    ray_cpus_per_task: float = Field(default=1, gt=0)
+    training: K8sRequests = Field(default_factory=K8sRequests)
+    default: K8sRequests = Field(default_factory=K8sRequests)
+
+
+class PipelineSpec(_Model):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Asset group and key prefix.")
+    description: str
+    owners: list[str] = Field(default_factory=list)
+    source: SourceSpec
+    target: str
+    features: FeatureSpec
+    partitioning: PartitioningSpec
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+    promotion: PromotionSpec
+    expectations: ExpectationsSpec = Field(default_factory=ExpectationsSpec)
+    freshness: FreshnessSpec
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        columns = [self.target, *self.features.numeric, *self.features.categorical]
+        reserved = {"timestamp", *self.source.entity_columns}
+        if clash := reserved.intersection(columns):
+            raise ValueError(f"columns {sorted(clash)} are reserved (timestamp/entity) and cannot be features")
+        if len(set(columns)) != len(columns):
+            raise ValueError("target, numeric and categorical columns must be distinct")
+        if unknown := set(self.expectations.columns) - {*columns, *self.source.entity_columns}:
+            raise ValueError(f"expectations name columns that are not in the pipeline: {sorted(unknown)}")
+        if self.evaluation.baseline_season_hours not in self.features.target_lags_hours:
+            raise ValueError(
+                f"evaluation.baseline_season_hours={self.evaluation.baseline_season_hours} "
+                f"must be one of features.target_lags_hours {self.features.target_lags_hours}"
+            )
+        if self.evaluation.holdout_days >= self.training.window_days:
+            raise ValueError("evaluation.holdout_days must be smaller than training.window_days")
+        return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        """Value columns kept from the source, in order."""
+        return [self.target, *self.features.numeric, *self.features.categorical]
+
+
+def _format_error(path: Path, error: ValidationError) -> str:
+    lines = [f"invalid pipeline spec {path}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> PipelineSpec:
+    """Read and validate one spec file; raise `SpecError` naming the file, field and reason."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid pipeline spec {path}: not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise SpecError(f"invalid pipeline spec {path}: <root>: expected a mapping, got {type(document).__name__}")
+    try:
+        return PipelineSpec.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(_format_error(path, exc)) from exc
+
+
+def load_specs(directory: Path) -> list[PipelineSpec]:
+    """Load every `*.yaml` spec in a directory; names must be unique."""
+    specs = [load_spec(path) for path in sorted(directory.glob("*.yaml"))]
+    names = [spec.name for spec in specs]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise SpecError(f"pipeline names must be unique in {directory}: {duplicates}")
+    return specs

@@ -1,0 +1,57 @@
+"""`<p>/raw`: one day of source rows per partition, in the platform's raw schema."""
+
+import dagster as dg
+import pandas as pd
+
+from platform_assets import automation
+from platform_assets.metadata import frame_metadata
+from platform_assets.ml import ingest
+from platform_assets.pipeline import Pipeline, run_days
+
+
+def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.SourceFile]]:
+    """Read, normalise and rebase every source file of a pipeline."""
+    spec = pipeline.spec
+    files = ingest.list_source_files(spec.source.uri, pipeline.root)
+    if not files:
+        raise dg.Failure(f"{pipeline.name}: no source files match {spec.source.uri!r}")
+    parts, errors = [], {}
+    for source in files:
+        normalised = ingest.normalise(ingest.read_source_file(source.path, spec, pipeline.root), spec, source.path)
+        parts.append(normalised.frame)
+        errors |= {f"{source.path}:{column}": value for column, value in normalised.coercion_errors.items()}
+    frame = ingest.rebase(pd.concat(parts, ignore_index=True), pipeline.shift_days)
+    return ingest.Normalised(frame, errors), files
+
+
+def build(pipeline: Pipeline) -> dg.AssetsDefinition:
+    spec = pipeline.spec
+
+    @dg.asset(
+        key=pipeline.key("raw"),
+        description=f"One day of {spec.name} source rows, typed to the raw schema.",
+        group_name=pipeline.name,
+        owners=pipeline.owners,
+        tags=pipeline.tags,
+        kinds={"pandas", "parquet"},
+        partitions_def=pipeline.partitions_def,
+        backfill_policy=pipeline.backfill_policy,
+        automation_condition=automation.missing_latest_partition(),
+    )
+    def raw(context: dg.AssetExecutionContext) -> dg.Output[dict[str, pd.DataFrame]]:
+        """One day of source rows, typed to the raw schema."""
+        normalised, files = load_source(pipeline)
+        days = run_days(context)
+        by_day = ingest.split_days(normalised.frame, days, spec)
+        rows = {key: len(frame) for key, frame in by_day.items()}
+        metadata = frame_metadata(pd.concat(by_day.values(), ignore_index=True))
+        metadata |= {
+            "rows_per_partition": dg.MetadataValue.json(rows),
+            "empty_partitions": sum(1 for count in rows.values() if count == 0),
+            "source_files": dg.MetadataValue.json([f.path for f in files]),
+            "coercion_errors": dg.MetadataValue.json(normalised.coercion_errors),
+            "rebase_shift_days": pipeline.shift_days,
+        }
+        return dg.Output(by_day, metadata=metadata)
+
+    return raw

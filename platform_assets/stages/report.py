@@ -1,0 +1,64 @@
+"""`<p>/backtest_report`: walk-forward metrics of every model partition, against the baseline."""
+
+import dagster as dg
+import pandas as pd
+
+from platform_assets import automation
+from platform_assets.metadata import png_markdown
+from platform_assets.pipeline import Pipeline
+from resources.storage import PartitionedParquetIOManager
+
+
+def backtest_table(records: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
+    """One row per model partition: its hold-out MAE, the baseline's and the relative improvement."""
+    rows = [
+        {
+            "partition": r["partition"],
+            "version": r["version"],
+            "family": r["family"],
+            "mae": r["metrics"]["mae"],
+            "baseline_mae": r["baseline"]["mae"],
+            "smape": r["metrics"]["smape"],
+        }
+        for r in records
+    ]
+    table = pd.DataFrame(rows, columns=["partition", "version", "family", "mae", "baseline_mae", "smape"])
+    table["improvement"] = 1 - table["mae"] / table["baseline_mae"]
+    return table.sort_values("partition").reset_index(drop=True)
+
+
+def build(pipeline: Pipeline) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=pipeline.key("backtest_report"),
+        description=f"Walk-forward backtest of {pipeline.name}: hold-out MAE per model partition vs seasonal naive.",
+        group_name=pipeline.name,
+        owners=pipeline.owners,
+        tags=pipeline.tags,
+        kinds={"pandas"},
+        deps=[pipeline.key("model")],
+        automation_condition=automation.after_upstream_update(),
+    )
+    def backtest_report(
+        context: dg.AssetExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+    ) -> dg.Output[pd.DataFrame]:
+        """Hold-out MAE of every materialised model partition against the seasonal-naive baseline."""
+        keys = pipeline.partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
+        stored = io_manager.read_many(pipeline.key("model"), keys, allow_missing=True)
+        if not stored:
+            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no materialised partitions yet")
+        table = backtest_table(list(stored.values()))
+        from platform_assets.ml import plots
+
+        series = table.set_index(pd.to_datetime(table["partition"]))
+        png = plots.backtest(series)
+        metadata = {
+            "dagster/row_count": len(table),
+            "mean_mae": float(table["mae"].mean()),
+            "mean_baseline_mae": float(table["baseline_mae"].mean()),
+            "share_beating_baseline": float((table["improvement"] > 0).mean()),
+            "backtest": png_markdown(png, "walk-forward backtest"),
+            "preview": dg.MetadataValue.md(table.tail(10).to_markdown(index=False)),
+        }
+        return dg.Output(table, metadata=metadata)
+
+    return backtest_report

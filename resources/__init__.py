@@ -1,0 +1,1 @@
+"""Dagster resources: Ray compute, the partitioned asset store, MLflow, and the one environment switch."""

@@ -1,0 +1,1 @@
+"""Sensors: the landing zone, run-failure alerts and the automation-condition sensor."""
