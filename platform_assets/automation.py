@@ -1,7 +1,5 @@
 """Automation conditions: freshness-driven refreshes, first builds, never past failed blocking checks."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 AC = dg.AutomationCondition
@@ -16,15 +14,24 @@ def freshness_trigger() -> dg.AutomationCondition:
     return (AC.freshness_warned().newly_true() | AC.freshness_failed().newly_true()).since_last_handled()
 
 
+def buildable_missing() -> dg.AutomationCondition:
+    """Missing with every dependency present, on the edge: once, not on every tick until it succeeds.
+
+    Unlike `AC.on_missing()`, a partition that was already missing when the condition was first
+    evaluated still counts once its dependencies arrive, so a fresh start builds the newest day.
+    """
+    return (AC.missing() & ~AC.any_deps_missing()).newly_true().since_last_handled()
+
+
 def fresh_latest_partition() -> dg.AutomationCondition:
-    """For daily assets: build the latest partition when it appears or when the asset goes stale."""
-    trigger = AC.in_latest_time_window() & (AC.on_missing() | (freshness_trigger() & ~AC.any_deps_missing()))
+    """For daily assets: build the latest partition once it can be built, and again when it goes stale."""
+    trigger = AC.in_latest_time_window() & (buildable_missing() | (freshness_trigger() & ~AC.any_deps_missing()))
     return _guarded(trigger).with_label("freshness_driven")
 
 
 def missing_latest_partition() -> dg.AutomationCondition:
     """For raw data: build the latest partition once when it appears."""
-    return _guarded(AC.on_missing()).with_label("on_missing_latest")
+    return _guarded(AC.in_latest_time_window() & buildable_missing()).with_label("missing_latest")
 
 
 def after_upstream_update() -> dg.AutomationCondition:

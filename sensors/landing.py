@@ -1,4 +1,4 @@
-"""Landing-zone sensor: a new or changed source file requests a run of the raw days it holds.
+"""Landing-zone sensor: a new or changed source file requests raw and features for the days it holds.
 
 The cursor maps each file path to its fingerprint (size and mtime). A file that cannot be read
 into the raw schema is moved to the quarantine folder with a `.reason.txt` beside it; no run is
@@ -43,16 +43,17 @@ def days_of(pipeline: Pipeline, source: ingest.SourceFile) -> list[date]:
 
 def build(pipeline: Pipeline, quarantine_dir: Path) -> dg.SensorDefinition:
     raw_key = pipeline.key("raw")
+    targets = [raw_key, pipeline.key("features")]
 
     @dg.sensor(
         name=f"{pipeline.name}_landing_sensor",
-        description=f"New or changed files in {pipeline.spec.source.uri} trigger {raw_key.to_user_string()} runs.",
-        asset_selection=dg.AssetSelection.assets(raw_key),
+        description=f"New or changed files in {pipeline.spec.source.uri} refresh {pipeline.name} raw and features.",
+        asset_selection=dg.AssetSelection.assets(*targets),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        """Requests raw runs for new or changed landing files; quarantines malformed ones."""
+        """Requests raw and features runs for new or changed landing files; quarantines malformed ones."""
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         files = ingest.list_source_files(pipeline.spec.source.uri, pipeline.root)
         requests, current = [], {}
@@ -73,7 +74,7 @@ def build(pipeline: Pipeline, quarantine_dir: Path) -> dg.SensorDefinition:
             requests.append(
                 dg.RunRequest(
                     run_key=f"{source.path}:{source.fingerprint}",
-                    asset_selection=[raw_key],
+                    asset_selection=targets,
                     tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), "platform/source_file": source.path},
                 )
             )

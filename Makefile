@@ -1,0 +1,39 @@
+# The two commands a new user needs: `make dev` (run the platform) and `make test` (what CI runs).
+# Everything is installed from the committed lock into .venv by a pinned uv kept in .tools/.
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+UV := .tools/bin/uv
+VENV := .venv/.synced
+export UV_COMPILE_BYTECODE := 1
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: dev test lint typecheck pytest bench clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $(VENV)
+
+dev: $(VENV)  ## set up and run Ray, MLflow UI and dagster dev on 127.0.0.1
+	.venv/bin/python scripts/dev.py
+
+test: $(VENV) lint typecheck pytest  ## set up, lint, type-check and run every test
+
+lint: $(VENV)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: $(VENV)
+	.venv/bin/basedpyright
+
+pytest: $(VENV)
+	.venv/bin/python -m pytest
+
+bench: $(VENV)  ## measured figures into benchmarks/results/
+	.venv/bin/python benchmarks/run.py
+
+clean:  ## forget local state (assets, MLflow runs, Dagster history, rebase pin)
+	rm -rf .platform

@@ -1,0 +1,229 @@
+"""Run the platform locally: one Ray head, the MLflow UI and `dagster dev`, all on 127.0.0.1.
+
+Ctrl-C (or SIGTERM) stops every process this command started, with a grace period and then
+SIGKILL; a later start first clears what a crashed run left behind (`<home>/dev-pids.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GRACE_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class Ports:
+    dagster: int
+    mlflow: int
+    ray: int
+    ray_dashboard: int
+    ray_client: int
+    ray_agent: int
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int, taken: set[int]) -> int:
+    """`preferred` if it is free, else the next free port above it."""
+    port = preferred
+    while port in taken or not port_free(port):
+        port += 1
+    taken.add(port)
+    return port
+
+
+def wait_for_port(port: int, name: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with code {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not listen on port {port} within {timeout:.0f}s")
+
+
+def stop(processes: list[psutil.Process]) -> None:
+    """SIGTERM every process, then SIGKILL whatever is left after the grace period."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=GRACE_SECONDS)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=GRACE_SECONDS)
+
+
+def descendants() -> list[psutil.Process]:
+    """Everything this command started, including services that moved to their own session."""
+    return psutil.Process().children(recursive=True)
+
+
+def record(pid_file: Path) -> None:
+    """Remember (pid, start time) of every descendant, so a later start can clear a crashed run's leftovers."""
+    entries = []
+    for process in descendants():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            entries.append([process.pid, process.create_time()])
+    pid_file.write_text(json.dumps(entries))
+
+
+def clear_leftovers(pid_file: Path) -> None:
+    if not pid_file.exists():
+        return
+    leftovers = []
+    for pid, started in json.loads(pid_file.read_text()):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            if process.create_time() == started:  # not a reused pid
+                leftovers.append(process)
+    if leftovers:
+        print(f"stopping {len(leftovers)} process(es) left over from an earlier run")
+        stop(leftovers)
+    pid_file.unlink()
+
+
+def prepare_home(home: Path) -> Path:
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", config)
+    return dagster_home
+
+
+def service_env(home: Path, ports: Ports) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PLATFORM_ENV": "local",
+            "PLATFORM_HOME": str(home),
+            "DAGSTER_HOME": str(home / "dagster_home"),
+            "RAY_ADDRESS": f"127.0.0.1:{ports.ray}",
+            # Loopback-only cluster: every process must agree on the auth mode (Ray 2.60 defaults to token).
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        }
+    )
+    return env
+
+
+def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
+    mlflow_dir = home / "mlflow"
+    return {
+        "ray": [
+            str(BIN / "ray"), "start", "--head", "--block",
+            f"--port={ports.ray}", f"--dashboard-port={ports.ray_dashboard}",
+            f"--ray-client-server-port={ports.ray_client}", f"--dashboard-agent-listen-port={ports.ray_agent}",
+            "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
+            f"--num-cpus={ray_cpus}", "--disable-usage-stats",
+        ],
+        "mlflow": [
+            str(BIN / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "--default-artifact-root", (mlflow_dir / "artifacts").as_uri(),
+            "--host", "127.0.0.1", "--port", str(ports.mlflow), "--workers", "1",
+        ],
+        "dagster": [
+            str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
+            "-h", "127.0.0.1", "-p", str(ports.dagster),
+        ],
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PLATFORM_HOME", ROOT / ".platform")))
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--ray-port", type=int, default=6380)
+    parser.add_argument("--ray-dashboard-port", type=int, default=8265)
+    parser.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args(argv)
+
+    home = args.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    pid_file = home / "dev-pids.json"
+    clear_leftovers(pid_file)
+    prepare_home(home)
+    taken: set[int] = set()
+    ports = Ports(
+        dagster=pick_port(args.dagster_port, taken),
+        mlflow=pick_port(args.mlflow_port, taken),
+        ray=pick_port(args.ray_port, taken),
+        ray_dashboard=pick_port(args.ray_dashboard_port, taken),
+        ray_client=pick_port(10001, taken),
+        ray_agent=pick_port(52365, taken),
+    )
+    env = service_env(home, ports)
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def shutdown() -> None:
+        stop(descendants())
+        pid_file.unlink(missing_ok=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        for name, command in commands(home, ports, args.ray_cpus).items():
+            # Dagster's output stays on the terminal; Ray and MLflow go to log files.
+            output = None if name == "dagster" else (logs / f"{name}.log").open("ab")
+            processes[name] = subprocess.Popen(
+                command, env=env, cwd=ROOT, start_new_session=True, stdout=output, stderr=output
+            )
+            record(pid_file)
+            if name == "ray":
+                wait_for_port(ports.ray_dashboard, "ray", processes[name], timeout=120)
+        wait_for_port(ports.mlflow, "mlflow", processes["mlflow"], timeout=120)
+        wait_for_port(ports.dagster, "dagster", processes["dagster"], timeout=180)
+        print(
+            "\nPlatform is up:\n"
+            f"  Dagster UI     http://127.0.0.1:{ports.dagster}\n"
+            f"  MLflow UI      http://127.0.0.1:{ports.mlflow}\n"
+            f"  Ray dashboard  http://127.0.0.1:{ports.ray_dashboard}\n"
+            f"State in {home} (logs in {logs}). Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while all(process.poll() is None for process in processes.values()):
+            record(pid_file)
+            time.sleep(2)
+        dead = [name for name, process in processes.items() if process.poll() is not None]
+        print(f"{', '.join(dead)} exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
