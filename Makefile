@@ -18,7 +18,7 @@ $(VENV): uv.lock pyproject.toml | $(UV)
 	touch $(VENV)
 
 dev: $(VENV)  ## set up and run Ray, MLflow UI and dagster dev on 127.0.0.1
-	.venv/bin/python scripts/dev.py
+	.venv/bin/python -m devtools.stack
 
 test: $(VENV) lint typecheck pytest  ## set up, lint, type-check and run every test
 

@@ -63,28 +63,33 @@ class MlflowTracking(dg.ConfigurableResource):
                 return None
             raise
 
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        """The version number an alias points at, as a string (stores disagree on int vs str)."""
+        version = self.version_by_alias(model_name, alias)
+        return None if version is None else str(version.version)
+
     def promote(self, model_name: str, version: str) -> dict[str, Any]:
         """Point `champion` at `version`; the replaced champion becomes `previous_champion` for rollback."""
         client = self.client()
-        current = self.version_by_alias(model_name, CHAMPION)
-        if current is not None and current.version == str(version):
-            return {"champion": str(version), "previous_champion": None, "changed": False}
+        current = self.alias_version(model_name, CHAMPION)
+        if current == str(version):
+            return {
+                "champion": current,
+                "previous_champion": self.alias_version(model_name, PREVIOUS_CHAMPION),
+                "changed": False,
+            }
         if current is not None:
-            client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current.version)
+            client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
         client.set_registered_model_alias(model_name, CHAMPION, str(version))
-        return {
-            "champion": str(version),
-            "previous_champion": current.version if current is not None else None,
-            "changed": True,
-        }
+        return {"champion": str(version), "previous_champion": current, "changed": True}
 
     def rollback(self, model_name: str) -> dict[str, Any]:
         """Swap `champion` and `previous_champion`: one action undoes the last promotion."""
         client = self.client()
-        previous = self.version_by_alias(model_name, PREVIOUS_CHAMPION)
-        current = self.version_by_alias(model_name, CHAMPION)
+        previous = self.alias_version(model_name, PREVIOUS_CHAMPION)
+        current = self.alias_version(model_name, CHAMPION)
         if previous is None or current is None:
             raise dg.Failure(f"{model_name}: nothing to roll back to (no {PREVIOUS_CHAMPION!r} alias)")
-        client.set_registered_model_alias(model_name, CHAMPION, previous.version)
-        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current.version)
-        return {"champion": previous.version, "previous_champion": current.version, "changed": True}
+        client.set_registered_model_alias(model_name, CHAMPION, previous)
+        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
+        return {"champion": previous, "previous_champion": current, "changed": True}

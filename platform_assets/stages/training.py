@@ -148,12 +148,12 @@ def _log_candidate(
 
 
 def _load_champion(mlflow_res: MlflowTracking, name: str) -> tuple[Any, str] | None:
-    version = mlflow_res.version_by_alias(name, CHAMPION)
+    version = mlflow_res.alias_version(name, CHAMPION)
     if version is None:
         return None
     import mlflow
 
-    return mlflow.sklearn.load_model(f"models:/{name}/{version.version}"), str(version.version)
+    return mlflow.sklearn.load_model(f"models:/{name}/{version}"), version
 
 
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:

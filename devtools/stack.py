@@ -135,16 +135,21 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
     return env
 
 
+def ray_head_command(ports: Ports, cpus: int) -> list[str]:
+    """A blocking `ray start --head` bound to loopback on the given ports."""
+    return [
+        str(BIN / "ray"), "start", "--head", "--block",
+        f"--port={ports.ray}", f"--dashboard-port={ports.ray_dashboard}",
+        f"--ray-client-server-port={ports.ray_client}", f"--dashboard-agent-listen-port={ports.ray_agent}",
+        "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
+        f"--num-cpus={cpus}", "--disable-usage-stats",
+    ]  # fmt: skip
+
+
 def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
     mlflow_dir = home / "mlflow"
     return {
-        "ray": [
-            str(BIN / "ray"), "start", "--head", "--block",
-            f"--port={ports.ray}", f"--dashboard-port={ports.ray_dashboard}",
-            f"--ray-client-server-port={ports.ray_client}", f"--dashboard-agent-listen-port={ports.ray_agent}",
-            "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={ray_cpus}", "--disable-usage-stats",
-        ],
+        "ray": ray_head_command(ports, ray_cpus),
         "mlflow": [
             str(BIN / "mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
@@ -156,6 +161,12 @@ def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
             "-h", "127.0.0.1", "-p", str(ports.dagster),
         ],
     }  # fmt: skip
+
+
+def pick_ports(preferred: Ports) -> Ports:
+    """The preferred ports where free, else the next free ones."""
+    taken: set[int] = set()
+    return Ports(**{name: pick_port(port, taken) for name, port in preferred.__dict__.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,14 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = home / "dev-pids.json"
     clear_leftovers(pid_file)
     prepare_home(home)
-    taken: set[int] = set()
-    ports = Ports(
-        dagster=pick_port(args.dagster_port, taken),
-        mlflow=pick_port(args.mlflow_port, taken),
-        ray=pick_port(args.ray_port, taken),
-        ray_dashboard=pick_port(args.ray_dashboard_port, taken),
-        ray_client=pick_port(10001, taken),
-        ray_agent=pick_port(52365, taken),
+    ports = pick_ports(
+        Ports(
+            dagster=args.dagster_port,
+            mlflow=args.mlflow_port,
+            ray=args.ray_port,
+            ray_dashboard=args.ray_dashboard_port,
+            ray_client=10001,
+            ray_agent=52365,
+        )
     )
     env = service_env(home, ports)
     logs = home / "logs"

@@ -1,0 +1,85 @@
+"""Shared fixtures: one real Ray head per session, isolated platform state, and pipeline builders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psutil
+import pytest
+import yaml
+
+from devtools.stack import ROOT, Ports, pick_ports, ray_head_command, stop, wait_for_port
+from platform_assets.definitions import build_definitions
+from resources.env import Settings
+
+# Every process of the test session (and its Ray workers) must agree; Ray 2.60 defaults to token auth.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+BIKE_SPEC = ROOT / "pipelines" / "bike_demand.yaml"
+BIKE_CSV = ROOT / "data" / "bike_sharing" / "hour.csv"
+# Far enough in the future that a rebasing spec never shifts in tests unless a test asks for it.
+TODAY = date(2013, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Ray head on free loopback ports for the whole session, stopped at the end."""
+    ports = pick_ports(Ports(dagster=0, mlflow=0, ray=6480, ray_dashboard=8365, ray_client=9101, ray_agent=52465))
+    log = (tmp_path_factory.mktemp("ray") / "ray.log").open("ab")
+    head = subprocess.Popen(
+        ray_head_command(ports, cpus=2), env=os.environ.copy(), start_new_session=True, stdout=log, stderr=log
+    )
+    try:
+        wait_for_port(ports.ray_dashboard, "ray", head, timeout=120)
+        address = f"127.0.0.1:{ports.ray}"
+        os.environ["RAY_ADDRESS"] = address
+        yield address
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            stop([psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)])
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def platform_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """State (asset store, MLflow SQLite store) shared by the session; pipelines keep apart by name."""
+    return tmp_path_factory.mktemp("platform_home")
+
+
+def bike_spec_document(**overrides: Any) -> dict[str, Any]:
+    """The shipped bike spec as a dict, with top-level sections updated from `overrides`."""
+    document = yaml.safe_load(BIKE_SPEC.read_text())
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(document.get(section), dict):
+            document[section] = {**document[section], **value}
+        else:
+            document[section] = value
+    return document
+
+
+PipelineFactory = Callable[..., dg.Definitions]
+
+
+@pytest.fixture
+def make_defs(platform_home: Path, tmp_path: Path) -> PipelineFactory:
+    """Build the code location for one spec document (written to its own specs folder)."""
+
+    def build(document: dict[str, Any], today: date = TODAY) -> dg.Definitions:
+        specs = tmp_path / f"specs_{document['name']}"
+        specs.mkdir(exist_ok=True)
+        (specs / f"{document['name']}.yaml").write_text(yaml.safe_dump(document))
+        settings = Settings(
+            env="local", root=ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
+        )
+        return build_definitions(settings, today=today)
+
+    return build

@@ -1,0 +1,54 @@
+"""The deployment docs keep the commands and warnings the walkthrough depends on."""
+
+from __future__ import annotations
+
+import re
+
+from . import schemas
+
+README = schemas.DEPLOY_DIR / "README.md"
+KUBERAY_README = schemas.DEPLOY_DIR / "kuberay" / "README.md"
+
+
+def test_walkthrough_is_marked_as_not_exercised_in_ci() -> None:
+    for path in (README, KUBERAY_README, schemas.DEPLOY_DIR / "mlflow" / "README.md"):
+        assert "Not exercised in CI here" in path.read_text(encoding="utf-8"), path
+
+
+def test_walkthrough_covers_zero_to_backfill() -> None:
+    text = README.read_text(encoding="utf-8")
+    for needle in (
+        "kind create cluster",
+        "IMAGE_TAG=$(git rev-parse --short HEAD)",
+        "kind load docker-image",
+        "deploy/k8s/create-secrets.sh",
+        "helm upgrade --install kuberay-operator kuberay/kuberay-operator",
+        "helm upgrade --install dagster dagster/dagster",
+        "-f deploy/helm/values.yaml -f deploy/helm/values-prod.yaml",
+        "port-forward svc/dagster-dagster-webserver",
+        "launchPartitionBackfill",
+        "Launch backfill",
+    ):
+        assert needle in text, needle
+
+
+def test_managed_cluster_guidance_covers_the_usual_changes() -> None:
+    section = README.read_text(encoding="utf-8").split("## On a managed cluster", 1)[1]
+    for needle in (
+        "Object store",
+        "GPU nodes",
+        "nodeSelector",
+        "tolerations",
+        "PostgreSQL",
+        "workload identity",
+    ):
+        assert needle in section, needle
+
+
+def test_kuberay_operator_version_is_pinned_in_both_readmes() -> None:
+    versions = {
+        path.name + str(path.parent.name): set(re.findall(r"kuberay-operator[^\n]*?\n?[^\n]*--version (\S+)", text))
+        for path in (README, KUBERAY_README)
+        for text in [path.read_text(encoding="utf-8")]
+    }
+    assert all(found == {"1.7.0"} for found in versions.values()), versions
