@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,8 @@ def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[Ex
         .add_batch_definition_whole_dataframe("all")
         .get_batch(batch_parameters={"dataframe": frame})
     )
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    # GX stamps expectations with the suite's id: copies keep the caller's list reusable.
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[copy.copy(e) for e in expectations]))
     result = batch.validate(suite, result_format="SUMMARY")
     outcomes = []
     for item in result.results:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -44,7 +45,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if isinstance(value, pd.DataFrame):
             suffix, payload = "parquet", _parquet_bytes(value)
         elif isinstance(value, Mapping):
-            suffix, payload = "json", json.dumps(value, indent=2, sort_keys=True, default=str).encode()
+            suffix, payload = "json", json.dumps(value, indent=2, sort_keys=True, default=_json_default).encode()
         else:
             raise dg.Failure(
                 f"{asset_key.to_user_string()}: the asset store keeps DataFrames and JSON mappings, "
@@ -113,6 +114,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return self.read(context.asset_key, None)
         allow_missing = bool(context.definition_metadata.get(ALLOW_MISSING_PARTITIONS, False))
         return self.read_many(context.asset_key, context.asset_partition_keys, allow_missing=allow_missing)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars become numbers, not strings; anything else (dates) its text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
+import pandas as pd
 
 
 def run_range(
@@ -44,3 +47,15 @@ def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
         for event in result.get_asset_materialization_events()
         if event.asset_key is not None
     }
+
+
+def corrupt_day(source: Path, target: Path, day: str) -> None:
+    """Copy the bike CSV, breaking one day: a negative count and a temperature that is not a number."""
+    frame = pd.read_csv(source)
+    month, dom, year = (int(p) for p in pd.Timestamp(day).strftime("%m %d %y").split())
+    rows = frame["dteday"] == f"{month}/{dom}/{year}"
+    assert rows.any()
+    frame["temp"] = frame["temp"].astype("object")
+    frame.loc[rows, "cnt"] = -50
+    frame.loc[rows.idxmax(), "temp"] = "oops"
+    frame.to_csv(target, index=False)

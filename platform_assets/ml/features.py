@@ -19,9 +19,9 @@ from platform_assets.spec import PipelineSpec
 
 CALENDAR_PARTS = {
     "hour": lambda ts: ts.dt.hour,
-    "day_of_week": lambda ts: ts.dt.dayofweek,
+    "day_of_week": lambda ts: ts.dt.day_of_week,
     "month": lambda ts: ts.dt.month,
-    "day_of_year": lambda ts: ts.dt.dayofyear,
+    "day_of_year": lambda ts: ts.dt.day_of_year,
 }
 
 

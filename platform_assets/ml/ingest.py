@@ -60,9 +60,15 @@ def list_source_files(uri: str, project_root: Path) -> list[SourceFile]:
     files = [
         SourceFile(info.path, info.size or 0, info.mtime_ns or 0)
         for info in filesystem.get_file_info(selector)
-        if info.type == pafs.FileType.File and fnmatch.fnmatch(info.path, pattern)
+        if info.type == pafs.FileType.File and _matches(info.path, pattern)
     ]
     return sorted(files, key=lambda f: f.path)
+
+
+def _matches(path: str, pattern: str) -> bool:
+    """Glob match segment by segment: `*` never crosses a `/` (archives in sub-folders stay out)."""
+    parts, wanted = path.split("/"), pattern.split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted, strict=True))
 
 
 def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.DataFrame:
@@ -70,7 +76,9 @@ def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.Da
     filesystem, _ = resolve_source(spec.source.uri, project_root)
     with filesystem.open_input_file(path) as handle:
         if spec.source.format == "csv":
-            return pd.read_csv(handle)
+            # Identifiers and categories stay text even when a blank cell would make pandas read floats.
+            text_columns = [*spec.source.entity_columns, *spec.features.categorical]
+            return pd.read_csv(handle, dtype=dict.fromkeys(text_columns, "str"))
         return pd.read_parquet(handle)
 
 

@@ -192,6 +192,6 @@ def predict_day(model: Any, features: pd.DataFrame, spec: PipelineSpec, lineage:
     out["prediction"] = predict(model, features, spec) if len(features) else np.array([], dtype="float64")
     out["actual"] = features[spec.target].to_numpy(dtype="float64")
     for key, value in lineage.items():
-        out[key] = pd.Series([value] * len(out), dtype="str")
+        out[key] = pd.Series([value] * len(out), index=out.index, dtype="str")
     out["worker_pid"] = os.getpid()
     return out

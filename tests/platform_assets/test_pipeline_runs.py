@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
-from support import check_results, materialized_keys, run_range, run_unpartitioned
+from support import check_results, corrupt_day, materialized_keys, run_range, run_unpartitioned
 
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import CHAMPION, PREVIOUS_CHAMPION, MlflowTracking
@@ -163,18 +163,6 @@ def test_predictions_carry_the_exact_model_version_and_run(bike: Trained) -> Non
     assert checks["finite_non_negative"].passed
     model = mlflow.sklearn.load_model(champion["model_uri"])
     assert model is not None
-
-
-def corrupt_day(source: Path, target: Path, day: str) -> None:
-    """Copy the bike CSV, breaking one day: a negative count and a temperature that is not a number."""
-    frame = pd.read_csv(source)
-    month, dom, year = (int(p) for p in pd.Timestamp(day).strftime("%m %d %y").split())
-    rows = frame["dteday"] == f"{month}/{dom}/{year}"
-    assert rows.any()
-    frame["temp"] = frame["temp"].astype("object")
-    frame.loc[rows, "cnt"] = -50
-    frame.loc[rows.idxmax(), "temp"] = "oops"
-    frame.to_csv(target, index=False)
 
 
 def test_a_corrupted_partition_blocks_promotion_and_the_champion_stays(

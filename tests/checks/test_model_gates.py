@@ -1,0 +1,72 @@
+"""Promotion gates: beat seasonal naive by a margin, stay within a margin of the champion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from checks.models import beats_baseline, within_champion
+
+
+def record(mae: float, baseline_mae: float = 100.0, champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metrics": {"mae": mae}, "baseline": {"mae": baseline_mae}, "champion": champion}
+
+
+def champion(mae: float, comparable: bool = True) -> dict[str, Any]:
+    return {"version": "3", "mae": mae, "comparable": comparable}
+
+
+@pytest.mark.parametrize(
+    ("mae", "passes"),
+    [(94.0, True), (94.99, True), (95.0, True), (95.01, False), (100.0, False), (120.0, False), (0.0, True)],
+)
+def test_beats_baseline_around_five_percent(mae: float, passes: bool) -> None:
+    # The shipped spec's margin: at least 5% below the baseline's MAE of 100, so 95 is the threshold.
+    assert beats_baseline(record(mae), 0.05) is passes
+
+
+@pytest.mark.parametrize(("mae", "passes"), [(74.9, True), (75.0, True), (75.1, False)])
+def test_beats_baseline_around_a_quarter(mae: float, passes: bool) -> None:
+    assert beats_baseline(record(mae, baseline_mae=100.0), 0.25) is passes
+
+
+@pytest.mark.parametrize(("mae", "passes"), [(9.99, True), (10.0, True), (10.01, False)])
+def test_beats_baseline_without_a_margin(mae: float, passes: bool) -> None:
+    assert beats_baseline(record(mae, baseline_mae=10.0), 0.0) is passes
+
+
+def test_perfect_baseline_is_only_matched_by_a_perfect_model() -> None:
+    assert beats_baseline(record(0.0, baseline_mae=0.0), 0.05)
+    assert not beats_baseline(record(0.001, baseline_mae=0.0), 0.05)
+
+
+@pytest.mark.parametrize(
+    ("mae", "passes"), [(80.0, True), (100.0, True), (109.99, True), (110.0, True), (110.01, False), (150.0, False)]
+)
+def test_within_champion_around_ten_percent(mae: float, passes: bool) -> None:
+    # The shipped spec allows 10% more MAE than the champion's 100 on the same hold-out.
+    assert within_champion(record(mae, champion=champion(100.0)), 0.10) is passes
+
+
+@pytest.mark.parametrize(("mae", "passes"), [(49.99, True), (50.0, True), (50.01, False)])
+def test_within_champion_without_slack(mae: float, passes: bool) -> None:
+    assert within_champion(record(mae, champion=champion(50.0)), 0.0) is passes
+
+
+@pytest.mark.parametrize("missing", [None, {}])
+def test_no_champion_passes(missing: dict[str, Any] | None) -> None:
+    assert within_champion(record(1e9, champion=missing), 0.10)
+
+
+def test_champion_key_absent_passes() -> None:
+    assert within_champion({"metrics": {"mae": 1e9}, "baseline": {"mae": 1.0}}, 0.0)
+
+
+def test_incomparable_champion_passes() -> None:
+    # A champion scored on a different hold-out cannot veto a candidate.
+    worse = record(500.0, champion=champion(100.0, comparable=False))
+    assert within_champion(worse, 0.10)
+    assert within_champion(record(500.0, champion={"version": "3", "mae": 100.0}), 0.10)
+    # The same numbers with a comparable champion fail, so the pass above is due to comparability.
+    assert not within_champion(record(500.0, champion=champion(100.0)), 0.10)

@@ -1,0 +1,123 @@
+"""Automation conditions on the real graph, driven by `evaluate_automation_conditions`.
+
+Freshness states are injected the way the freshness daemon writes them (a runless
+`FreshnessStateChange`), so every evaluation is deterministic.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
+from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+from support import check_results, corrupt_day, run_range
+
+NAME = "bike_auto"
+FIRST, LATEST = "2012-04-20", "2012-06-20"
+
+
+def spec(source: Path) -> dict[str, object]:
+    return bike_spec_document(
+        name=NAME,
+        source={"uri": str(source)},
+        partitioning={"start_date": FIRST, "end_date": "2012-06-21", "rebase_to_yesterday": False},
+        training={"window_days": 56, "candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": 100}}]},
+        promotion={"min_improvement_over_baseline": 0.0},
+    )
+
+
+def key(stage: str) -> dg.AssetKey:
+    return dg.AssetKey([NAME, stage])
+
+
+def set_freshness(instance: dg.DagsterInstance, stage: str, new: FreshnessState, previous: FreshnessState) -> None:
+    """Record a freshness state change exactly as the FreshnessDaemon does."""
+    change = FreshnessStateChange(
+        key=key(stage), new_state=new, previous_state=previous, state_change_timestamp=time.time()
+    )
+    instance._report_runless_asset_event(asset_event=change)
+
+
+class Evaluator:
+    """Successive automation ticks that carry the cursor, like the automation sensor."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance) -> None:
+        self.defs, self.instance = defs, instance
+        self.cursor: dg.AutomationConditionCursor | None = None  # type: ignore[name-defined]
+
+    def tick(self) -> dict[str, set[str]]:
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        requested = {}
+        for stage in ("raw", "features", "model", "champion", "predictions", "backtest_report"):
+            if result.get_num_requested(key(stage)):
+                partitions = result.get_requested_partitions(key(stage))
+                requested[stage] = {str(p) for p in partitions if p is not None} or {"(unpartitioned)"}
+        return requested
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    source = tmp_path / "landing" / "hour.csv"
+    source.parent.mkdir()
+    shutil.copy(BIKE_CSV, source)
+    return source
+
+
+def test_a_fresh_start_builds_the_latest_day_through_the_graph(
+    make_defs: PipelineFactory, landing: Path, ray_address: str
+) -> None:
+    defs = make_defs(spec(landing))
+    instance = dg.DagsterInstance.ephemeral()
+    ticks = Evaluator(defs, instance)
+
+    # The first tick sets the baseline; the landing sensor, not automation, brings the first raw data.
+    assert ticks.tick() == {}
+
+    assert run_range(defs, ["raw", "features"], NAME, (FIRST, LATEST), instance).success
+    assert ticks.tick() == {"model": {LATEST}}
+
+    model_run = run_range(defs, ["model"], NAME, (LATEST, LATEST), instance)
+    assert check_results(model_run)["beats_seasonal_naive"].passed
+    assert ticks.tick() == {"champion": {"(unpartitioned)"}, "backtest_report": {"(unpartitioned)"}}
+
+
+def test_freshness_warn_then_fail_each_request_the_latest_partition_once(
+    make_defs: PipelineFactory, landing: Path, ray_address: str
+) -> None:
+    defs = make_defs(spec(landing))
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_range(defs, ["raw", "features"], NAME, ("2012-06-10", LATEST), instance).success
+    ticks = Evaluator(defs, instance)
+    ticks.tick()
+
+    set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
+    assert ticks.tick().get("features") == {LATEST}
+    assert "features" not in ticks.tick(), "WARN that stays WARN is handled once"
+
+    set_freshness(instance, "features", FreshnessState.FAIL, FreshnessState.WARN)
+    assert ticks.tick().get("features") == {LATEST}, "FAIL after WARN acts as a retry"
+
+    set_freshness(instance, "features", FreshnessState.PASS, FreshnessState.FAIL)
+    assert "features" not in ticks.tick()
+
+
+def test_a_failed_blocking_check_upstream_stops_freshness_runs(
+    make_defs: PipelineFactory, landing: Path, ray_address: str
+) -> None:
+    defs = make_defs(spec(landing))
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_range(defs, ["raw", "features"], NAME, ("2012-06-10", LATEST), instance).success
+    ticks = Evaluator(defs, instance)
+    ticks.tick()
+
+    corrupt_day(BIKE_CSV, landing, LATEST)
+    corrupted = run_range(defs, ["raw"], NAME, (LATEST, LATEST), instance)
+    assert not check_results(corrupted)["passes_expectations"].passed
+
+    set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
+    assert "features" not in ticks.tick(), "features must not be rebuilt on top of data that failed its checks"

@@ -1,0 +1,114 @@
+"""The code location: it loads, its graph is what the snapshot says, bad specs fail loudly, imports stay cheap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import TODAY, PipelineFactory, bike_spec_document
+
+from devtools.stack import ROOT
+from platform_assets.definitions import build_definitions
+from platform_assets.spec import SpecError
+from resources.env import Settings
+
+SNAPSHOT = Path(__file__).parent / "asset_specs.snapshot.json"
+HEAVY = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "matplotlib")
+
+
+def shipped_defs(tmp_path: Path) -> dg.Definitions:
+    settings = Settings(
+        env="local", root=ROOT, home=tmp_path, specs_dir=ROOT / "pipelines", mlflow_ui_url="http://127.0.0.1:5000"
+    )
+    return build_definitions(settings, today=TODAY)
+
+
+def describe(defs: dg.Definitions) -> dict[str, dict[str, object]]:
+    """Everything about each asset a reviewer should see change: deps, group, kinds, policies, checks."""
+    checks: dict[str, list[str]] = {}
+    for definition in defs.asset_checks or []:
+        assert isinstance(definition, dg.AssetChecksDefinition)
+        for spec in definition.check_specs:
+            label = f"{spec.name} (blocking)" if spec.blocking else spec.name
+            checks.setdefault(spec.asset_key.to_user_string(), []).append(label)
+    graph = defs.resolve_asset_graph()
+    out: dict[str, dict[str, object]] = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        name = key.to_user_string()
+        out[name] = {
+            "deps": sorted(dep.to_user_string() for dep in node.parent_keys),
+            "group": node.group_name,
+            "owners": list(node.owners),
+            "kinds": sorted(node.kinds),
+            "tags": dict(node.tags),
+            "partitioned": node.partitions_def is not None,
+            "backfill_policy": str(node.backfill_policy) if node.backfill_policy else None,
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
+            "freshness": str(node.freshness_policy) if node.freshness_policy else None,
+            "checks": sorted(checks.get(name, [])),
+            "description": node.description,
+        }
+    return out
+
+
+def test_definitions_load_and_validate(tmp_path: Path) -> None:
+    defs = shipped_defs(tmp_path)
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    stages = {"raw", "features", "model", "champion", "predictions", "backtest_report"}
+    assert keys == {f"bike_demand/{stage}" for stage in stages}
+    sensors = {sensor.name for sensor in defs.sensors or []}
+    assert sensors == {"automation_sensor", "run_failure_alert", "bike_demand_landing_sensor"}
+
+
+def test_asset_graph_matches_the_snapshot(tmp_path: Path) -> None:
+    """A change to the graph must be a visible diff: regenerate with UPDATE_SNAPSHOT=1 and review it."""
+    current = describe(shipped_defs(tmp_path))
+    if os.environ.get("UPDATE_SNAPSHOT") == "1":
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_every_asset_check_and_sensor_has_a_description(tmp_path: Path) -> None:
+    defs = shipped_defs(tmp_path)
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, key
+    for checks in defs.asset_checks or []:
+        assert isinstance(checks, dg.AssetChecksDefinition)
+        for spec in checks.check_specs:
+            assert spec.description, spec.key
+    for sensor in defs.sensors or []:
+        assert sensor.description, sensor.name
+
+
+def test_a_bad_spec_fails_at_load_naming_file_field_and_reason(make_defs: PipelineFactory) -> None:
+    document = bike_spec_document(name="bike_bad")
+    document["training"]["window_days"] = 1  # type: ignore[index]
+    with pytest.raises(SpecError) as error:
+        make_defs(document)
+    message = str(error.value)
+    assert "bike_bad.yaml" in message
+    assert "training.window_days" in message
+    assert "greater than 1" in message
+
+
+def test_loading_the_code_location_imports_no_heavy_library(tmp_path: Path) -> None:
+    """Each run process and each `dagster dev` reload pays for module-level imports."""
+    code = (
+        "import sys, json\n"
+        "from platform_assets.definitions import defs\n"
+        "loaded = defs()\n"
+        "loaded.resolve_asset_graph()\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "PLATFORM_HOME": str(tmp_path), "PLATFORM_ENV": "local"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
