@@ -104,6 +104,7 @@ def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[Ex
     outcomes = []
     for item in result.results:
         config = item.expectation_config
+        assert config is not None, "GX returned a result without its expectation"
         details = item.result or {}
         error = None
         if item.exception_info and item.exception_info.get("raised_exception"):

@@ -1,39 +1,48 @@
 """Automation conditions: freshness-driven refreshes, first builds, never past failed blocking checks."""
 
+from typing import Any, cast
+
 import dagster as dg
 
 AC = dg.AutomationCondition
+# Dagster's condition generics cannot express mixing asset-scoped and asset-or-check-scoped
+# conditions in one expression (fine at runtime); one alias keeps the checker quiet about it.
+Condition = dg.AutomationCondition[Any]
 
 
-def _guarded(trigger: dg.AutomationCondition) -> dg.AutomationCondition:
-    return trigger & ~AC.in_progress() & ~AC.any_deps_in_progress() & AC.all_deps_blocking_checks_passed()
+def _guarded(trigger: Condition, label: str) -> Condition:
+    guard: Condition = ~AC.in_progress() & ~AC.any_deps_in_progress() & AC.all_deps_blocking_checks_passed()
+    return (trigger & guard).with_label(label)
 
 
-def freshness_trigger() -> dg.AutomationCondition:
+def freshness_trigger() -> Condition:
     """Edge-triggered: fires when the freshness daemon moves the asset to WARN, and again to FAIL."""
-    return (AC.freshness_warned().newly_true() | AC.freshness_failed().newly_true()).since_last_handled()
+    changed = cast(Condition, AC.freshness_warned().newly_true() | AC.freshness_failed().newly_true())
+    return changed.since_last_handled()
 
 
-def buildable_missing() -> dg.AutomationCondition:
+def buildable_missing() -> Condition:
     """Missing with every dependency present, on the edge: once, not on every tick until it succeeds.
 
-    Unlike `AC.on_missing()`, a partition that was already missing when the condition was first
-    evaluated still counts once its dependencies arrive, so a fresh start builds the newest day.
+    The first evaluation only sets a baseline; after that a partition counts when it appears or
+    when its dependencies arrive (the landing sensor brings the first raw data).
     """
-    return (AC.missing() & ~AC.any_deps_missing()).newly_true().since_last_handled()
+    buildable = cast(Condition, AC.missing() & ~AC.any_deps_missing())
+    return buildable.newly_true().since_last_handled()
 
 
-def fresh_latest_partition() -> dg.AutomationCondition:
+def fresh_latest_partition() -> Condition:
     """For daily assets: build the latest partition once it can be built, and again when it goes stale."""
-    trigger = AC.in_latest_time_window() & (buildable_missing() | (freshness_trigger() & ~AC.any_deps_missing()))
-    return _guarded(trigger).with_label("freshness_driven")
+    stale: Condition = freshness_trigger() & ~AC.any_deps_missing()
+    return _guarded(AC.in_latest_time_window() & (buildable_missing() | stale), "freshness_driven")
 
 
-def missing_latest_partition() -> dg.AutomationCondition:
+def missing_latest_partition() -> Condition:
     """For raw data: build the latest partition once when it appears."""
-    return _guarded(AC.in_latest_time_window() & buildable_missing()).with_label("missing_latest")
+    return _guarded(AC.in_latest_time_window() & buildable_missing(), "missing_latest")
 
 
-def after_upstream_update() -> dg.AutomationCondition:
+def after_upstream_update() -> Condition:
     """For unpartitioned assets (champion, report): follow new upstream materialisations once checks pass."""
-    return _guarded(AC.any_deps_updated().since_last_handled()).with_label("after_upstream_update")
+    updated = cast(Condition, AC.any_deps_updated())
+    return _guarded(updated.since_last_handled(), "after_upstream_update")

@@ -47,6 +47,12 @@ class MlflowTracking(dg.ConfigurableResource):
         location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
         return client.create_experiment(name, artifact_location=location)
 
+    def load_model(self, model_uri: str) -> Any:
+        """A registered scikit-learn model, e.g. `models:/name/3`."""
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(model_uri)
+
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         if self.ui_url is None:
             return None

@@ -129,7 +129,7 @@ def make_estimator(candidate: CandidateSpec, spec: PipelineSpec, seed: int = 0) 
     if categorical:
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
         transformers.append(("categorical", encoder, categorical))
-    params = dict(candidate.params)
+    params: dict[str, Any] = dict(candidate.params)
     regressors = {
         "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed, **params),
         "random_forest": lambda: RandomForestRegressor(random_state=seed, n_jobs=1, **params),
@@ -173,7 +173,8 @@ def feature_importance(model: Any, holdout: pd.DataFrame, spec: PipelineSpec, se
         n_repeats=3,
         random_state=seed,
     )
-    return {column: float(value) for column, value in zip(columns, result.importances_mean, strict=True)}
+    means = result["importances_mean"]
+    return {column: float(value) for column, value in zip(columns, means, strict=True)}
 
 
 def holdout_frame(holdout: pd.DataFrame, predicted: np.ndarray, spec: PipelineSpec) -> pd.DataFrame:

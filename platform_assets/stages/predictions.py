@@ -13,8 +13,6 @@ from platform_assets.pipeline import Pipeline, run_days
 from resources.compute import ray_map
 from resources.tracking import MlflowTracking
 
-LINEAGE_COLUMNS = ("model_name", "model_version", "mlflow_run_id")
-
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
@@ -44,9 +42,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         champion: dict[str, Any],
     ) -> dg.Output[dict[str, pd.DataFrame]]:
         """Hourly forecasts from the champion model, with its version and MLflow run on every row."""
-        import mlflow as mlflow_lib
-
-        model = mlflow_lib.sklearn.load_model(champion["model_uri"])
+        model = mlflow.load_model(champion["model_uri"])
         lineage = {
             "model_name": champion["model_name"],
             "model_version": str(champion["version"]),

@@ -63,6 +63,7 @@ def _log_candidate(
 ) -> dict[str, Any]:
     """One MLflow run per model partition: params, metrics, plots, the model and its registered version."""
     import mlflow
+    import mlflow.sklearn
 
     best = training.best_candidate(results)
     train, holdout, window = split.train, split.holdout, split.window
@@ -87,6 +88,7 @@ def _log_candidate(
         "dagster_run_id": run_id,
         "training_window": f"{window.train_days[0]}..{window.holdout_days[-1]}",
     }
+    info = None
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{pipeline.name}-{day}", tags=tags) as run:
         mlflow.log_params(
             {
@@ -118,6 +120,7 @@ def _log_candidate(
             pip_requirements=_pip_requirements(),
             skops_trusted_types=_trusted_types(best.model),
         )
+    assert info is not None, "MLflow returned no model info"
     version = str(info.registered_model_version)
     client = mlflow_res.client()
     for key, value in tags.items():
@@ -151,9 +154,7 @@ def _load_champion(mlflow_res: MlflowTracking, name: str) -> tuple[Any, str] | N
     version = mlflow_res.alias_version(name, CHAMPION)
     if version is None:
         return None
-    import mlflow
-
-    return mlflow.sklearn.load_model(f"models:/{name}/{version}"), version
+    return mlflow_res.load_model(f"models:/{name}/{version}"), version
 
 
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:

@@ -1,0 +1,142 @@
+"""A second dataset, different in every way that matters, works by writing a spec only.
+
+Generated here: three stations sharing timestamps (so timestamps repeat), string and categorical
+columns, a day-first timestamp format and a three-month hole in the middle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PipelineFactory
+from support import check_results, run_range
+
+from resources.storage import PartitionedParquetIOManager
+from resources.tracking import CHAMPION, MlflowTracking
+
+NAME = "station_rides"
+STATIONS = ["north", "south", "river"]
+GAP = ("2021-03-01", "2021-05-31")
+
+
+def generate(path: Path) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    hours = pd.date_range("2021-01-01", "2021-07-31 23:00", freq="h")
+    hours = hours[(hours < pd.Timestamp(GAP[0])) | (hours > pd.Timestamp(f"{GAP[1]} 23:59"))]
+    days = pd.Index(hours.normalize().unique())
+    weather_by_day = pd.Series(rng.choice(["sun", "rain", "snow"], size=len(days), p=[0.6, 0.3, 0.1]), index=days)
+    rows = []
+    for level, station in zip((60, 35, 20), STATIONS, strict=True):
+        weather = weather_by_day.reindex(hours.normalize()).to_numpy()
+        temp = 10 + 8 * np.sin(2 * np.pi * hours.day_of_year.to_numpy() / 365) + rng.normal(0, 2, len(hours))
+        profile = 1 + np.clip(np.sin(np.pi * (hours.hour.to_numpy() - 6) / 12), 0, None)
+        factor = np.select([weather == "rain", weather == "snow"], [0.5, 0.2], 1.0)
+        rides = np.round(level * profile * factor + 0.8 * temp + rng.normal(0, 3, len(hours))).clip(0)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "ts": hours.strftime("%d.%m.%Y %H:%M"),
+                    "station": station,
+                    "weather": weather,
+                    "temp_c": temp.round(1),
+                    "rides": rides.astype(int),
+                }
+            )
+        )
+    frame = pd.concat(rows).sample(frac=1.0, random_state=1)  # files are rarely sorted
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def spec(source: Path) -> dict[str, object]:
+    return {
+        "name": NAME,
+        "description": "Rides per station per hour (generated test data).",
+        "owners": ["team:ml-platform"],
+        "source": {
+            "uri": str(source.parent / "*.csv"),
+            "timestamp": {"column": "ts", "format": "%d.%m.%Y %H:%M"},
+            "entity_columns": ["station"],
+        },
+        "target": "rides",
+        "features": {
+            "numeric": ["temp_c"],
+            "categorical": ["weather"],
+            "calendar": ["hour", "day_of_week"],
+            "target_lags_hours": [24, 168],
+            "rolling": [{"window_hours": 24, "stat": "mean"}],
+        },
+        "partitioning": {"start_date": "2021-01-01", "end_date": "2021-08-01"},
+        "training": {
+            "window_days": 28,
+            "candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": 60}}],
+        },
+        "evaluation": {"holdout_days": 7, "baseline_season_hours": 168},
+        "promotion": {"min_improvement_over_baseline": 0.05, "max_regression_vs_champion": 0.1},
+        "expectations": {
+            "columns": {
+                "rides": {"min": 0, "max": 1000},
+                "weather": {"allowed_values": ["sun", "rain", "snow"]},
+                "station": {"allowed_values": STATIONS},
+            },
+            "rows_per_partition": {"min": 24, "max": 24},
+        },
+        "freshness": {
+            "features": {"warn": "26h", "fail": "50h"},
+            "model": {"warn": "26h", "fail": "50h"},
+            "predictions": {"warn": "26h", "fail": "50h"},
+        },
+    }
+
+
+@pytest.fixture
+def defs(make_defs: PipelineFactory, tmp_path: Path) -> dg.Definitions:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    generate(landing / "rides.csv")
+    return make_defs(spec(landing / "rides.csv"))
+
+
+def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
+    defs: dg.Definitions, ray_address: str
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    resources = defs.resources or {}
+    store, tracking = resources["io_manager"], resources["mlflow"]
+    assert isinstance(store, PartitionedParquetIOManager)
+    assert isinstance(tracking, MlflowTracking)
+
+    ingest = run_range(defs, ["raw", "features"], NAME, ("2021-05-20", "2021-07-10"), instance)
+    assert ingest.success
+    checks = check_results(ingest)
+    assert checks["passes_expectations"].passed, checks["passes_expectations"].metadata
+    assert not checks["complete_days"].passed, "the hole in the data is reported"
+    assert checks["complete_days"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["complete_days"].metadata["incomplete_days"].value == 12  # 2021-05-20 .. 2021-05-31
+
+    raw = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-15")
+    assert len(raw) == 24 * len(STATIONS)
+    assert raw["timestamp"].duplicated().sum() == 24 * (len(STATIONS) - 1), "timestamps repeat across stations"
+    assert str(raw["weather"].dtype) == "str"
+
+    features = store.read(dg.AssetKey([NAME, "features"]), "2021-06-15")
+    assert sorted(features["station"].unique()) == sorted(STATIONS)
+    north = features[features["station"] == "north"].set_index("timestamp")
+    north_raw = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-14")
+    north_raw = north_raw[north_raw["station"] == "north"].set_index("timestamp")["rides"]
+    expected = north_raw.reindex(north.index - pd.Timedelta(hours=24)).to_numpy()
+    np.testing.assert_array_equal(north["lag_24h"].to_numpy(), expected)
+
+    trained = run_range(defs, ["model", "champion", "predictions"], NAME, ("2021-06-20", "2021-06-20"), instance)
+    assert trained.success
+    record = store.read(dg.AssetKey([NAME, "model"]), "2021-06-20")
+    assert "2021-05-25" in record["missing_days"], "the gap is tolerated and recorded"
+    assert record["metrics"]["mae"] < record["baseline"]["mae"]
+    assert tracking.alias_version(NAME, CHAMPION) == record["version"]
+    predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-06-20")
+    assert len(predictions) == 24 * len(STATIONS)
+    assert set(predictions["model_version"]) == {record["version"]}
