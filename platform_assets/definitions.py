@@ -9,7 +9,7 @@ import dagster as dg
 from platform_assets.factory import build_pipeline
 from platform_assets.pipeline import Pipeline, pinned_shift_days
 from platform_assets.spec import PipelineSpec, load_specs
-from resources.env import Settings, build_resources
+from resources.env import Settings, build_wiring
 from sensors.alerts import run_failure_alert
 from sensors.automation import automation_sensor
 
@@ -26,13 +26,17 @@ def _pipeline(spec: PipelineSpec, settings: Settings, today: date) -> Pipeline:
 def build_definitions(settings: Settings, today: date | None = None) -> dg.Definitions:
     """All pipelines of `settings.specs_dir` plus the platform-wide sensors and resources."""
     today = today or date.today()
-    assets, checks, sensors = [], [], [automation_sensor, run_failure_alert]
-    for spec in load_specs(settings.specs_dir):
+    specs = load_specs(settings.specs_dir)
+    wiring = build_wiring(settings, specs)
+    assets, checks, sensors = [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
+    for spec in specs:
         built = build_pipeline(_pipeline(spec, settings, today), settings.home / "quarantine")
         assets += built.assets
         checks += built.checks
         sensors += built.sensors
-    return dg.Definitions(assets=assets, asset_checks=checks, sensors=sensors, resources=build_resources(settings))
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, sensors=sensors, resources=wiring.resources, executor=wiring.executor
+    )
 
 
 @dg.definitions

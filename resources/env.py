@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 
+from platform_assets.spec import PipelineSpec
 from resources.compute import RayCluster
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
@@ -47,22 +48,45 @@ class Settings:
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
 
-def build_resources(settings: Settings) -> dict[str, Any]:
-    """Resources for the selected environment; production endpoints and secrets come from EnvVars."""
+@dataclass
+class Wiring:
+    """What the environment decides: resources, the executor and environment-only sensors."""
+
+    resources: dict[str, Any]
+    executor: dg.ExecutorDefinition | None = None
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+
+
+def build_wiring(settings: Settings, specs: list[PipelineSpec]) -> Wiring:
+    """Local: the dev command's Ray head, a project-local store and MLflow. Production: KubeRay per run,
+    one Kubernetes pod per step (so the specs' per-step requests apply), endpoints from EnvVars."""
     if settings.env == "prod":
-        return {
-            "ray_cluster": RayCluster(address=dg.EnvVar("RAY_ADDRESS")),
-            "io_manager": PartitionedParquetIOManager(base_uri=dg.EnvVar("PLATFORM_STORAGE_URI")),
+        from dagster_k8s import k8s_job_executor
+        from dagster_ray.kuberay import KubeRayClusterClientResource
+
+        from resources.kuberay import kuberay_cluster
+        from sensors.kuberay import kuberay_cleanup_sensor
+
+        return Wiring(
+            resources={
+                "ray_cluster": kuberay_cluster(specs),
+                "raycluster_client": KubeRayClusterClientResource(),
+                "io_manager": PartitionedParquetIOManager(base_uri=dg.EnvVar("PLATFORM_STORAGE_URI")),
+                "mlflow": MlflowTracking(
+                    tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), ui_url=dg.EnvVar("PLATFORM_MLFLOW_UI_URL")
+                ),
+            },
+            executor=k8s_job_executor,
+            sensors=[kuberay_cleanup_sensor],
+        )
+    return Wiring(
+        resources={
+            "ray_cluster": RayCluster(address="auto"),
+            "io_manager": PartitionedParquetIOManager(base_uri=str(settings.home / "assets")),
             "mlflow": MlflowTracking(
-                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), ui_url=dg.EnvVar("PLATFORM_MLFLOW_UI_URL")
+                tracking_uri=settings.local_tracking_uri,
+                artifact_root=(settings.mlflow_dir / "artifacts").as_uri(),
+                ui_url=settings.mlflow_ui_url,
             ),
         }
-    return {
-        "ray_cluster": RayCluster(address="auto"),
-        "io_manager": PartitionedParquetIOManager(base_uri=str(settings.home / "assets")),
-        "mlflow": MlflowTracking(
-            tracking_uri=settings.local_tracking_uri,
-            artifact_root=(settings.mlflow_dir / "artifacts").as_uri(),
-            ui_url=settings.mlflow_ui_url,
-        ),
-    }
+    )
