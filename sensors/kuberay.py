@@ -19,4 +19,4 @@ def kuberay_cleanup_sensor(
     context: dg.SensorEvaluationContext, raycluster_client: dg.ResourceParam[RayClusterClient]
 ) -> Iterator[Any]:
     """dagster-ray's own sensor (stopped by default upstream), switched on: clusters never outlive their runs."""
-    yield from cleanup_expired_kuberay_clusters(context, raycluster_client=raycluster_client)
+    yield from cleanup_expired_kuberay_clusters(context, raycluster_client=raycluster_client) or []
