@@ -1,0 +1,53 @@
+"""The dev command's process bookkeeping: free ports, and leftovers of a crashed run are cleared."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from devtools.stack import clear_leftovers, pick_port, port_free
+
+
+def test_pick_port_skips_busy_and_taken_ports() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = int(busy.getsockname()[1])
+        assert not port_free(port)
+        taken = {port + 1}
+        chosen = pick_port(port, taken)
+    assert chosen not in {port, port + 1}
+    assert chosen in taken
+
+
+def test_leftovers_of_a_crashed_run_are_stopped(tmp_path: Path) -> None:
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    process = psutil.Process(leftover.pid)
+    pid_file = tmp_path / "dev-pids.json"
+    pid_file.write_text(json.dumps([[leftover.pid, process.create_time()]]))
+
+    clear_leftovers(pid_file)
+
+    assert leftover.wait(timeout=15) is not None
+    assert not pid_file.exists()
+
+
+def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        pid_file = tmp_path / "dev-pids.json"
+        started = psutil.Process(bystander.pid).create_time()
+        pid_file.write_text(json.dumps([[bystander.pid, started - 1000]]))  # same pid, another process
+
+        clear_leftovers(pid_file)
+
+        assert bystander.poll() is None
+        assert not pid_file.exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
