@@ -5,6 +5,7 @@ whole list and print every problem at once. The policy, per container (init cont
 
 - runs as non-root: `runAsNonRoot: true` at pod or container level, and no `runAsUser: 0`;
 - `allowPrivilegeEscalation: false`, not privileged, all capabilities dropped;
+- a seccomp profile (`RuntimeDefault` or `Localhost`) at pod or container level;
 - `readOnlyRootFilesystem: true`, except where READ_ONLY_ROOT_FS_EXCEPTIONS documents why not;
 - CPU and memory requests and limits;
 - an image pinned by tag or digest, never `latest`;
@@ -35,6 +36,7 @@ READ_ONLY_ROOT_FS_EXCEPTIONS: dict[str, str] = {
     "RayJob/*:ray-*": "the RayCluster inside a RayJob: Ray writes under /tmp and $HOME as above",
 }
 
+SECCOMP_PROFILES = frozenset({"RuntimeDefault", "Localhost"})
 SECRET_LIKE_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY)", re.I)
 URI_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I)
 
@@ -90,6 +92,9 @@ def security_findings(
         findings.append(f"{where}: allowPrivilegeEscalation is not false")
     if container.get("privileged") is True:
         findings.append(f"{where}: privileged")
+    seccomp = effective("seccompProfile") or {}
+    if not isinstance(seccomp, Mapping) or seccomp.get("type") not in SECCOMP_PROFILES:
+        findings.append(f"{where}: no RuntimeDefault/Localhost seccompProfile (pod or container securityContext)")
     drop = ((container.get("capabilities") or {}).get("drop")) or []
     if "ALL" not in drop:
         findings.append(f"{where}: capabilities.drop does not include ALL")

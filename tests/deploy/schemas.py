@@ -18,6 +18,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -347,10 +348,14 @@ def validate_k8s_object(obj: Mapping[str, Any], k8s_version: str = DEFAULT_K8S_V
         raise SchemaValidationError(subject, _format_errors([error])) from error
     except kubernetes_validate.SchemaNotFoundError as error:
         raise SchemaValidationError(subject, [f"$: {error.message}"]) from error
-    # The published JSON schemas type quantities as "string or number" only; the API server parses them.
+    # The published JSON schemas type quantities as "string or number" only; the API server parses them,
+    # and rejects a container whose request exceeds its limit.
     quantity_errors = list(_quantity_errors(obj, "$"))
     if quantity_errors:
         raise SchemaValidationError(subject, quantity_errors)
+    request_errors = list(_request_over_limit_errors(obj, "$"))
+    if request_errors:
+        raise SchemaValidationError(subject, request_errors)
 
 
 # resource.Quantity's grammar, as the CRDs spell it.
@@ -377,6 +382,66 @@ def _quantity_errors(node: Any, path: str) -> Iterator[str]:
             yield f"{here}: {value!r} is not a Kubernetes quantity"
         else:
             yield from _quantity_errors(value, here)
+
+
+_QUANTITY_SUFFIXES: dict[str, Decimal] = {
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+}
+
+
+def parse_quantity(quantity: str | float) -> Decimal:
+    """A Kubernetes quantity ("500m", "4Gi", "1e3", 2) as a number of base units."""
+    text = str(quantity).strip()
+    if not _QUANTITY.match(text):
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):  # an exponent ("1e3") always ends in a digit
+            return Decimal(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return Decimal(text)
+
+
+def _request_over_limit_errors(node: Any, path: str) -> Iterator[str]:
+    """Every container `resources` whose request for a resource exceeds its limit for the same resource
+    (the API server's "must be less than or equal to ... limit")."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _request_over_limit_errors(item, f"{path}[{index}]")
+        return
+    if not isinstance(node, Mapping):
+        return
+    for key, value in cast(Mapping[str, Any], node).items():
+        here = f"{path}.{key}"
+        if key == "resources" and isinstance(value, Mapping):
+            requests = cast(Mapping[str, Any], value).get("requests") or {}
+            limits = cast(Mapping[str, Any], value).get("limits") or {}
+            for resource, request in requests.items():
+                if resource not in limits:
+                    continue
+                try:
+                    over = parse_quantity(request) > parse_quantity(limits[resource])
+                except ValueError:
+                    continue  # reported by _quantity_errors
+                if over:
+                    yield (
+                        f"{here}.requests.{resource}: {request!r} exceeds limits.{resource} {limits[resource]!r} "
+                        "(the API server rejects a request above its limit)"
+                    )
+        else:
+            yield from _request_over_limit_errors(value, here)
 
 
 def _subject(obj: Mapping[str, Any]) -> str:
@@ -541,6 +606,8 @@ def _raycluster_spec_errors(spec: Mapping[str, Any], where: str) -> list[str]:
             errors.append(f"{path}: minReplicas ({low}) > maxReplicas ({high})")
         if isinstance(replicas, int) and isinstance(low, int) and isinstance(high, int) and not low <= replicas <= high:
             errors.append(f"{path}.replicas: {replicas} is outside [minReplicas, maxReplicas] = [{low}, {high}]")
+    # KubeRay creates the pods from these templates; the API server then refuses a request above its limit.
+    errors += [error.replace("$", where, 1) for error in _request_over_limit_errors(spec, "$")]
     auth = spec.get("authOptions")
     if isinstance(auth, Mapping) and auth.get("mode", "token") == "token":
         version = spec.get("rayVersion")

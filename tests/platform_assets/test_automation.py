@@ -86,14 +86,21 @@ def test_a_fresh_start_builds_the_latest_day_through_the_graph(
     assert ticks.tick() == {"champion": {"(unpartitioned)"}, "backtest_report": {"(unpartitioned)"}}
 
 
-def test_freshness_warn_then_fail_each_request_the_latest_partition_once(
-    make_defs: PipelineFactory, landing: Path, ray_address: str
-) -> None:
+@pytest.fixture
+def fresh_features(make_defs: PipelineFactory, landing: Path, ray_address: str) -> tuple[dg.DagsterInstance, Evaluator]:
+    """Raw and features built for the last ten days, and a first automation tick taken."""
     defs = make_defs(spec(landing))
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, ["raw", "features"], NAME, ("2012-06-10", LATEST), instance).success
     ticks = Evaluator(defs, instance)
     ticks.tick()
+    return instance, ticks
+
+
+def test_freshness_warn_then_fail_each_request_the_latest_partition_once(
+    fresh_features: tuple[dg.DagsterInstance, Evaluator],
+) -> None:
+    instance, ticks = fresh_features
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
     assert ticks.tick().get("features") == {LATEST}
@@ -107,16 +114,12 @@ def test_freshness_warn_then_fail_each_request_the_latest_partition_once(
 
 
 def test_a_failed_blocking_check_upstream_stops_freshness_runs(
-    make_defs: PipelineFactory, landing: Path, ray_address: str
+    fresh_features: tuple[dg.DagsterInstance, Evaluator], landing: Path
 ) -> None:
-    defs = make_defs(spec(landing))
-    instance = dg.DagsterInstance.ephemeral()
-    assert run_range(defs, ["raw", "features"], NAME, ("2012-06-10", LATEST), instance).success
-    ticks = Evaluator(defs, instance)
-    ticks.tick()
+    instance, ticks = fresh_features
 
     corrupt_day(BIKE_CSV, landing, LATEST)
-    corrupted = run_range(defs, ["raw"], NAME, (LATEST, LATEST), instance)
+    corrupted = run_range(ticks.defs, ["raw"], NAME, (LATEST, LATEST), instance)
     assert not check_results(corrupted)["passes_expectations"].passed
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
