@@ -66,7 +66,9 @@ class Pipeline:
         container: dict[str, Any] = {
             "resources": {
                 "requests": {"cpu": requests.cpu, "memory": requests.memory},
-                "limits": {"memory": requests.memory},
+                # The CPU limit too: otherwise the run launcher's limit (deploy/helm/values.yaml) stays, and a
+                # request above it is a Job the API server refuses.
+                "limits": {"cpu": requests.cpu, "memory": requests.memory},
             }
         }
         pod: dict[str, Any] = {}

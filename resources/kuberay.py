@@ -13,8 +13,24 @@ NAMESPACE = "dagster"
 RAY_VERSION = "2.60.0"
 AUTH_SECRET = "ray-auth-token"
 MAX_CPU_WORKERS = 4
-_NON_ROOT_POD = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100}
-_NON_ROOT_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# The image's user (deploy/docker/Dockerfile: USER 10001:10001, HOME=/home/app owned by it).
+_NON_ROOT_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_NON_ROOT_CONTAINER = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# KubeRay's autoscaler sidecar in the head pod: dagster-ray's default options carry no securityContext and
+# 0.1Gi of memory, too little for the Python autoscaler process.
+_AUTOSCALER_OPTIONS = {
+    "upscalingMode": "Default",
+    "idleTimeoutSeconds": 60,
+    "imagePullPolicy": "IfNotPresent",
+    "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    "securityContext": _NON_ROOT_CONTAINER,
+}
 
 
 def _cpu_millis(quantity: str) -> int:
@@ -70,11 +86,11 @@ def ray_cluster_spec(specs: list[PipelineSpec]) -> dict[str, Any]:
             "minReplicas": 0,
             "maxReplicas": MAX_CPU_WORKERS,
             "rayStartParams": {},
-            "template": _pod("ray-worker", {"requests": requests, "limits": {"memory": shape.memory}}),
+            "template": _pod("ray-worker", {"requests": requests, "limits": dict(requests)}),
         }
     ]
     if shape.gpu:
-        gpu_limits = {"memory": shape.memory, "nvidia.com/gpu": str(shape.gpu)}
+        gpu_limits = {**requests, "nvidia.com/gpu": str(shape.gpu)}
         scheduling = {
             "nodeSelector": dict(shape.gpu_node_selector),
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -89,10 +105,11 @@ def ray_cluster_spec(specs: list[PipelineSpec]) -> dict[str, Any]:
                 "template": _pod("ray-worker", {"requests": requests, "limits": gpu_limits}, scheduling),
             }
         )
-    head_resources = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    head_resources = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
+        "autoscalerOptions": _AUTOSCALER_OPTIONS,
         # The dashboard stays inside the cluster: no ingress, a ClusterIP service only.
         "headGroupSpec": {
             "serviceType": "ClusterIP",
@@ -113,6 +130,7 @@ def ray_cluster_config(specs: list[PipelineSpec]) -> RayClusterConfig:
         spec=RayClusterSpec(
             ray_version=spec["rayVersion"],
             enable_in_tree_autoscaling=spec["enableInTreeAutoscaling"],
+            autoscaler_options=spec["autoscalerOptions"],
             head_group_spec=spec["headGroupSpec"],
             worker_group_specs=spec["workerGroupSpecs"],
             auth_options=AuthOptions(mode="token", secret_name=AUTH_SECRET),
@@ -123,5 +141,8 @@ def ray_cluster_config(specs: list[PipelineSpec]) -> RayClusterConfig:
 def kuberay_cluster(specs: list[PipelineSpec]) -> KubeRayCluster:
     """A RayCluster per run (steps of a run share it), deleted after the run; the cleanup sensor reaps leftovers."""
     from dagster_ray.kuberay import ClusterSharing, KubeRayCluster
+    from dagster_ray.kuberay.configs import MatchDagsterLabels
 
-    return KubeRayCluster(ray_cluster=ray_cluster_config(specs), cluster_sharing=ClusterSharing(enabled=True))
+    # run_id=True: steps of one run share its cluster; another run (maybe another image) never joins it.
+    sharing = ClusterSharing(enabled=True, match_dagster_labels=MatchDagsterLabels(run_id=True))
+    return KubeRayCluster(ray_cluster=ray_cluster_config(specs), cluster_sharing=sharing)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from . import schemas
 
 HELM_DIR = schemas.DEPLOY_DIR / "helm"
+CREATE_SECRETS = schemas.DEPLOY_DIR / "k8s" / "create-secrets.sh"
 # Vendored upstream files are not ours to lint; everything else under deploy/ is.
 EXCLUDED_DIRS = (schemas.SCHEMA_DIR,)
 
@@ -50,3 +53,20 @@ def helm_prod() -> dict[str, Any]:
 def helm_effective() -> dict[str, Any]:
     """What the chart renders from: chart defaults, then values.yaml, then values-prod.yaml."""
     return schemas.helm_merge(schemas.helm_chart_defaults(), helm_base(), helm_prod())
+
+
+def created_secrets() -> dict[tuple[str, str], set[str]]:
+    """(namespace, name) -> keys, from the `create NS NAME --from-literal=KEY=...` calls in the script."""
+    text = CREATE_SECRETS.read_text(encoding="utf-8").replace("\\\n", " ")
+    secrets: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for line in text.splitlines():
+        match = re.match(r"\s*create (\S+) (\S+)(.*)$", line)
+        if match:
+            keys = re.findall(r"--from-(?:literal|file)=([A-Za-z0-9_.-]+)=", match.group(3))
+            secrets[(match.group(1), match.group(2))].update(keys)
+    # Keys passed through the object_store_args array.
+    array = re.search(r"object_store_args=\((.*?)\)", text, flags=re.S)
+    extra = re.findall(r"object_store_args\+=\((.*?)\)", text, flags=re.S)
+    for chunk in ([array.group(1)] if array else []) + extra:
+        secrets[("mlflow", "mlflow-object-store")].update(re.findall(r"--from-literal=([A-Za-z0-9_]+)=", chunk))
+    return dict(secrets)

@@ -256,12 +256,14 @@ def step_job_manifest(
     step_tags: Mapping[str, str] | None = None,
     op_name: str | None = None,
     executor_config: Mapping[str, Any] | None = None,
+    run_tags: Mapping[str, str] | None = None,
     deployment_index: int = 0,
 ) -> dict[str, Any]:
     """The Job `k8s_job_executor` launches for one step of a run, as a camelCase dict.
 
     `step_tags` are the step's tags as the executor sees them (the op's tags: `dagster-k8s/config` from
-    Pipeline.op_tags); `executor_config` is the executor's run config (we pass none in production).
+    Pipeline.op_tags); `executor_config` is the executor's run config (we pass none in production);
+    `run_tags` are the run's own tags (dagster-k8s leaves their `dagster-k8s/config` out of step pods).
     """
     from dagster_k8s import construct_dagster_k8s_job
     from dagster_k8s.container_context import K8sContainerContext
@@ -270,7 +272,7 @@ def step_job_manifest(
 
     executor = dict(executor_config or {})
     launcher = k8s_run_launcher(values)
-    run = dagster_run(values, image=image, deployment_index=deployment_index)
+    run = dagster_run(values, image=image, tags=run_tags, deployment_index=deployment_index)
     assert run.job_code_origin is not None
     with offline_kubeconfig() as kubeconfig:
         handler = K8sStepHandler(

@@ -52,3 +52,21 @@ def test_kuberay_operator_version_is_pinned_in_both_readmes() -> None:
         for text in [path.read_text(encoding="utf-8")]
     }
     assert all(found == {"1.7.0"} for found in versions.values()), versions
+
+
+def test_walkthrough_starts_no_static_ray_cluster() -> None:
+    # One mechanism: per-run clusters from dagster-ray, nothing to apply.
+    for path in (README, KUBERAY_README):
+        text = path.read_text(encoding="utf-8")
+        assert "raycluster.yaml" not in text, path
+        assert "platform-ray" not in text, path
+        assert "kubectl apply -f deploy/k8s/rbac-kuberay.yaml -f deploy/kuberay/networkpolicy.yaml" in text, path
+
+
+def test_docs_explain_the_per_run_cluster_and_step_jobs() -> None:
+    readme = README.read_text(encoding="utf-8")
+    for needle in ("k8s_job_executor", "DAGSTER_RAY_NAMESPACES", "dagster-step-", "kubectl -n dagster get rayclusters"):
+        assert needle in readme, needle
+    kuberay = KUBERAY_README.read_text(encoding="utf-8")
+    for needle in ("kuberay_cleanup_sensor", "DAGSTER_RAY_NAMESPACES", "ClusterSharing", "dagster/image", "leases"):
+        assert needle in kuberay, needle

@@ -16,8 +16,10 @@ WORKLOADS = [(name, doc) for name, doc in MANIFESTS if list(hardening.iter_pod_s
 
 
 def test_workloads_are_found() -> None:
+    # Ray pods are not shipped as a manifest: test_deploy_kuberay_cluster.py checks the per-run RayCluster,
+    # test_deploy_step_pods.py the step Jobs.
     kinds = {doc["kind"] for _, doc in WORKLOADS}
-    assert {"Deployment", "StatefulSet", "Job", "RayCluster"} <= kinds
+    assert {"Deployment", "StatefulSet", "Job"} <= kinds
 
 
 @pytest.mark.parametrize("document", [doc for _, doc in WORKLOADS], ids=[name for name, _ in WORKLOADS])
@@ -84,6 +86,14 @@ VIOLATIONS = {
     "writable root filesystem": (
         lambda d: _container(d)["securityContext"].update(readOnlyRootFilesystem=False),
         "readOnlyRootFilesystem",
+    ),
+    "no seccomp profile": (
+        lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("seccompProfile"),
+        "seccompProfile",
+    ),
+    "unconfined seccomp": (
+        lambda d: _container(d)["securityContext"].update(seccompProfile={"type": "Unconfined"}),
+        "seccompProfile",
     ),
     "capabilities kept": (
         lambda d: _container(d)["securityContext"].pop("capabilities"),

@@ -52,7 +52,7 @@ def test_job_tags_override_resources_and_add_gpu_scheduling(helm_effective: Valu
                 "container_config": {
                     "resources": {
                         "requests": {"cpu": "4", "memory": "16Gi"},
-                        "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+                        "limits": {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"},
                     }
                 },
                 "pod_spec_config": {
@@ -67,7 +67,7 @@ def test_job_tags_override_resources_and_add_gpu_scheduling(helm_effective: Valu
     assert hardening.workload_findings(job) == []
     resources = _container(job)["resources"]
     assert resources["requests"] == {"cpu": "4", "memory": "16Gi"}
-    assert resources["limits"] == {"cpu": "2", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert resources["limits"] == {"cpu": "4", "memory": "32Gi", "nvidia.com/gpu": "1"}
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     # Deep merge keeps the launcher's pod security context.
@@ -80,3 +80,20 @@ def test_a_bad_tag_produces_an_invalid_job(helm_effective: Values) -> None:
     job = run_pods.run_job_manifest(helm_effective, image=IMAGE, job_tags=tags)
     with pytest.raises(schemas.SchemaValidationError, match="not a Kubernetes quantity"):
         schemas.validate_k8s_object(job)
+
+
+def test_a_tag_raising_requests_past_the_floors_limit_produces_an_invalid_job(helm_effective: Values) -> None:
+    # Deep merge keeps the launcher's limits.cpu ("2") when a tag sets only requests: the API server then
+    # refuses the Job (request above limit). A tag asking for more CPU must raise the limit too.
+    limit = helm_effective["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["limits"]["cpu"]
+    tags = {"dagster-k8s/config": json.dumps({"container_config": {"resources": {"requests": {"cpu": "4"}}}})}
+    job = run_pods.run_job_manifest(helm_effective, image=IMAGE, job_tags=tags)
+    assert _container(job)["resources"]["limits"]["cpu"] == limit
+    with pytest.raises(schemas.SchemaValidationError, match=r"requests.cpu: '4' exceeds limits.cpu"):
+        schemas.validate_k8s_object(job)
+
+
+def test_launcher_config_is_what_k8s_run_launcher_accepts(helm_effective: Values) -> None:
+    launcher = run_pods.k8s_run_launcher(helm_effective)
+    assert launcher.job_namespace == "dagster" and launcher.service_account_name == "dagster"
+    assert launcher.security_context["readOnlyRootFilesystem"] is True

@@ -3,40 +3,21 @@ values points at is one deploy/ creates (or the Dagster chart renders), with the
 
 from __future__ import annotations
 
-import re
 import subprocess
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from . import hardening, inventory, schemas
+from . import hardening, inventory, ray_clusters, schemas
 
 Doc = dict[str, Any]
 MANIFESTS = inventory.manifests()
-SCRIPT = schemas.DEPLOY_DIR / "k8s" / "create-secrets.sh"
+SCRIPT = inventory.CREATE_SECRETS
 RELEASE_NAMESPACE = "dagster"
 # Rendered by the Dagster chart for release "dagster" (fullname "dagster").
 CHART_CONFIGMAPS = {("dagster", "dagster-instance"), ("dagster", "dagster-daemon-env")}
-
-
-def created_secrets() -> dict[tuple[str, str], set[str]]:
-    """(namespace, name) -> keys, from the `create NS NAME --from-literal=KEY=...` calls in the script."""
-    text = SCRIPT.read_text(encoding="utf-8").replace("\\\n", " ")
-    secrets: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for line in text.splitlines():
-        match = re.match(r"\s*create (\S+) (\S+)(.*)$", line)
-        if match:
-            keys = re.findall(r"--from-(?:literal|file)=([A-Za-z0-9_.-]+)=", match.group(3))
-            secrets[(match.group(1), match.group(2))].update(keys)
-    # Keys passed through the object_store_args array.
-    array = re.search(r"object_store_args=\((.*?)\)", text, flags=re.S)
-    extra = re.findall(r"object_store_args\+=\((.*?)\)", text, flags=re.S)
-    for chunk in ([array.group(1)] if array else []) + extra:
-        secrets[("mlflow", "mlflow-object-store")].update(re.findall(r"--from-literal=([A-Za-z0-9_]+)=", chunk))
-    return dict(secrets)
 
 
 def _pod_secret_refs(namespace: str, pod: Mapping[str, Any], where: str) -> Iterator[tuple[str, str, str | None, str]]:
@@ -60,8 +41,12 @@ def secret_references() -> list[tuple[str, str, str | None, str]]:
         namespace = doc["metadata"].get("namespace", "")
         for _, pod in hardening.iter_pod_specs(doc):
             refs += list(_pod_secret_refs(namespace, pod, name))
-        if doc["kind"] == "RayCluster" and "authOptions" in doc["spec"]:
-            refs.append((namespace, doc["spec"]["authOptions"]["secretName"], "auth_token", name))
+    # The RayCluster production creates per run (resources/kuberay.py): token auth from our Secret.
+    cluster = ray_clusters.render(ray_clusters.production_cluster())
+    auth = cluster["spec"]["authOptions"]
+    refs.append((cluster["metadata"]["namespace"], auth["secretName"], "auth_token", "resources/kuberay.py"))
+    for _, pod in hardening.iter_pod_specs(cluster):
+        refs += list(_pod_secret_refs(cluster["metadata"]["namespace"], pod, "resources/kuberay.py"))
     values = inventory.helm_effective()
     refs.append((RELEASE_NAMESPACE, values["global"]["postgresqlSecretName"], "postgresql-password", "helm:global"))
     for deployment in values["dagster-user-deployments"]["deployments"]:
@@ -86,14 +71,14 @@ def test_create_secrets_script_is_valid_bash() -> None:
 @pytest.mark.parametrize("reference", secret_references(), ids=lambda r: f"{r[0]}/{r[1]}:{r[2]}<-{r[3]}")
 def test_referenced_secret_and_key_are_created(reference: tuple[str, str, str | None, str]) -> None:
     namespace, name, key, _ = reference
-    secrets = created_secrets()
+    secrets = inventory.created_secrets()
     assert (namespace, name) in secrets, f"create-secrets.sh does not create {namespace}/{name}"
     if key is not None:
         assert key in secrets[(namespace, name)], f"{namespace}/{name} lacks key {key}"
 
 
 def test_env_secrets_carry_the_variables_the_code_reads() -> None:
-    secrets = created_secrets()
+    secrets = inventory.created_secrets()
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= secrets[("dagster", "mlflow-client-credentials")]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets[("dagster", "platform-object-store")]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets[("mlflow", "mlflow-object-store")]
@@ -108,7 +93,7 @@ def test_mlflow_auth_config_file_is_mounted_where_mlflow_looks() -> None:
     mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     secret = volume["secret"]["secretName"]
-    assert path.rsplit("/", 1)[1] in created_secrets()[("mlflow", secret)]
+    assert path.rsplit("/", 1)[1] in inventory.created_secrets()[("mlflow", secret)]
     template = (schemas.DEPLOY_DIR / "mlflow" / "basic_auth.ini.example").read_text(encoding="utf-8")
     assert "database_uri = postgresql://" in template and "__MLFLOW_DB_PASSWORD__" in template
     assert "__MLFLOW_DB_PASSWORD__" in SCRIPT.read_text(encoding="utf-8")
@@ -184,12 +169,6 @@ def test_endpoints_point_at_shipped_services() -> None:
     assert int(minio_port) in {port["port"] for port in minio["spec"]["ports"]}
     assert "region" in parse_qs(storage.query)
 
-    ray = urlparse(env["RAY_ADDRESS"])
-    raycluster = inventory.by_kind(MANIFESTS, "RayCluster", "platform-ray")
-    assert ray.scheme == "ray" and ray.hostname == f"{raycluster['metadata']['name']}-head-svc.dagster.svc"
-    head_ports = raycluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
-    assert ray.port in {port["containerPort"] for port in head_ports}
-
     postgres_host = inventory.helm_effective()["postgresql"]["postgresqlHost"]
     _service(*_host_parts(postgres_host))
 
@@ -219,6 +198,20 @@ def test_our_image_is_always_referenced_with_the_commit_placeholder() -> None:
                     images.add(container["image"])
     assert images == {"ml-asset-platform:GIT_SHA"}
     readme = (schemas.DEPLOY_DIR / "README.md").read_text(encoding="utf-8")
-    for path in ("kuberay/raycluster.yaml", "k8s/pool-limits-job.yaml"):
+    for path in ("k8s/pool-limits-job.yaml",):
         assert f'sed "s/:GIT_SHA/:${{IMAGE_TAG}}/" deploy/{path} | kubectl apply -f -' in readme, path
     assert "--set dagster-user-deployments.deployments[0].image.tag=${IMAGE_TAG}" in readme
+
+
+def test_no_static_ray_address_anywhere() -> None:
+    # One mechanism: dagster-ray creates each run's cluster and connects to it. A RAY_ADDRESS in the pods'
+    # environment would point plain ray.init() calls at some other cluster.
+    env = inventory.by_kind(MANIFESTS, "ConfigMap", "platform-env")["data"]
+    assert "RAY_ADDRESS" not in env
+    values = inventory.helm_effective()
+    for deployment in values["dagster-user-deployments"]["deployments"]:
+        assert "RAY_ADDRESS" not in {item["name"] for item in deployment.get("env") or []}
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert not [v for v in launcher.get("envVars") or [] if str(v).startswith("RAY_ADDRESS")]
+    for path in inventory.manifest_files():
+        assert "platform-ray-head-svc" not in path.read_text(encoding="utf-8"), path
