@@ -15,9 +15,11 @@ from sensors.automation import automation_sensor
 
 
 def _pipeline(spec: PipelineSpec, settings: Settings, today: date) -> Pipeline:
+    # Rebasing is a local convenience for the sample data: its pin is a file in the local state
+    # folder, which production pods do not share, so production keeps the data's own dates.
     partitioning = spec.partitioning
     shift = 0
-    if partitioning.rebase_to_yesterday and partitioning.end_date is not None:
+    if settings.env == "local" and partitioning.rebase_to_yesterday and partitioning.end_date is not None:
         last_day = date.fromordinal(partitioning.end_date.toordinal() - 1)
         shift = pinned_shift_days(spec.name, last_day, settings.home / "rebase", today)
     return Pipeline(spec=spec, root=settings.root, shift_days=shift)

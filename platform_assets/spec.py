@@ -84,7 +84,8 @@ class PartitioningSpec(_Model):
     end_date: date | None = Field(default=None, description="Exclusive end; open-ended (up to yesterday) if unset.")
     rebase_to_yesterday: bool = Field(
         default=False,
-        description="Shift historical sample data by whole weeks so its last day is recent (pinned at first use).",
+        description="Locally, shift historical sample data by whole weeks so its last day is recent (pinned at "
+        "first use in the state folder); production keeps the data's own dates.",
     )
 
     @model_validator(mode="after")
