@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -112,3 +113,25 @@ def test_loading_the_code_location_imports_no_heavy_library(tmp_path: Path) -> N
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def _raw_partitions(settings: Settings, today: date) -> list[str]:
+    graph = build_definitions(settings, today=today).resolve_asset_graph()
+    partitions = graph.get(dg.AssetKey(["bike_demand", "raw"])).partitions_def
+    assert partitions is not None
+    return partitions.get_partition_keys()
+
+
+def test_sample_data_is_rebased_by_whole_weeks_and_pinned_locally_only(tmp_path: Path) -> None:
+    local = Settings(env="local", root=ROOT, home=tmp_path, specs_dir=ROOT / "pipelines", mlflow_ui_url="http://x")
+    today = date(2026, 11, 23)
+    keys = _raw_partitions(local, today)
+    last = date.fromisoformat(keys[-1])
+    assert today - timedelta(days=7) <= last < today
+    assert (last - date(2012, 12, 31)).days % 7 == 0, "whole weeks keep weekdays true"
+    assert len(keys) == 731
+
+    assert _raw_partitions(local, today + timedelta(days=30)) == keys, "the shift is pinned, keys do not move"
+
+    prod = Settings(env="prod", root=ROOT, home=tmp_path / "prod", specs_dir=ROOT / "pipelines", mlflow_ui_url="x")
+    assert _raw_partitions(prod, today)[0] == "2011-01-01"
