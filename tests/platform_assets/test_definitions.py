@@ -119,7 +119,7 @@ def _raw_partitions(settings: Settings, today: date) -> list[str]:
     graph = build_definitions(settings, today=today).resolve_asset_graph()
     partitions = graph.get(dg.AssetKey(["bike_demand", "raw"])).partitions_def
     assert partitions is not None
-    return partitions.get_partition_keys()
+    return list(partitions.get_partition_keys())
 
 
 def test_sample_data_is_rebased_by_whole_weeks_and_pinned_locally_only(tmp_path: Path) -> None:
