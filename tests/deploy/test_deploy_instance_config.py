@@ -79,6 +79,7 @@ def test_instance_agrees_with_the_helm_values(instance: dict[str, Any], helm_eff
     assert postgres["username"] == chart_pg["postgresqlUsername"]
     assert postgres["port"] == chart_pg["service"]["port"]
     assert postgres["params"] == chart_pg["postgresqlParams"]
+    assert postgres["scheme"] == chart_pg["postgresqlScheme"]
 
     launcher = instance["run_launcher"]["config"]
     chart_launcher = helm_effective["runLauncher"]["config"]["k8sRunLauncher"]
