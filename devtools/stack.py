@@ -66,12 +66,12 @@ def wait_for_port(port: int, name: str, process: subprocess.Popen[bytes], timeou
     raise SystemExit(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
 
-def stop(processes: list[psutil.Process]) -> None:
+def stop(processes: list[psutil.Process], grace: float = GRACE_SECONDS) -> None:
     """SIGTERM every process, then SIGKILL whatever is left after the grace period."""
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=GRACE_SECONDS)
+    _, alive = psutil.wait_procs(processes, timeout=grace)
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()

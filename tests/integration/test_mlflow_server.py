@@ -19,7 +19,7 @@ import psutil
 import pytest
 from support import check_results, run_range
 
-from devtools.stack import BIN
+from devtools.stack import BIN, stop
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import CHAMPION, MlflowTracking
 
@@ -81,17 +81,9 @@ def process_tree(leader: int) -> list[psutil.Process]:
     return list(processes.values())
 
 
-def stop_tree(leader: int, grace: float = 3.0) -> None:
-    """SIGTERM the whole tree, SIGKILL what is left after `grace` (the huey consumers take ~9 s otherwise)."""
-    processes = process_tree(leader)
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=10)
+def stop_tree(leader: int) -> None:
+    """Stop the whole tree with a short grace: the huey consumers take ~9 s to exit on SIGTERM."""
+    stop(process_tree(leader), grace=3.0)
 
 
 @pytest.fixture(scope="module")
