@@ -22,9 +22,10 @@ dev: $(VENV)  ## set up and run Ray, MLflow UI and dagster dev on 127.0.0.1
 
 test: $(VENV) lint typecheck pytest  ## set up, lint, type-check and run every test
 
-lint: $(VENV)
+lint: $(VENV)  ## ruff, and the import layers (pyproject.toml [tool.importlinter])
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 typecheck: $(VENV)
 	.venv/bin/basedpyright

@@ -232,8 +232,8 @@ def run_breakdown(instance: dg.DagsterInstance, run_id: str) -> dict[str, Any]:
 
 
 def _definitions() -> dg.Definitions:
+    from kernel.settings import Settings
     from platform_assets.definitions import build_definitions
-    from resources.env import Settings
 
     return build_definitions(Settings.from_environment())
 
@@ -429,10 +429,10 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
 
     import pandas as pd
 
-    from platform_assets.ml import features as feature_fns
-    from platform_assets.ml import ingest, training
-    from platform_assets.spec import load_spec
-    from resources.env import Settings
+    from kernel.settings import Settings
+    from kernel.spec import load_spec
+    from ml import features as feature_fns
+    from ml import ingest, training
 
     settings = Settings.from_environment()
     spec = load_spec(settings.specs_dir / f"{PIPELINE}.yaml")
@@ -480,8 +480,8 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
 
     t = lap("import_mlflow", t)
     champion = json.loads((settings.home / "assets" / PIPELINE / "champion" / "__all__.json").read_text())
-    mlflow.set_tracking_uri(settings.local_tracking_uri)
-    mlflow.set_registry_uri(settings.local_tracking_uri)
+    mlflow.set_tracking_uri(settings.state.tracking_uri)
+    mlflow.set_registry_uri(settings.state.tracking_uri)
     model = mlflow.sklearn.load_model(champion["model_uri"])
     lineage = {
         "model_name": champion["model_name"],
@@ -975,7 +975,7 @@ def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str
 
 LOAD_SNIPPET = """
 import json, sys
-from resources.env import Settings
+from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
 defs = build_definitions(Settings.from_environment())
 graph = defs.resolve_asset_graph()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from platform_assets.ml.ingest import TIMESTAMP
-from platform_assets.spec import PipelineSpec
+from kernel.schema import TIMESTAMP, raw_dtypes
+from kernel.spec import PipelineSpec
 
 ROWS_COLUMN = "rows"
 
@@ -29,19 +29,11 @@ class ExpectationOutcome:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def _raw_dtypes(spec: PipelineSpec) -> dict[str, str]:
-    dtypes = {TIMESTAMP: "datetime64[ns]"}
-    dtypes |= {column: "str" for column in spec.source.entity_columns}
-    dtypes |= {column: "float64" for column in [spec.target, *spec.features.numeric]}
-    dtypes |= {column: "str" for column in spec.features.categorical}
-    return dtypes
-
-
 def row_expectations(spec: PipelineSpec) -> list[Any]:
     """Schema, types, not-null, ranges, allowed values and timestamp uniqueness (blocking)."""
     import great_expectations.expectations as gxe
 
-    dtypes = _raw_dtypes(spec)
+    dtypes = raw_dtypes(spec)
     suite: list[Any] = [gxe.ExpectTableColumnsToMatchSet(column_set=list(dtypes), exact_match=True)]
     suite += [gxe.ExpectColumnValuesToBeOfType(column=column, type_=dtype) for column, dtype in dtypes.items()]
     suite.append(gxe.ExpectColumnValuesToNotBeNull(column=TIMESTAMP))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths
+
 BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10
 
@@ -108,12 +109,13 @@ def clear_leftovers(pid_file: Path) -> None:
 
 
 def prepare_home(home: Path) -> Path:
-    dagster_home = home / "dagster_home"
+    state = StatePaths(home)
+    dagster_home = state.dagster_home
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    state.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
-        shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", config)
+        shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", config)
     return dagster_home
 
 
@@ -123,13 +125,13 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
         {
             "PLATFORM_ENV": "local",
             "PLATFORM_HOME": str(home),
-            "DAGSTER_HOME": str(home / "dagster_home"),
+            "DAGSTER_HOME": str(StatePaths(home).dagster_home),
             "RAY_ADDRESS": f"127.0.0.1:{ports.ray}",
             # Loopback-only cluster: every process must agree on the auth mode (Ray 2.60 defaults to token).
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
             "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "MLFLOW_TRACKING_URI": StatePaths(home).tracking_uri,
         }
     )
     return env
@@ -147,17 +149,17 @@ def ray_head_command(ports: Ports, cpus: int) -> list[str]:
 
 
 def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
-    mlflow_dir = home / "mlflow"
+    state = StatePaths(home)
     return {
         "ray": ray_head_command(ports, ray_cpus),
         "mlflow": [
             str(BIN / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-            "--default-artifact-root", (mlflow_dir / "artifacts").as_uri(),
+            "--backend-store-uri", state.tracking_uri,
+            "--default-artifact-root", state.mlflow_artifacts.as_uri(),
             "--host", "127.0.0.1", "--port", str(ports.mlflow), "--workers", "1",
         ],
         "dagster": [
-            str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
+            str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
             "-h", "127.0.0.1", "-p", str(ports.dagster),
         ],
     }  # fmt: skip
@@ -171,7 +173,7 @@ def pick_ports(preferred: Ports) -> Ports:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PLATFORM_HOME", ROOT / ".platform")))
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PLATFORM_HOME", DEFAULT_HOME)))
     parser.add_argument("--dagster-port", type=int, default=3000)
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--ray-port", type=int, default=6380)
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    pid_file = home / "dev-pids.json"
+    pid_file = StatePaths(home).dev_pids
     clear_leftovers(pid_file)
     prepare_home(home)
     ports = pick_ports(
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     env = service_env(home, ports)
-    logs = home / "logs"
+    logs = StatePaths(home).logs
     logs.mkdir(exist_ok=True)
 
     processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             # Dagster's output stays on the terminal; Ray and MLflow go to log files.
             output = None if name == "dagster" else (logs / f"{name}.log").open("ab")
             processes[name] = subprocess.Popen(
-                command, env=env, cwd=ROOT, start_new_session=True, stdout=output, stderr=output
+                command, env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=output, stderr=output
             )
             record(pid_file)
             if name == "ray":

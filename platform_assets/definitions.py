@@ -6,10 +6,11 @@ from datetime import date
 
 import dagster as dg
 
+from kernel.pipeline import Pipeline, pinned_shift_days
+from kernel.settings import Settings
+from kernel.spec import PipelineSpec, load_specs
 from platform_assets.factory import build_pipeline
-from platform_assets.pipeline import Pipeline, pinned_shift_days
-from platform_assets.spec import PipelineSpec, load_specs
-from resources.env import Settings, build_wiring
+from platform_assets.wiring import build_wiring
 from sensors.alerts import run_failure_alert
 from sensors.automation import automation_sensor
 
@@ -21,7 +22,7 @@ def _pipeline(spec: PipelineSpec, settings: Settings, today: date) -> Pipeline:
     shift = 0
     if settings.env == "local" and partitioning.rebase_to_yesterday and partitioning.end_date is not None:
         last_day = date.fromordinal(partitioning.end_date.toordinal() - 1)
-        shift = pinned_shift_days(spec.name, last_day, settings.home / "rebase", today)
+        shift = pinned_shift_days(spec.name, last_day, settings.state.rebase, today)
     return Pipeline(spec=spec, root=settings.root, shift_days=shift)
 
 
@@ -32,7 +33,7 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
     wiring = build_wiring(settings, specs)
     assets, checks, sensors = [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
     for spec in specs:
-        built = build_pipeline(_pipeline(spec, settings, today), settings.home / "quarantine")
+        built = build_pipeline(_pipeline(spec, settings, today), settings.state.quarantine)
         assets += built.assets
         checks += built.checks
         sensors += built.sensors

@@ -11,7 +11,7 @@ from checks import data as data_checks
 from checks import features as feature_checks
 from checks import models as model_checks
 from checks import predictions as prediction_checks
-from platform_assets.pipeline import Pipeline
+from kernel.pipeline import Pipeline
 from platform_assets.stages import features, ingest, predictions, report, training
 from sensors import landing
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from platform_assets.spec import K8sRequests, PipelineSpec
+from kernel.spec import K8sRequests, PipelineSpec
 
 if TYPE_CHECKING:
     from dagster_ray.kuberay import KubeRayCluster, RayClusterConfig

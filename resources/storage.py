@@ -13,9 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"
+from kernel.names import ALLOW_MISSING_PARTITIONS
 
 
 class MissingPartitionError(dg.Failure):
@@ -40,15 +40,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return "/".join([root.rstrip("/"), *asset_key.path, f"{leaf}.{suffix}"])
 
     def write(self, asset_key: dg.AssetKey, partition_key: str | None, value: Any) -> str:
-        """Write one value (DataFrame -> parquet, mapping -> JSON) via a temp file and a rename."""
+        """Write one value (DataFrame -> parquet, mapping or record -> JSON) via a temp file and a rename."""
         filesystem, _ = self._filesystem()
         if isinstance(value, pd.DataFrame):
             suffix, payload = "parquet", _parquet_bytes(value)
-        elif isinstance(value, Mapping):
-            suffix, payload = "json", json.dumps(value, indent=2, sort_keys=True, default=_json_default).encode()
+        elif isinstance(value, Mapping | BaseModel):
+            document = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            suffix, payload = "json", json.dumps(document, indent=2, sort_keys=True, default=_json_default).encode()
         else:
             raise dg.Failure(
-                f"{asset_key.to_user_string()}: the asset store keeps DataFrames and JSON mappings, "
+                f"{asset_key.to_user_string()}: the asset store keeps DataFrames, JSON mappings and records, "
                 f"got {type(value).__name__}"
             )
         final = self.path_for(asset_key, partition_key, suffix)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import tempfile
+from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 from pydantic import Field
+
+from kernel.names import CHAMPION, PREVIOUS_CHAMPION
+from kernel.records import CandidateScore, ModelRecord
+from kernel.spec import PipelineSpec
+from ml.evaluation import Evaluation
+from ml.features import feature_columns
+from ml.training import CandidateResult, WindowSplit
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous_champion"
-CHALLENGER = "challenger"
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -52,6 +60,53 @@ class MlflowTracking(dg.ConfigurableResource):
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(model_uri)
+
+    def load_alias(self, model_name: str, alias: str) -> tuple[Any, str] | None:
+        """The model an alias points at and its version, or None if there is no such alias yet."""
+        version = self.alias_version(model_name, alias)
+        if version is None:
+            return None
+        return self.load_model(f"models:/{model_name}/{version}"), version
+
+    def log_model_partition(
+        self,
+        spec: PipelineSpec,
+        *,
+        day: date,
+        split: WindowSplit,
+        results: list[CandidateResult],
+        evaluation: Evaluation,
+        run_id: str,
+    ) -> ModelRecord:
+        """One MLflow run per model partition (params, metrics, plots, the model) and its registered version."""
+        import mlflow
+
+        window = split.window
+        tags = {
+            "pipeline": spec.name,
+            "partition": str(day),
+            "dagster_run_id": run_id,
+            "training_window": f"{window.train_days[0]}..{window.holdout_days[-1]}",
+        }
+        experiment_id = self.experiment_id(spec.name)
+        version: str | None = None
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-{day}", tags=tags) as run:
+            _log_run_contents(spec, split, results, evaluation)
+            version = _log_sklearn_model(spec, evaluation.best.model, split.holdout)
+        if version is None:
+            raise dg.Failure(f"{spec.name} {day}: the MLflow run {run.info.run_id} ended before a model was registered")
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(spec.name, version, key, value)
+        return _model_record(
+            spec,
+            day=day,
+            split=split,
+            results=results,
+            evaluation=evaluation,
+            ids={"version": version, "mlflow_run_id": run.info.run_id, "experiment_id": experiment_id},
+            run_id=run_id,
+        )
 
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         if self.ui_url is None:
@@ -99,3 +154,106 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_registered_model_alias(model_name, CHAMPION, previous)
         client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
         return {"champion": previous, "previous_champion": current, "changed": True}
+
+
+def _model_record(
+    spec: PipelineSpec,
+    *,
+    day: date,
+    split: WindowSplit,
+    results: list[CandidateResult],
+    evaluation: Evaluation,
+    ids: dict[str, str],
+    run_id: str,
+) -> ModelRecord:
+    """The typed record of a logged model partition: registry ids, metrics, candidates and lineage."""
+    best, window = evaluation.best, split.window
+    return ModelRecord(
+        pipeline=spec.name,
+        partition=str(day),
+        model_name=spec.name,
+        model_uri=f"models:/{spec.name}/{ids['version']}",
+        **ids,
+        family=best.candidate.family,
+        params=dict(best.candidate.params),
+        metrics=best.metrics,
+        baseline=evaluation.baseline,
+        candidates=[CandidateScore(family=r.candidate.family, mae=r.metrics.mae) for r in results],
+        non_finite_predictions=evaluation.non_finite_predictions,
+        train_days=window.train_days,
+        holdout_days=window.holdout_days,
+        missing_days=window.missing_days,
+        train_rows=len(split.train),
+        holdout_rows=len(split.holdout),
+        dagster_run_id=run_id,
+        ray_worker_pids=sorted({r.worker_pid for r in results}),
+        champion=evaluation.champion,
+    )
+
+
+def _log_run_contents(
+    spec: PipelineSpec, split: WindowSplit, results: list[CandidateResult], evaluation: Evaluation
+) -> None:
+    """Params, metrics (the model's, the baseline's, every candidate's), the window, importances and plots."""
+    import mlflow
+
+    best, window = evaluation.best, split.window
+    mlflow.log_params(
+        {
+            "family": best.candidate.family,
+            **best.candidate.params,
+            "window_days": spec.training.window_days,
+            "holdout_days": spec.evaluation.holdout_days,
+            "train_rows": len(split.train),
+            "holdout_rows": len(split.holdout),
+        }
+    )
+    mlflow.log_metrics(best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_"))
+    for index, result in enumerate(results):
+        mlflow.log_metric(f"candidate_{index}_{result.candidate.family}_mae", result.metrics.mae)
+    mlflow.log_dict(
+        {"train_days": window.train_days, "holdout_days": window.holdout_days, "missing_days": window.missing_days},
+        "training_window.json",
+    )
+    mlflow.log_dict(evaluation.importances, "feature_importance.json")
+    with tempfile.TemporaryDirectory() as directory:
+        for name, png in evaluation.images.items():
+            (Path(directory) / name).write_bytes(png)
+        mlflow.log_artifacts(directory, "plots")
+
+
+def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) -> str:
+    """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version."""
+    import mlflow.sklearn
+
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=spec.name,
+        input_example=holdout[feature_columns(spec)].head(3),
+        pip_requirements=_pip_requirements(),
+        skops_trusted_types=_trusted_types(model),
+    )
+    if info.registered_model_version is None:
+        raise dg.Failure(f"{spec.name}: MLflow logged the model but registered no version")
+    return str(info.registered_model_version)
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit requirements: MLflow's inference costs ~10 s per logged model.
+    import sklearn
+    import skops
+
+    return [
+        f"scikit-learn=={sklearn.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+        f"skops=={skops.__version__}",
+    ]
+
+
+def _trusted_types(model: Any) -> list[str]:
+    # The model was fitted in this run from our own pipeline: every type in it is ours to trust.
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))

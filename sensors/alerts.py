@@ -5,6 +5,8 @@ import urllib.request
 
 import dagster as dg
 
+from kernel.names import RANGE_START
+
 WEBHOOK_ENV = "PLATFORM_ALERT_WEBHOOK"
 
 
@@ -13,7 +15,7 @@ def alert_payload(context: dg.RunFailureSensorContext) -> dict[str, str]:
     return {
         "run_id": run.run_id,
         "job": run.job_name,
-        "partition": run.tags.get("dagster/partition", run.tags.get("dagster/asset_partition_range_start", "")),
+        "partition": run.tags.get("dagster/partition", run.tags.get(RANGE_START, "")),
         "error": context.failure_event.message or "",
     }
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.fs as pafs
 
-from platform_assets.ml import ingest
-from platform_assets.pipeline import Pipeline
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+from kernel.names import RANGE_END, RANGE_START, SOURCE_FILE_TAG
+from kernel.pipeline import Pipeline
+from ml import ingest
 
 
 def quarantine(pipeline: Pipeline, source: ingest.SourceFile, reason: str, quarantine_dir: Path) -> str:
@@ -75,7 +73,7 @@ def build(pipeline: Pipeline, quarantine_dir: Path) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=f"{source.path}:{source.fingerprint}",
                     asset_selection=targets,
-                    tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), "platform/source_file": source.path},
+                    tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), SOURCE_FILE_TAG: source.path},
                 )
             )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))

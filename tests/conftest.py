@@ -15,16 +15,17 @@ import psutil
 import pytest
 import yaml
 
-from devtools.stack import ROOT, Ports, pick_ports, ray_head_command, stop, wait_for_port
+from devtools.stack import Ports, pick_ports, ray_head_command, stop, wait_for_port
+from kernel.paths import PROJECT_ROOT
+from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
-from resources.env import Settings
 
 # Every process of the test session (and its Ray workers) must agree; Ray 2.60 defaults to token auth.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-BIKE_SPEC = ROOT / "pipelines" / "bike_demand.yaml"
-BIKE_CSV = ROOT / "data" / "bike_sharing" / "hour.csv"
+BIKE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
+BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"
 # Far enough in the future that a rebasing spec never shifts in tests unless a test asks for it.
 TODAY = date(2013, 1, 1)
 
@@ -78,7 +79,7 @@ def make_defs(platform_home: Path, tmp_path: Path) -> PipelineFactory:
         specs.mkdir(exist_ok=True)
         (specs / f"{document['name']}.yaml").write_text(yaml.safe_dump(document))
         settings = Settings(
-            env="local", root=ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
+            env="local", root=PROJECT_ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
         )
         return build_definitions(settings, today=today)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from kernel.names import RANGE_END, RANGE_START
+
 
 def run_range(
     defs: dg.Definitions, stages: list[str], pipeline: str, days: tuple[str, str], instance: dg.DagsterInstance
@@ -16,7 +18,7 @@ def run_range(
     return job.execute_in_process(
         instance=instance,
         asset_selection=[dg.AssetKey([pipeline, stage]) for stage in stages],
-        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[1]},
+        tags={RANGE_START: days[0], RANGE_END: days[1]},
         raise_on_error=False,
     )
 

@@ -19,7 +19,8 @@ import requests
 import yaml
 from conftest import BIKE_CSV, bike_spec_document
 
-from devtools.stack import ROOT, stop
+from devtools.stack import stop
+from kernel.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 NAME = "bike_dev"
@@ -84,7 +85,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env.pop("RAY_ADDRESS", None)
     log = base / "stack.log"
     with log.open("wb") as output:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=output, start_new_session=True
+        )
     stack = Stack(f"http://127.0.0.1:{dagster_port}", process, log)
     try:
         stack.wait("the platform to come up", lambda: "Platform is up" in log.read_text(), timeout=240)

@@ -3,10 +3,10 @@
 import dagster as dg
 import pandas as pd
 
-from platform_assets import automation
-from platform_assets.metadata import frame_metadata
-from platform_assets.ml import ingest
-from platform_assets.pipeline import Pipeline, run_days
+from kernel import automation
+from kernel.metadata import frame_metadata
+from kernel.pipeline import Pipeline, run_days
+from ml import ingest
 
 
 def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.SourceFile]]:
@@ -27,15 +27,10 @@ def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.Sour
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
-    @dg.asset(
-        key=pipeline.key("raw"),
+    @pipeline.asset(
+        "raw",
         description=f"One day of {spec.name} source rows, typed to the raw schema.",
-        group_name=pipeline.name,
-        owners=pipeline.owners,
-        tags=pipeline.tags,
         kinds={"pandas", "parquet"},
-        partitions_def=pipeline.partitions_def,
-        backfill_policy=pipeline.backfill_policy,
         automation_condition=automation.missing_latest_partition(),
     )
     def raw(context: dg.AssetExecutionContext) -> dg.Output[dict[str, pd.DataFrame]]:

@@ -6,10 +6,11 @@ import dagster as dg
 import pandas as pd
 from dagster_ray import RayResource
 
-from platform_assets import automation
-from platform_assets.metadata import frame_metadata
-from platform_assets.ml import training
-from platform_assets.pipeline import Pipeline, run_days
+from kernel import automation
+from kernel.metadata import frame_metadata
+from kernel.pipeline import Pipeline, run_days
+from kernel.records import ChampionRecord
+from ml import training
 from resources.compute import ray_map
 from resources.tracking import MlflowTracking
 
@@ -17,22 +18,16 @@ from resources.tracking import MlflowTracking
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
-    @dg.asset(
-        key=pipeline.key("predictions"),
+    @pipeline.asset(
+        "predictions",
         description=f"Hourly {spec.name} forecasts from the champion; each row names its model version and run.",
-        group_name=pipeline.name,
-        owners=pipeline.owners,
-        tags=pipeline.tags,
         kinds={"ray", "pandas", "parquet"},
-        partitions_def=pipeline.partitions_def,
-        backfill_policy=pipeline.backfill_policy,
+        compute=spec.compute.default,
         ins={
             "features": dg.AssetIn(key=pipeline.key("features")),
             "champion": dg.AssetIn(key=pipeline.key("champion")),
         },
-        freshness_policy=pipeline.freshness(spec.freshness.predictions),
         automation_condition=automation.fresh_latest_partition(),
-        op_tags=pipeline.op_tags(spec.compute.default),
     )
     def predictions(
         context: dg.AssetExecutionContext,
@@ -42,11 +37,12 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         champion: dict[str, Any],
     ) -> dg.Output[dict[str, pd.DataFrame]]:
         """Hourly forecasts from the champion model, with its version and MLflow run on every row."""
-        model = mlflow.load_model(champion["model_uri"])
+        serving = ChampionRecord.model_validate(champion)
+        model = mlflow.load_model(serving.model_uri)
         lineage = {
-            "model_name": champion["model_name"],
-            "model_version": str(champion["version"]),
-            "mlflow_run_id": champion["mlflow_run_id"],
+            "model_name": serving.model_name,
+            "model_version": serving.version,
+            "mlflow_run_id": serving.mlflow_run_id,
         }
         days = run_days(context)
         calls = [(model, features[str(day)], spec, lineage) for day in days]

@@ -3,22 +3,24 @@
 import dagster as dg
 import pandas as pd
 
-from platform_assets import automation
-from platform_assets.metadata import png_markdown
-from platform_assets.pipeline import Pipeline
+from kernel import automation
+from kernel.metadata import png_markdown
+from kernel.pipeline import Pipeline
+from kernel.records import ModelRecord
+from ml import plots
 from resources.storage import PartitionedParquetIOManager
 
 
-def backtest_table(records: list[dict]) -> pd.DataFrame:  # type: ignore[type-arg]
+def backtest_table(records: list[ModelRecord]) -> pd.DataFrame:
     """One row per model partition: its hold-out MAE, the baseline's and the relative improvement."""
     rows = [
         {
-            "partition": r["partition"],
-            "version": r["version"],
-            "family": r["family"],
-            "mae": r["metrics"]["mae"],
-            "baseline_mae": r["baseline"]["mae"],
-            "smape": r["metrics"]["smape"],
+            "partition": r.partition,
+            "version": r.version,
+            "family": r.family,
+            "mae": r.metrics.mae,
+            "baseline_mae": r.baseline.mae,
+            "smape": r.metrics.smape,
         }
         for r in records
     ]
@@ -28,13 +30,11 @@ def backtest_table(records: list[dict]) -> pd.DataFrame:  # type: ignore[type-ar
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=pipeline.key("backtest_report"),
+    @pipeline.asset(
+        "backtest_report",
         description=f"Walk-forward backtest of {pipeline.name}: hold-out MAE per model partition vs seasonal naive.",
-        group_name=pipeline.name,
-        owners=pipeline.owners,
-        tags=pipeline.tags,
         kinds={"pandas"},
+        partitioned=False,
         deps=[pipeline.key("model")],
         automation_condition=automation.after_upstream_update(),
     )
@@ -46,9 +46,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         stored = io_manager.read_many(pipeline.key("model"), keys, allow_missing=True)
         if not stored:
             raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no materialised partitions yet")
-        table = backtest_table(list(stored.values()))
-        from platform_assets.ml import plots
-
+        table = backtest_table(list(ModelRecord.many(stored).values()))
         series = table.set_index(pd.to_datetime(table["partition"]))
         png = plots.backtest(series)
         metadata = {

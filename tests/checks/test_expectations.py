@@ -12,8 +12,8 @@ import yaml
 from conftest import BIKE_CSV, BIKE_SPEC
 
 from checks import expectations as E
-from platform_assets.ml import ingest
-from platform_assets.spec import PipelineSpec, load_spec
+from kernel.spec import PipelineSpec, load_spec
+from ml import ingest
 
 DAYS = [date(2012, 6, 1), date(2012, 6, 2), date(2012, 6, 3)]
 SANDY = date(2012, 10, 29)  # one row in the source (Hurricane Sandy)

@@ -7,10 +7,35 @@ from typing import Any
 import pytest
 
 from checks.models import beats_baseline, within_champion
+from kernel.records import ChampionScore, Metrics, ModelRecord
 
 
-def record(mae: float, baseline_mae: float = 100.0, champion: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"metrics": {"mae": mae}, "baseline": {"mae": baseline_mae}, "champion": champion}
+def record(mae: float, baseline_mae: float = 100.0, champion: dict[str, Any] | None = None) -> ModelRecord:
+    """A model record with the given MAEs; a champion given without `comparable` counts as not comparable."""
+    score = ChampionScore.model_validate({"comparable": False, **champion}) if champion else None
+    return ModelRecord(
+        pipeline="p",
+        partition="2012-06-30",
+        model_name="p",
+        version="4",
+        mlflow_run_id="r",
+        experiment_id="1",
+        model_uri="models:/p/4",
+        family="ridge",
+        params={},
+        metrics=Metrics(mae=mae, rmse=mae, smape=0.0),
+        baseline=Metrics(mae=baseline_mae, rmse=baseline_mae, smape=0.0),
+        candidates=[],
+        non_finite_predictions=0,
+        train_days=["2012-06-01"],
+        holdout_days=["2012-06-30"],
+        missing_days=[],
+        train_rows=24,
+        holdout_rows=24,
+        dagster_run_id="d",
+        ray_worker_pids=[],
+        champion=score,
+    )
 
 
 def champion(mae: float, comparable: bool = True) -> dict[str, Any]:
@@ -60,7 +85,7 @@ def test_no_champion_passes(missing: dict[str, Any] | None) -> None:
 
 
 def test_champion_key_absent_passes() -> None:
-    assert within_champion({"metrics": {"mae": 1e9}, "baseline": {"mae": 1.0}}, 0.0)
+    assert within_champion(record(1e9, baseline_mae=1.0), 0.0)
 
 
 def test_incomparable_champion_passes() -> None:

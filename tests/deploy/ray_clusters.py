@@ -23,7 +23,7 @@ from . import schemas
 if TYPE_CHECKING:
     from dagster_ray.kuberay import KubeRayCluster
 
-    from platform_assets.spec import PipelineSpec
+    from kernel.spec import PipelineSpec
 
 SPEC_FILE = schemas.REPO_ROOT / "pipelines" / "bike_demand.yaml"
 IMAGE = "ml-asset-platform:abc1234"
@@ -32,7 +32,7 @@ GPU_SELECTOR = {"cloud.google.com/gke-accelerator": "nvidia-l4"}
 
 
 def load_spec(path: Path = SPEC_FILE) -> PipelineSpec:
-    from platform_assets.spec import load_spec as load
+    from kernel.spec import load_spec as load
 
     return load(path)
 

@@ -17,7 +17,7 @@ Permission = tuple[str, str, str]  # (apiGroup, resource, verb)
 MANIFESTS = inventory.manifests()
 
 # Kubernetes client method -> permission it needs. Custom-object calls go to `rayclusters`: production uses
-# KubeRayCluster and its RayClusterClient only (resources/env.py), never the RayJob client.
+# KubeRayCluster and its RayClusterClient only (platform_assets/wiring.py), never the RayJob client.
 API_CALLS: dict[str, Permission] = {
     "list_namespaced_custom_object": ("ray.io", "rayclusters", "list"),
     "get_namespaced_custom_object": ("ray.io", "rayclusters", "get"),

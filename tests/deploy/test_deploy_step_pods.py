@@ -48,8 +48,8 @@ class Location:
 def _load(specs_dir: Path, home: Path) -> Location:
     from dagster._core.execution.api import create_execution_plan
 
+    from kernel.settings import Settings
     from platform_assets.definitions import build_definitions
-    from resources.env import Settings
 
     settings = Settings(
         env="prod",

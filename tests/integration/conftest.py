@@ -25,13 +25,13 @@ import psycopg2.extensions
 import pytest
 import yaml
 
-from devtools.stack import ROOT
+from kernel.paths import PROJECT_ROOT
+from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
-from resources.env import Settings
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-BIKE_SPEC = ROOT / "pipelines" / "bike_demand.yaml"
-BIKE_CSV = ROOT / "data" / "bike_sharing" / "hour.csv"
+BIKE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
+BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"
 TODAY = date(2013, 1, 1)  # as in tests/conftest.py: no spec here rebases, so the date only has to be fixed
 PipelineFactory = Callable[[dict[str, Any]], dg.Definitions]
 
@@ -197,7 +197,7 @@ def make_module_defs(platform_home: Path, tmp_path_factory: pytest.TempPathFacto
         specs = tmp_path_factory.mktemp(f"specs_{document['name']}")
         (specs / f"{document['name']}.yaml").write_text(yaml.safe_dump(document))
         settings = Settings(
-            env="local", root=ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
+            env="local", root=PROJECT_ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
         )
         return build_definitions(settings, today=TODAY)
 

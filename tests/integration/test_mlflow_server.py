@@ -20,8 +20,9 @@ import pytest
 from support import check_results, run_range
 
 from devtools.stack import BIN, stop
+from kernel.names import CHAMPION
 from resources.storage import PartitionedParquetIOManager
-from resources.tracking import CHAMPION, MlflowTracking
+from resources.tracking import MlflowTracking
 
 from .conftest import DAY, FIRST, PgDatabase, PipelineFactory, small_spec
 

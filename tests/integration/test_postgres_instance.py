@@ -20,14 +20,14 @@ import yaml
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from support import check_results, run_range
 
-from devtools.stack import ROOT
+from kernel.paths import PROJECT_ROOT
 
 from .conftest import DAY, FIRST, PgDatabase, PipelineFactory, small_spec
 
 pytestmark = pytest.mark.postgres
 
 NAME = "bike_pg"
-PRODUCTION_INSTANCE = ROOT / "deploy" / "dagster.yaml"
+PRODUCTION_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
 # The keys of `postgres_db` that say WHERE the database is; everything else must stay as shipped.
 TARGET_KEYS = {"hostname", "port", "username", "db_name"}
 PASSWORD_ENV = "DAGSTER_PG_PASSWORD"

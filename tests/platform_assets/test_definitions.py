@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 from conftest import TODAY, PipelineFactory, bike_spec_document
 
-from devtools.stack import ROOT
+from kernel.paths import PROJECT_ROOT
+from kernel.settings import Settings
+from kernel.spec import SpecError
 from platform_assets.definitions import build_definitions
-from platform_assets.spec import SpecError
-from resources.env import Settings
 
 SNAPSHOT = Path(__file__).parent / "asset_specs.snapshot.json"
 HEAVY = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "matplotlib")
@@ -24,7 +24,11 @@ HEAVY = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "matplo
 
 def shipped_defs(tmp_path: Path) -> dg.Definitions:
     settings = Settings(
-        env="local", root=ROOT, home=tmp_path, specs_dir=ROOT / "pipelines", mlflow_ui_url="http://127.0.0.1:5000"
+        env="local",
+        root=PROJECT_ROOT,
+        home=tmp_path,
+        specs_dir=PROJECT_ROOT / "pipelines",
+        mlflow_ui_url="http://127.0.0.1:5000",
     )
     return build_definitions(settings, today=TODAY)
 
@@ -123,7 +127,9 @@ def _raw_partitions(settings: Settings, today: date) -> list[str]:
 
 
 def test_sample_data_is_rebased_by_whole_weeks_and_pinned_locally_only(tmp_path: Path) -> None:
-    local = Settings(env="local", root=ROOT, home=tmp_path, specs_dir=ROOT / "pipelines", mlflow_ui_url="http://x")
+    local = Settings(
+        env="local", root=PROJECT_ROOT, home=tmp_path, specs_dir=PROJECT_ROOT / "pipelines", mlflow_ui_url="http://x"
+    )
     today = date(2026, 11, 23)
     keys = _raw_partitions(local, today)
     last = date.fromisoformat(keys[-1])
@@ -133,5 +139,7 @@ def test_sample_data_is_rebased_by_whole_weeks_and_pinned_locally_only(tmp_path:
 
     assert _raw_partitions(local, today + timedelta(days=30)) == keys, "the shift is pinned, keys do not move"
 
-    prod = Settings(env="prod", root=ROOT, home=tmp_path / "prod", specs_dir=ROOT / "pipelines", mlflow_ui_url="x")
+    prod = Settings(
+        env="prod", root=PROJECT_ROOT, home=tmp_path / "prod", specs_dir=PROJECT_ROOT / "pipelines", mlflow_ui_url="x"
+    )
     assert _raw_partitions(prod, today)[0] == "2011-01-01"

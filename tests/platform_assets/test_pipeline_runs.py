@@ -13,8 +13,9 @@ import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from support import check_results, corrupt_day, materialized_keys, run_range, run_unpartitioned
 
+from kernel.names import CHAMPION, PREVIOUS_CHAMPION
 from resources.storage import PartitionedParquetIOManager
-from resources.tracking import CHAMPION, PREVIOUS_CHAMPION, MlflowTracking
+from resources.tracking import MlflowTracking
 
 FIRST, LAST = "2012-04-25", "2012-06-30"
 FAST_TRAINING = {
@@ -74,8 +75,8 @@ def bike(ray_address: str, platform_home: Path, tmp_path_factory: pytest.TempPat
     """Sixty days of raw and features in one range run, then a model and champion for the last day."""
     from conftest import TODAY
 
+    from kernel.settings import Settings
     from platform_assets.definitions import build_definitions
-    from resources.env import Settings
 
     specs = tmp_path_factory.mktemp("specs")
     import yaml

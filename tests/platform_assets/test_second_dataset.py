@@ -15,8 +15,9 @@ import pytest
 from conftest import PipelineFactory
 from support import check_results, run_range
 
+from kernel.names import CHAMPION
 from resources.storage import PartitionedParquetIOManager
-from resources.tracking import CHAMPION, MlflowTracking
+from resources.tracking import MlflowTracking
 
 NAME = "station_rides"
 STATIONS = ["north", "south", "river"]

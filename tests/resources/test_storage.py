@@ -11,12 +11,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from resources.storage import ALLOW_MISSING_PARTITIONS, MissingPartitionError, PartitionedParquetIOManager
+from kernel.names import ALLOW_MISSING_PARTITIONS, RANGE_END, RANGE_START
+from resources.storage import MissingPartitionError, PartitionedParquetIOManager
 
 KEY = dg.AssetKey(["bike_demand", "raw"])
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from platform_assets.ml.ingest import TIMESTAMP
-from platform_assets.spec import PipelineSpec
+from kernel.schema import TIMESTAMP, TIMESTAMP_DTYPE
+from kernel.spec import PipelineSpec
 
 CALENDAR_PARTS = {
     "hour": lambda ts: ts.dt.hour,
@@ -60,7 +60,7 @@ def feature_columns(spec: PipelineSpec) -> list[str]:
 
 def feature_schema(spec: PipelineSpec) -> dict[str, str]:
     """Column name -> dtype of a features partition; the contract the schema check enforces."""
-    schema = {TIMESTAMP: "datetime64[ns]"}
+    schema = {TIMESTAMP: TIMESTAMP_DTYPE}
     schema |= {column: "str" for column in spec.source.entity_columns}
     schema[spec.target] = "float64"
     schema |= {column: "float64" for column in numeric_feature_columns(spec)}

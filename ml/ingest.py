@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
 
-from platform_assets.spec import PipelineSpec
+from kernel.schema import TIMESTAMP, raw_dtypes
+from kernel.spec import PipelineSpec
 
-TIMESTAMP = "timestamp"
 MAX_ERROR_EXAMPLES = 5
 
 
@@ -121,33 +121,27 @@ def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -
 
     out = pd.DataFrame({TIMESTAMP: _parse_timestamps(frame, spec, origin)})
     errors: dict[str, dict[str, object]] = {}
-    for column in spec.source.entity_columns:
-        out[column] = frame[column].astype("str")
-    for column in [spec.target, *spec.features.numeric]:
-        values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-        lost = values.isna() & frame[column].notna()
-        if lost.any():
-            errors[column] = {
-                "count": int(lost.sum()),
-                "examples": frame.loc[lost, column].astype("str").head(MAX_ERROR_EXAMPLES).tolist(),
-            }
-        out[column] = values
-    for column in spec.features.categorical:
-        out[column] = frame[column].astype("str").where(frame[column].notna(), None).astype("str")
+    for column, dtype in raw_dtypes(spec).items():
+        if column == TIMESTAMP:
+            continue
+        if dtype == "float64":
+            values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+            lost = values.isna() & frame[column].notna()
+            if lost.any():
+                errors[column] = {
+                    "count": int(lost.sum()),
+                    "examples": frame.loc[lost, column].astype("str").head(MAX_ERROR_EXAMPLES).tolist(),
+                }
+            out[column] = values
+        else:
+            out[column] = frame[column].astype("str").where(frame[column].notna(), None).astype("str")
     out = out.sort_values([*spec.source.entity_columns, TIMESTAMP], kind="stable").reset_index(drop=True)
     return Normalised(out, errors)
 
 
 def empty_raw(spec: PipelineSpec) -> pd.DataFrame:
     """A zero-row frame with the raw schema (a day the source has no rows for)."""
-    columns: dict[str, pd.Series] = {TIMESTAMP: pd.Series([], dtype="datetime64[ns]")}
-    for column in spec.source.entity_columns:
-        columns[column] = pd.Series([], dtype="str")
-    for column in [spec.target, *spec.features.numeric]:
-        columns[column] = pd.Series([], dtype="float64")
-    for column in spec.features.categorical:
-        columns[column] = pd.Series([], dtype="str")
-    return pd.DataFrame(columns)
+    return pd.DataFrame({column: pd.Series([], dtype=dtype) for column, dtype in raw_dtypes(spec).items()})
 
 
 def rebase(frame: pd.DataFrame, shift_days: int) -> pd.DataFrame:
@@ -170,7 +164,3 @@ def split_days(frame: pd.DataFrame, days: list[date], spec: PipelineSpec) -> dic
 def days_in(frame: pd.DataFrame) -> list[date]:
     """Distinct calendar days present in a normalised frame."""
     return sorted(set(frame[TIMESTAMP].dt.date))
-
-
-def day_range(start: date, end_inclusive: date) -> list[date]:
-    return [start + timedelta(days=offset) for offset in range((end_inclusive - start).days + 1)]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import BIKE_CSV, BIKE_SPEC
 
-from platform_assets.spec import PipelineSpec, SpecError, load_spec, load_specs
+from kernel.spec import PipelineSpec, SpecError, load_spec, load_specs
 
 Document = dict[str, Any]
 Writer = Callable[[Document], Path]

@@ -1,51 +1,17 @@
-"""The one place that reads the environment: which resources, where state lives, which specs load."""
+"""What each environment runs: resources, the executor and environment-only sensors (local vs production)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 
-from platform_assets.spec import PipelineSpec
+from kernel.settings import Settings
+from kernel.spec import PipelineSpec
 from resources.compute import RayCluster
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
-
-Environment = Literal["local", "prod"]
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where the platform runs: `PLATFORM_ENV` (local|prod), its project root and its state folder."""
-
-    env: Environment
-    root: Path
-    home: Path
-    specs_dir: Path
-    mlflow_ui_url: str
-
-    @classmethod
-    def from_environment(cls) -> Settings:
-        env = os.environ.get("PLATFORM_ENV", "local")
-        if env not in ("local", "prod"):
-            raise ValueError(f"PLATFORM_ENV must be 'local' or 'prod', got {env!r}")
-        root = Path(os.environ.get("PLATFORM_ROOT", PROJECT_ROOT)).resolve()
-        home = Path(os.environ.get("PLATFORM_HOME", root / ".platform")).resolve()
-        specs = Path(os.environ.get("PLATFORM_SPECS_DIR", root / "pipelines")).resolve()
-        ui = os.environ.get("PLATFORM_MLFLOW_UI_URL", "http://127.0.0.1:5000")
-        return cls(env=env, root=root, home=home, specs_dir=specs, mlflow_ui_url=ui)  # type: ignore[arg-type]
-
-    @property
-    def mlflow_dir(self) -> Path:
-        return self.home / "mlflow"
-
-    @property
-    def local_tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
 
 @dataclass
@@ -79,13 +45,14 @@ def build_wiring(settings: Settings, specs: list[PipelineSpec]) -> Wiring:
             executor=k8s_job_executor,
             sensors=[kuberay_cleanup_sensor],
         )
+    state = settings.state
     return Wiring(
         resources={
             "ray_cluster": RayCluster(address="auto"),
-            "io_manager": PartitionedParquetIOManager(base_uri=str(settings.home / "assets")),
+            "io_manager": PartitionedParquetIOManager(base_uri=str(state.assets)),
             "mlflow": MlflowTracking(
-                tracking_uri=settings.local_tracking_uri,
-                artifact_root=(settings.mlflow_dir / "artifacts").as_uri(),
+                tracking_uri=state.tracking_uri,
+                artifact_root=state.mlflow_artifacts.as_uri(),
                 ui_url=settings.mlflow_ui_url,
             ),
         }

@@ -10,25 +10,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from platform_assets.ml.features import feature_columns, lag_column, numeric_feature_columns
-from platform_assets.ml.ingest import TIMESTAMP
-from platform_assets.spec import CandidateSpec, PipelineSpec
+from kernel.days import window_ending
+from kernel.records import Metrics
+from kernel.schema import TIMESTAMP
+from kernel.spec import CandidateSpec, PipelineSpec
+from ml.features import feature_columns, lag_column, numeric_feature_columns
 
 
 class TrainingDataError(ValueError):
     """A training window without enough usable rows."""
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Forecast errors on one set of rows."""
-
-    mae: float
-    rmse: float
-    smape: float
-
-    def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}mae": self.mae, f"{prefix}rmse": self.rmse, f"{prefix}smape": self.smape}
 
 
 @dataclass
@@ -86,7 +76,7 @@ def split_window(frames: dict[str, pd.DataFrame], end_day: date, spec: PipelineS
     Days absent from `frames` (never materialised, or blocked by a failed check) are tolerated
     and recorded; too few rows on either side is a `TrainingDataError`.
     """
-    window_days = [end_day - timedelta(days=k) for k in range(spec.training.window_days - 1, -1, -1)]
+    window_days = window_ending(end_day, spec.training.window_days)
     holdout_start = end_day - timedelta(days=spec.evaluation.holdout_days - 1)
     present = {day: frames[str(day)] for day in window_days if str(day) in frames and len(frames[str(day)])}
     window = TrainingWindow(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -11,10 +12,10 @@ from typing import Any
 
 import dagster as dg
 
-from platform_assets.spec import FreshnessWindow, K8sRequests, PipelineSpec
+from kernel.names import ALLOW_MISSING_PARTITIONS, PIPELINE_TAG
+from kernel.spec import K8sRequests, PipelineSpec
 
 MAX_PARTITIONS_PER_RUN = 400
-PIPELINE_TAG = "platform/pipeline"
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,52 @@ class Pipeline:
     def tags(self) -> dict[str, str]:
         return {PIPELINE_TAG: self.name}
 
-    def freshness(self, window: FreshnessWindow) -> dg.FreshnessPolicy:
+    def freshness(self, stage: str) -> dg.FreshnessPolicy | None:
+        """The spec's freshness window for a stage (features, model, predictions), if it has one."""
+        window = getattr(self.spec.freshness, stage, None)
+        if window is None:
+            return None
         return dg.FreshnessPolicy.time_window(fail_window=window.fail, warn_window=window.warn)
+
+    def window_input(self, stage: str, days: int) -> dg.AssetIn:
+        """An input of the `days` partitions of `stage` that end on each partition being built; days the
+        upstream does not have (before its first partition, or never materialised) are left out."""
+        return dg.AssetIn(
+            key=self.key(stage),
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-(days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+            ),
+            metadata={ALLOW_MISSING_PARTITIONS: True},
+        )
+
+    def asset(
+        self,
+        stage: str,
+        *,
+        description: str,
+        kinds: set[str],
+        partitioned: bool = True,
+        compute: K8sRequests | None = None,
+        **own: Any,
+    ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+        """`@dg.asset` for one stage with the policy every stage shares applied once: key, group, owners,
+        tags, kinds, daily partitions and backfill policy, freshness and the step's Kubernetes requests.
+        A stage passes only what is its own (inputs, deps, automation, pool)."""
+        shared: dict[str, Any] = {
+            "key": self.key(stage),
+            "description": description,
+            "group_name": self.name,
+            "owners": self.owners,
+            "tags": self.tags,
+            "kinds": kinds,
+        }
+        if partitioned:
+            shared |= {"partitions_def": self.partitions_def, "backfill_policy": self.backfill_policy}
+        if (freshness := self.freshness(stage)) is not None:
+            shared["freshness_policy"] = freshness
+        if compute is not None:
+            shared["op_tags"] = self.op_tags(compute)
+        return dg.asset(**shared, **own)
 
     def op_tags(self, requests: K8sRequests) -> dict[str, Any]:
         """`dagster-k8s/config` for a step: requests from the spec's compute hints, GPU when asked."""
@@ -90,12 +135,6 @@ def run_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) 
         else context.op_execution_context.partition_keys
     )
     return [date.fromisoformat(key) for key in keys]
-
-
-def run_values(context: dg.AssetCheckExecutionContext, store: Any, key: dg.AssetKey) -> dict[str, Any]:
-    """The stored values of `key` for the days of the check's run (an unpartitioned check of a
-    partitioned asset would otherwise load every partition)."""
-    return store.read_many(key, [str(day) for day in run_days(context)], allow_missing=False)
 
 
 def pinned_shift_days(name: str, last_day: date, state_dir: Path, today: date) -> int:

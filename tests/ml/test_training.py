@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from platform_assets.ml import features as F
-from platform_assets.ml import training as T
-from platform_assets.spec import CandidateSpec, PipelineSpec
+from kernel.spec import CandidateSpec, PipelineSpec
+from ml import features as F
+from ml import training as T
 
 END = date(2024, 1, 21)
 LINEAGE = {"model_name": "synthetic", "model_version": "7", "mlflow_run_id": "abc123"}

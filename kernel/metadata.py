@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from platform_assets.ml.ingest import TIMESTAMP
+from kernel.schema import TIMESTAMP
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import BIKE_CSV, BIKE_SPEC
 
-from platform_assets.ml import features as F
-from platform_assets.ml import ingest
-from platform_assets.spec import PipelineSpec, load_spec
+from kernel.spec import PipelineSpec, load_spec
+from ml import features as F
+from ml import ingest
 
 DAY = date(2024, 1, 4)
 HOUR = pd.Timedelta(hours=1)

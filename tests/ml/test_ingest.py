@@ -13,8 +13,9 @@ import pytest
 import yaml
 from conftest import BIKE_CSV, BIKE_SPEC
 
-from platform_assets.ml import ingest
-from platform_assets.spec import PipelineSpec, load_spec
+from kernel.days import day_range
+from kernel.spec import PipelineSpec, load_spec
+from ml import ingest
 
 SANDY = date(2012, 10, 29)  # Hurricane Sandy: one hour of data in the source
 
@@ -237,8 +238,8 @@ def test_days_in_and_day_range(normalised: ingest.Normalised) -> None:
     days = ingest.days_in(normalised.frame)
     assert days[0] == date(2011, 1, 1)
     assert days[-1] == date(2012, 12, 31)
-    assert days == ingest.day_range(date(2011, 1, 1), date(2012, 12, 31))
-    assert ingest.day_range(date(2012, 2, 28), date(2012, 3, 1)) == [
+    assert days == day_range(date(2011, 1, 1), date(2012, 12, 31))
+    assert day_range(date(2012, 2, 28), date(2012, 3, 1)) == [
         date(2012, 2, 28),
         date(2012, 2, 29),
         date(2012, 3, 1),

@@ -1,0 +1,31 @@
+"""Names more than one layer agrees on: check names, run tags and metadata keys."""
+
+# Checks on <p>/raw
+PASSES_EXPECTATIONS = "passes_expectations"
+COMPLETE_DAYS = "complete_days"
+# Checks on <p>/features
+FINITE_VALUES = "finite_values"
+SCHEMA_STABLE = "schema_stable"
+NO_DRIFT = "no_drift"
+# Model gates on <p>/model: all blocking; a candidate must pass every one to be promoted.
+BEATS_SEASONAL_NAIVE = "beats_seasonal_naive"
+NOT_WORSE_THAN_CHAMPION = "not_worse_than_champion"
+FINITE_PREDICTIONS = "finite_predictions"
+MODEL_GATES = (BEATS_SEASONAL_NAIVE, NOT_WORSE_THAN_CHAMPION, FINITE_PREDICTIONS)
+# Checks on <p>/predictions
+COMPLETE = "complete"
+FINITE_NON_NEGATIVE = "finite_non_negative"
+PLAUSIBLE_RANGE = "plausible_range"
+
+# MLflow registry aliases
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"
+
+# Run tags: Dagster's own range tags (one run over many partitions) and ours.
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+PIPELINE_TAG = "platform/pipeline"
+SOURCE_FILE_TAG = "platform/source_file"
+
+# Input metadata: a partitioned input may load with some upstream partitions absent.
+ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"

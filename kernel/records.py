@@ -1,0 +1,92 @@
+"""Typed records that several layers read: a trained model partition and the promoted champion.
+
+They are stored as JSON by the asset store and validated back on read, so a reader never guesses keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def many(cls, stored: Mapping[str, Any]) -> dict[str, Self]:
+        """Stored values keyed by partition, validated into records."""
+        return {key: cls.model_validate(value) for key, value in stored.items()}
+
+
+class Metrics(_Record):
+    """Forecast errors on one set of rows."""
+
+    mae: float
+    rmse: float
+    smape: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}mae": self.mae, f"{prefix}rmse": self.rmse, f"{prefix}smape": self.smape}
+
+
+class CandidateScore(_Record):
+    """One candidate of the spec's grid and its hold-out MAE."""
+
+    family: str
+    mae: float
+
+
+class ChampionScore(_Record):
+    """The serving champion scored on a candidate's hold-out, when its features allow it."""
+
+    version: str
+    comparable: bool
+    mae: float | None = None
+    reason: str | None = None
+
+
+class ModelRecord(_Record):
+    """One model partition: the registered version, its metrics and baseline, and its full lineage."""
+
+    pipeline: str
+    partition: str
+    model_name: str
+    version: str
+    mlflow_run_id: str
+    experiment_id: str
+    model_uri: str
+    family: str
+    params: dict[str, float | int | str | None]
+    metrics: Metrics
+    baseline: Metrics
+    candidates: list[CandidateScore]
+    non_finite_predictions: int
+    train_days: list[str]
+    holdout_days: list[str]
+    missing_days: list[str]
+    train_rows: int
+    holdout_rows: int
+    dagster_run_id: str
+    ray_worker_pids: list[int]
+    champion: ChampionScore | None = None
+
+    @property
+    def training_window(self) -> str:
+        return f"{self.train_days[0]}..{self.holdout_days[-1]}"
+
+    @property
+    def improvement_over_baseline(self) -> float:
+        return 1 - self.metrics.mae / self.baseline.mae
+
+
+class ChampionRecord(_Record):
+    """The model version that serves predictions, and the one it replaced (for rollback)."""
+
+    model_name: str
+    version: str
+    mlflow_run_id: str
+    model_uri: str
+    partition: str
+    previous_champion: str | None

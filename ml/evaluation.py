@@ -1,0 +1,69 @@
+"""Evaluation of a model partition's best candidate: forecasts, baseline, metrics, importances and plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kernel.records import ChampionScore, Metrics
+from kernel.spec import PipelineSpec
+from ml import plots, training
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The winning candidate of one window, scored on its hold-out, with the pictures that explain it."""
+
+    best: training.CandidateResult
+    baseline: Metrics
+    importances: dict[str, float]
+    non_finite_predictions: int
+    images: dict[str, bytes]
+    champion: ChampionScore | None
+
+
+def evaluate(
+    results: list[training.CandidateResult],
+    split: training.WindowSplit,
+    spec: PipelineSpec,
+    champion: tuple[Any, str] | None = None,
+) -> Evaluation:
+    """Pick the best candidate; score it, the seasonal-naive baseline and the serving champion (model,
+    version), when there is one, on the window's hold-out."""
+    best = training.best_candidate(results)
+    holdout = split.holdout
+    predicted = training.predict(best.model, holdout, spec)
+    actual = holdout[spec.target].to_numpy(dtype="float64")
+    baseline = training.forecast_metrics(
+        actual, training.seasonal_naive(holdout, spec.evaluation.baseline_season_hours)
+    )
+    frame = training.holdout_frame(holdout, predicted, spec)
+    importances = training.feature_importance(best.model, holdout, spec)
+    images = {
+        "forecast_vs_actual.png": plots.forecast_vs_actual(frame),
+        "residuals.png": plots.residuals(frame),
+        "feature_importance.png": plots.importance(importances),
+    }
+    return Evaluation(
+        best=best,
+        baseline=baseline,
+        importances=importances,
+        non_finite_predictions=int((~np.isfinite(predicted)).sum()),
+        images=images,
+        champion=None if champion is None else score_champion(*champion, holdout, spec),
+    )
+
+
+def score_champion(champion: Any, version: str, holdout: pd.DataFrame, spec: PipelineSpec) -> ChampionScore:
+    """The serving champion's MAE on a candidate's hold-out, or why it cannot be compared."""
+    try:
+        predicted = training.predict(champion, holdout, spec)
+    except (KeyError, ValueError) as exc:
+        return ChampionScore(
+            version=version, comparable=False, reason=f"champion cannot score this window's features: {exc}"
+        )
+    metrics = training.forecast_metrics(holdout[spec.target].to_numpy(dtype="float64"), predicted)
+    return ChampionScore(version=version, comparable=True, mae=metrics.mae)
