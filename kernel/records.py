@@ -90,3 +90,8 @@ class ChampionRecord(_Record):
     model_uri: str
     partition: str
     previous_champion: str | None
+
+    @property
+    def lineage(self) -> dict[str, str]:
+        """What every prediction row carries about the model that made it."""
+        return {"model_name": self.model_name, "model_version": self.version, "mlflow_run_id": self.mlflow_run_id}

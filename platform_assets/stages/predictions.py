@@ -39,11 +39,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         """Hourly forecasts from the champion model, with its version and MLflow run on every row."""
         serving = ChampionRecord.model_validate(champion)
         model = mlflow.load_model(serving.model_uri)
-        lineage = {
-            "model_name": serving.model_name,
-            "model_version": serving.version,
-            "mlflow_run_id": serving.mlflow_run_id,
-        }
+        lineage = serving.lineage
         days = run_days(context)
         calls = [(model, features[str(day)], spec, lineage) for day in days]
         frames = ray_map(training.predict_day, calls, num_cpus=spec.compute.ray_cpus_per_task)
