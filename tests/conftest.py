@@ -15,13 +15,15 @@ import psutil
 import pytest
 import yaml
 
-from devtools.stack import ROOT, Ports, pick_ports, ray_head_command, stop, wait_for_port
+from devtools.stack import RAY_LOOPBACK_ENV, ROOT, Ports, pick_ports, ray_head_command, stop, wait_for_port
 from platform_assets.definitions import build_definitions
 from resources.env import Settings
 
 # Every process of the test session (and its Ray workers) must agree; Ray 2.60 defaults to token auth.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# The session's head listens on loopback only; its drivers must resolve 127.0.0.1 the same way.
+os.environ.update(RAY_LOOPBACK_ENV)
 
 BIKE_SPEC = ROOT / "pipelines" / "bike_demand.yaml"
 BIKE_CSV = ROOT / "data" / "bike_sharing" / "hour.csv"
