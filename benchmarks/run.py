@@ -753,6 +753,8 @@ class Bench:
             {
                 "RAY_AUTH_MODE": "disabled",
                 "RAY_USAGE_STATS_ENABLED": "0",
+                # devtools.stack.RAY_LOOPBACK_ENV: the head is loopback-only, drivers must agree to reach it.
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                 "PLATFORM_ENV": "local",
                 "PLATFORM_ROOT": str(ROOT),
                 "PLATFORM_SPECS_DIR": str(self.specs_dir),
@@ -1229,6 +1231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import yaml
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     tmp = Path(tempfile.mkdtemp(prefix="platform-bench-"))
     spec_doc = yaml.safe_load(SOURCE_SPEC.read_text())
     spec_doc["name"] = PIPELINE

@@ -1,5 +1,8 @@
 """Run the platform locally: one Ray head, the MLflow UI and `dagster dev`, all on 127.0.0.1.
 
+Every listening socket is on loopback, Ray's internal ones included (GCS, raylet, agents, client
+server, workers): see `RAY_LOOPBACK_ENV`; tests/devtools/test_ray_loopback.py checks it on a real head.
+
 Ctrl-C (or SIGTERM) stops every process this command started, with a grace period and then
 SIGKILL; a later start first clears what a crashed run left behind (`<home>/dev-pids.json`).
 """
@@ -25,6 +28,18 @@ from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths
 
 BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10
+
+# Keeps Ray on loopback (CVE-2023-48022: whoever reaches a Ray port runs code on this machine).
+# Every Ray component picks its bind address from the node IP: GCS, raylet and workers listen on
+# 127.0.0.1 when the node IP is 127.0.0.1 and on all interfaces otherwise; the dashboard agent,
+# runtime-env agent, client server and metrics exporters follow `is_localhost(node_ip)` the same way.
+# `--node-ip-address=127.0.0.1` alone does not give that node IP on Linux: `ray start` (and `ray.init`
+# for RAY_ADDRESS=127.0.0.1:port) passes it through `services.resolve_ip_for_localhost`, which swaps
+# loopback for the machine's routable IP unless `ray_constants.ENABLE_RAY_CLUSTER` is off, and this
+# variable turns it off (its other effects: `ray start` neither prints nor accepts `--address` joins).
+# So the head needs it, and so does every process that connects (dagster dev, its run workers, tests):
+# without it a driver looks for the GCS on the routable IP, where nothing listens any more.
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
             # Loopback-only cluster: every process must agree on the auth mode (Ray 2.60 defaults to token).
             "RAY_AUTH_MODE": "disabled",
             "RAY_USAGE_STATS_ENABLED": "0",
+            **RAY_LOOPBACK_ENV,
             "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
             "MLFLOW_TRACKING_URI": StatePaths(home).tracking_uri,
         }
@@ -138,8 +154,13 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
 
 
 def ray_head_command(ports: Ports, cpus: int) -> list[str]:
-    """A blocking `ray start --head` bound to loopback on the given ports."""
+    """A blocking `ray start --head` bound to loopback on the given ports.
+
+    `env` pins RAY_LOOPBACK_ENV on the head itself, so a caller whose environment lacks it gets a head
+    its drivers cannot reach (a loud failure), never a head that listens on every interface.
+    """
     return [
+        "env", *(f"{name}={value}" for name, value in RAY_LOOPBACK_ENV.items()),
         str(BIN / "ray"), "start", "--head", "--block",
         f"--port={ports.ray}", f"--dashboard-port={ports.ray_dashboard}",
         f"--ray-client-server-port={ports.ray_client}", f"--dashboard-agent-listen-port={ports.ray_agent}",

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from devtools.stack import Ports, pick_ports, ray_head_command, stop, wait_for_port
+from devtools.stack import RAY_LOOPBACK_ENV, Ports, pick_ports, ray_head_command, stop, wait_for_port
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
@@ -23,6 +23,8 @@ from platform_assets.definitions import build_definitions
 # Every process of the test session (and its Ray workers) must agree; Ray 2.60 defaults to token auth.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# The session's head listens on loopback only; its drivers must resolve 127.0.0.1 the same way.
+os.environ.update(RAY_LOOPBACK_ENV)
 
 BIKE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
 BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"

@@ -1,11 +1,16 @@
-"""Helpers the tests share: running pipeline stages in-process and reading what a run did."""
+"""Helpers the tests share: running pipeline stages in-process, reading what a run did, listening sockets."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psutil
 
 from kernel.names import RANGE_END, RANGE_START
 
@@ -61,3 +66,61 @@ def corrupt_day(source: Path, target: Path, day: str) -> None:
     frame.loc[rows, "cnt"] = -50
     frame.loc[rows.idxmax(), "temp"] = "oops"
     frame.to_csv(target, index=False)
+
+
+LOOPBACK = {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+
+
+def process_tree(root: psutil.Process) -> list[psutil.Process]:
+    """`root`, its descendants, and every process of a session one of them leads.
+
+    The dev command starts each service in a session of its own; a process there that outlived its
+    parent (re-parented to init) is still part of what the command started.
+    """
+    tree = {root.pid: root}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree.update((child.pid, child) for child in root.children(recursive=True))
+    sessions = set()
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == pid:
+                sessions.add(pid)
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if process.pid not in tree and os.getsid(process.pid) in sessions:
+                tree[process.pid] = process
+    return list(tree.values())
+
+
+@dataclass(frozen=True)
+class Listener:
+    pid: int
+    name: str
+    ip: str
+    port: int
+
+    @property
+    def on_loopback(self) -> bool:
+        address = ipaddress.ip_address(self.ip)
+        # gRPC listens on an IPv6 socket even for 127.0.0.1: ss shows [::ffff:127.0.0.1].
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address in LOOPBACK
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} ({self.name}) listening on {self.ip}:{self.port}"
+
+
+def tcp_listeners(processes: list[psutil.Process]) -> list[Listener]:
+    """Every listening TCP socket (IPv4 and IPv6) of these processes."""
+    names = {}
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            names[process.pid] = process.name()
+    found = set()
+    for connection in psutil.net_connections(kind="tcp"):
+        pid = connection.pid
+        if connection.status != psutil.CONN_LISTEN or pid is None or pid not in names or not connection.laddr:
+            continue
+        found.add(Listener(pid, names[pid], connection.laddr.ip, connection.laddr.port))
+    return sorted(found, key=lambda listener: (listener.pid, listener.port))

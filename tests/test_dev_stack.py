@@ -1,4 +1,8 @@
-"""As a user runs it: the run command's `dagster dev`, a backfill through GraphQL, then automation on its own."""
+"""As a user runs it: the run command's `dagster dev`, a backfill through GraphQL, then automation on its own.
+
+Throughout, every listening TCP socket of the whole process tree (dagster dev, its code server and run
+workers, MLflow, the Ray head, its workers) is recorded; none may be reachable beyond loopback.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pytest
 import requests
 import yaml
 from conftest import BIKE_CSV, bike_spec_document
+from support import Listener, process_tree, tcp_listeners
 
 from devtools.stack import stop
 from kernel.paths import PROJECT_ROOT
@@ -34,8 +39,17 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.url, self.process, self.log = url, process, log
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path, ports: dict[str, int]) -> None:
+        self.url, self.process, self.log, self.ports = url, process, log, ports
+        self.listeners: set[Listener] = set()  # every one seen while the tests waited, runs included
+
+    def scan_listeners(self) -> list[Listener]:
+        """The stack's listening sockets now (also remembered in `self.listeners`)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            now = tcp_listeners(process_tree(psutil.Process(self.process.pid)))
+            self.listeners.update(now)
+            return now
+        return []
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60)
@@ -54,6 +68,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the run command exited; log:\n{self.log.read_text()[-4000:]}"
+            self.scan_listeners()
             if value := condition():
                 return value
             time.sleep(3)
@@ -75,11 +90,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         promotion={"min_improvement_over_baseline": 0.0},
     )
     (specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
-    dagster_port = free_port()
+    ports = {"dagster": free_port(), "mlflow": free_port(), "ray": free_port(), "ray-dashboard": free_port()}
     command = [
         sys.executable, "-m", "devtools.stack", "--home", str(base / "home"),
-        "--dagster-port", str(dagster_port), "--mlflow-port", str(free_port()),
-        "--ray-port", str(free_port()), "--ray-dashboard-port", str(free_port()), "--ray-cpus", "2",
+        *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))), "--ray-cpus", "2",
     ]  # fmt: skip
     env = {**os.environ, "PLATFORM_SPECS_DIR": str(specs)}
     env.pop("RAY_ADDRESS", None)
@@ -88,7 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         process = subprocess.Popen(
             command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=output, start_new_session=True
         )
-    stack = Stack(f"http://127.0.0.1:{dagster_port}", process, log)
+    stack = Stack(f"http://127.0.0.1:{ports['dagster']}", process, log, ports)
     try:
         stack.wait("the platform to come up", lambda: "Platform is up" in log.read_text(), timeout=240)
         yield stack
@@ -146,3 +160,13 @@ def test_backfill_through_graphql_then_automation_materialises_on_its_own(stack:
     run = stack.wait("the automation sensor to train the newest model", automated_model, timeout=420)
     assert run["status"] == "SUCCESS"
     assert {"key": "dagster/partition", "value": LAST} in run["tags"]
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack: Stack) -> None:
+    """Now, and at every poll of the tests before (while runs, Ray drivers and workers were alive)."""
+    now = stack.scan_listeners()
+    listening = "\n  ".join(map(str, now))
+    assert set(stack.ports.values()) <= {listener.port for listener in now}, f"the services listen:\n  {listening}"
+    assert {"gcs_server", "raylet"} <= {listener.name for listener in now}, f"Ray is in the tree:\n  {listening}"
+    exposed = sorted((listener for listener in stack.listeners if not listener.on_loopback), key=str)
+    assert not exposed, "listening beyond loopback:\n  " + "\n  ".join(map(str, exposed))
