@@ -1,0 +1,81 @@
+"""What the main process and the workers share: the benchmark pipeline, its dates and a few small helpers."""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kernel.names import RANGE_END, RANGE_START
+from kernel.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from kernel.pipeline import Pipeline
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+PIPELINE = "bike_bench"
+SOURCE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
+PARTITION_START = date(2011, 1, 1)
+PARTITION_END = date(2013, 1, 1)  # exclusive
+LAST_DAY = PARTITION_END - timedelta(days=1)
+DEFAULT_CYCLE_DAY = date(2012, 6, 13)
+BACKFILL_STAGES = ("raw", "features", "predictions")
+CYCLE_STAGES = ("raw", "features", "model", "champion", "predictions")
+HEAVY_MODULES = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "skops", "matplotlib", "dagster_k8s")
+TARGETS = {"a_ratio_max": 1.3, "b_ratio_max": 1.2}
+
+
+class StageFailed(RuntimeError):
+    """A measurement that did not complete; the message says which one and why."""
+
+
+def write_bench_spec(specs_dir: Path) -> Path:
+    """The spec copy every section runs: bike_demand renamed, fixed partitions, no rebase."""
+    import yaml
+
+    spec_doc = yaml.safe_load(SOURCE_SPEC.read_text())
+    spec_doc["name"] = PIPELINE
+    spec_doc["partitioning"] = {"start_date": PARTITION_START, "end_date": PARTITION_END, "rebase_to_yesterday": False}
+    path = specs_dir / f"{PIPELINE}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
+    return path
+
+
+def bench_pipeline(specs_dir: Path, root: Path = PROJECT_ROOT) -> Pipeline:
+    """The benchmark pipeline as the platform sees it (validated spec, keys, look-back)."""
+    from kernel.pipeline import Pipeline
+    from kernel.spec import load_spec
+
+    return Pipeline(spec=load_spec(specs_dir / f"{PIPELINE}.yaml"), root=root)
+
+
+def history_days(pipeline: Pipeline) -> int:
+    """Days of features before a model partition (its training window) plus the raw look-back of those features."""
+    return pipeline.spec.training.window_days + pipeline.lookback_days
+
+
+def range_tags(first: date, last: date) -> dict[str, str]:
+    """Dagster's tags for one run over the partitions `first`..`last`."""
+    return {RANGE_START: str(first), RANGE_END: str(last)}
+
+
+def rusage_mb() -> dict[str, float]:
+    """Peak resident set of this process and of its largest waited-for child (Linux reports KiB)."""
+    return {
+        "self_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "children_maxrss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+
+
+def preimport_heavy() -> dict[str, float]:
+    """Import what steps would import lazily, so a timed in-process section measures work, not imports."""
+    seconds: dict[str, float] = {}
+    for module in ("pandas", "pyarrow.parquet", "sklearn.ensemble", "mlflow.sklearn", "great_expectations", "ray"):
+        started = time.perf_counter()
+        importlib.import_module(module)
+        seconds[module] = round(time.perf_counter() - started, 2)
+    return seconds

@@ -1,0 +1,263 @@
+"""The main process's plumbing: temp state per section, measured subprocesses, sampling, the Ray head."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.common import StageFailed, bench_pipeline, write_bench_spec
+from devtools.stack import RAY_LOOPBACK_ENV
+from kernel.paths import PROJECT_ROOT, StatePaths
+
+if TYPE_CHECKING:
+    import psutil
+
+    from kernel.pipeline import Pipeline
+
+RUN_SCRIPT = Path(__file__).resolve().with_name("run.py")
+WORKER_TIMEOUT_S = 1800
+MB = 1024 * 1024
+
+
+def _is_ray_worker(process: psutil.Process) -> bool:
+    cmdline = process.cmdline()
+    return bool(cmdline) and (cmdline[0].startswith("ray::") or any("default_worker.py" in c for c in cmdline))
+
+
+class ProcessSampler:
+    """Peak RSS of a measured process tree and of the Ray workers, and the CPU time the Ray workers used,
+    sampled from outside every 0.5 s (Ray workers are children of the raylet, not of the measured process)."""
+
+    def __init__(self, root_pid: int, ray_head_pid: int | None, interval: float = 0.5) -> None:
+        self.root_pid, self.ray_head_pid, self.interval = root_pid, ray_head_pid, interval
+        self.peaks: dict[str, float] = {"tree_sum_mb": 0.0, "tree_max_mb": 0.0, "ray_workers_sum_mb": 0.0}
+        self.peaks["ray_worker_max_mb"] = 0.0
+        self.ray_cpu: dict[int, list[float]] = {}  # pid -> [cpu seconds at the window start, last seen]
+        self.tree_cpu: dict[int, float] = {}  # pid -> last seen cpu seconds (catches children nobody waits for)
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+
+    def _rss(self, processes: list[psutil.Process]) -> list[float]:
+        import psutil
+
+        values = []
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                values.append(process.memory_info().rss / MB)
+        return values
+
+    def _sample(self) -> None:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.root_pid)
+            members = [root, *root.children(recursive=True)]
+            for process in members:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    self.tree_cpu[process.pid] = times.user + times.system
+            tree = self._rss(members)
+            if tree:
+                self.peaks["tree_sum_mb"] = max(self.peaks["tree_sum_mb"], sum(tree))
+                self.peaks["tree_max_mb"] = max(self.peaks["tree_max_mb"], *tree)
+        if self.ray_head_pid is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            workers = []
+            for process in psutil.Process(self.ray_head_pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if _is_ray_worker(process):
+                        workers.append(process)
+                        times = process.cpu_times()
+                        cpu = times.user + times.system
+                        if process.pid not in self.ray_cpu:
+                            baseline = 0.0 if process.create_time() >= self.started else cpu
+                            self.ray_cpu[process.pid] = [baseline, cpu]
+                        self.ray_cpu[process.pid][1] = cpu
+            rss = self._rss(workers)
+            if rss:
+                self.peaks["ray_workers_sum_mb"] = max(self.peaks["ray_workers_sum_mb"], sum(rss))
+                self.peaks["ray_worker_max_mb"] = max(self.peaks["ray_worker_max_mb"], *rss)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def summary(self) -> dict[str, float | int]:
+        ray_cpu = sum(last - first for first, last in self.ray_cpu.values())
+        return {
+            **{k: round(v, 1) for k, v in self.peaks.items()},
+            "ray_workers_seen": len(self.ray_cpu),
+            "ray_workers_cpu_s": round(ray_cpu, 2),
+            "tree_cpu_sampled_s": round(sum(self.tree_cpu.values()), 2),
+        }
+
+
+@dataclass
+class Measured:
+    """One measured subprocess: exit code, wall seconds, CPU seconds, sampled peaks and its log."""
+
+    code: int
+    wall_s: float
+    cpu_s: float
+    sampled: dict[str, float | int]
+    log: Path
+
+
+@dataclass
+class Bench:
+    """Temp state, the Ray head and the spec copy every measurement shares."""
+
+    tmp: Path
+    specs_dir: Path
+    pipeline: Pipeline
+    ray_address: str = ""
+    ray_head_pid: int | None = None
+    logs: Path = field(init=False)
+
+    @classmethod
+    def create(cls, tmp: Path) -> Bench:
+        """A bench in `tmp`: the spec copy in `tmp/specs` and the platform's view of it."""
+        specs_dir = write_bench_spec(tmp / "specs").parent
+        return cls(tmp=tmp, specs_dir=specs_dir, pipeline=bench_pipeline(specs_dir))
+
+    def __post_init__(self) -> None:
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def home(self, name: str) -> StatePaths:
+        """A platform state folder for one section, its Dagster home with a minimal dagster.yaml."""
+        state = StatePaths(self.tmp / f"home_{name}")
+        state.dagster_home.mkdir(parents=True, exist_ok=True)
+        (state.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        return state
+
+    def env(self, state: StatePaths | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "RAY_AUTH_MODE": "disabled",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                # The head is loopback-only; its drivers must resolve 127.0.0.1 the same way to reach it.
+                **RAY_LOOPBACK_ENV,
+                "PLATFORM_ENV": "local",
+                "PLATFORM_ROOT": str(PROJECT_ROOT),
+                "PLATFORM_SPECS_DIR": str(self.specs_dir),
+                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            }
+        )
+        if self.ray_address:
+            env["RAY_ADDRESS"] = self.ray_address
+        if state is not None:
+            env["PLATFORM_HOME"] = str(state.home)
+            env["DAGSTER_HOME"] = str(state.dagster_home)
+        return env
+
+    def run(self, label: str, command: list[str], env: Mapping[str, str], *, check: bool = True) -> Measured:
+        """Run a measured subprocess and wait for it (CPU time from the rusage of waited-for children)."""
+        log = self.logs / f"{label}.log"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with log.open("wb") as handle:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                command, env=dict(env), cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT
+            )
+            with ProcessSampler(process.pid, self.ray_head_pid) as sampler:
+                try:
+                    code = process.wait(timeout=WORKER_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                    raise StageFailed(f"{label}: timed out after {WORKER_TIMEOUT_S}s (log: {log})") from None
+            wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        waited = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        # rusage misses children the measured process never waits for (forkserver workers); sampling misses
+        # processes shorter than the interval: take the larger.
+        cpu = max(waited, float(sampler.summary()["tree_cpu_sampled_s"]))
+        if check and code != 0:
+            raise StageFailed(f"{label}: exited with code {code} (log: {log}):\n{tail(log)}")
+        return Measured(code, wall, cpu, sampler.summary(), log)
+
+    def worker(self, label: str, name: str, args: Mapping[str, Any], state: StatePaths) -> dict[str, Any]:
+        """Run `run.py --worker NAME` measured and return its result plus what was measured from outside."""
+        out = self.tmp / f"{label}.json"
+        command = [sys.executable, str(RUN_SCRIPT), "--worker", name]
+        command += ["--worker-args", json.dumps(args), "--worker-out", str(out)]
+        print(f"  · {label} ...", end="", flush=True)
+        load_before = os.getloadavg()[0]
+        measured = self.run(label, command, self.env(state))
+        result: dict[str, Any] = json.loads(out.read_text())
+        result["process_wall_s"] = round(measured.wall_s, 2)
+        result["process_cpu_s"] = round(measured.cpu_s, 2)
+        result["cpu_incl_ray_workers_s"] = round(measured.cpu_s + float(measured.sampled["ray_workers_cpu_s"]), 2)
+        result["sampled_rss"] = measured.sampled
+        result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        print(f" {measured.wall_s:.1f}s wall, {result['cpu_incl_ray_workers_s']:.1f}s CPU", flush=True)
+        return result
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The worker's own failure message if it wrote one, else the end of its log."""
+    text = path.read_text(errors="replace")
+    marker = "BENCHMARK STAGE FAILED: "
+    if marker in text:
+        return text[text.rindex(marker) + len(marker) :].strip()
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def ray_head(bench: Bench) -> Iterator[None]:
+    """One Ray head on free loopback ports, stopped (with its whole process tree) on exit."""
+    import psutil
+
+    from devtools.stack import Ports, pick_ports, ray_head_command, stop, wait_for_port
+
+    ports = pick_ports(Ports(dagster=0, mlflow=0, ray=6680, ray_dashboard=8565, ray_client=9301, ray_agent=52665))
+    log = (bench.logs / "ray_head.log").open("ab")
+    env = bench.env()
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        ray_head_command(ports, cpus=os.cpu_count() or 2),
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        started = time.perf_counter()
+        try:
+            wait_for_port(ports.ray_dashboard, "ray", head, timeout=120)
+        except SystemExit as exc:
+            raise StageFailed(f"Ray head did not start: {exc} (log: {bench.logs / 'ray_head.log'})") from None
+        bench.ray_address, bench.ray_head_pid = f"127.0.0.1:{ports.ray}", head.pid
+        print(f"Ray head at {bench.ray_address} (pid {head.pid}) up in {time.perf_counter() - started:.1f}s")
+        yield
+    finally:
+        bench.ray_address, bench.ray_head_pid = "", None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(head.pid)
+            stop([parent, *parent.children(recursive=True)])
+        log.close()

@@ -1,0 +1,179 @@
+"""The report: what the run was (machine, versions, commit, config), the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import PARTITION_END, PARTITION_START, PIPELINE, SOURCE_SPEC, TARGETS
+from kernel.paths import PROJECT_ROOT
+
+
+def new_report(sections: Sequence[str], days: int) -> dict[str, Any]:
+    """The report's header; sections add their figures under `figures`."""
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "config": {
+            "sections": list(sections),
+            "days": days,
+            "pipeline": PIPELINE,
+            "spec": f"{SOURCE_SPEC.relative_to(PROJECT_ROOT)} renamed {PIPELINE}, partitions "
+            f"{PARTITION_START}..{PARTITION_END} (end exclusive), rebase_to_yesterday false",
+            "dagster_yaml": "telemetry disabled only (default run launcher, sqlite storage)",
+            "ray_head_cpus": os.cpu_count(),
+        },
+        "targets": TARGETS,
+        "figures": {},
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["dagster", "dagster-ray", "ray", "pandas", "pyarrow", "scikit-learn", "mlflow", "great-expectations"]
+    found = {}
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+STEP_PHASES = (
+    "wall_s",
+    "spawn_import_s",
+    "resource_init_s",
+    "load_inputs_s",
+    "compute_s",
+    "write_outputs_s",
+    "materialization_events_s",
+)
+
+
+def step_table(breakdown: Mapping[str, Any]) -> list[list[str]]:
+    steps = sorted(breakdown["steps"].items(), key=lambda kv: kv[1].get("offset_s", 0.0))
+    return [[step, *(_fmt(phases.get(k)) for k in STEP_PHASES)] for step, phases in steps]
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    from tabulate import tabulate
+
+    figures = report["figures"]
+    if "a" in figures:
+        a = figures["a"]
+        rows = []
+        for group in ("dagster", "script"):
+            for name, entry in a.get(group, {}).items():
+                rows.append(
+                    [
+                        f"{group}: {name}",
+                        entry["kind"],
+                        _fmt(entry["wall_s"]),
+                        " ".join(f"{w:.1f}" for w in entry["wall_samples_s"]),
+                        _fmt(entry["cpu_s"]),
+                        _fmt(entry["peak_rss_mb"]),
+                        _fmt(entry["peak_ray_workers_rss_mb"]),
+                    ]
+                )
+        print(f"\n(a) backfill {a['range']['first']}..{a['range']['last']} ({a['range']['partitions']} partitions)")
+        headers = ["measure", "kind", "wall s (median)", "samples", "CPU s", "peak RSS MB", "Ray workers MB"]
+        print(tabulate(rows, headers=headers))
+        print(
+            "  cold = the whole fresh process timed from outside; warm = the timed section after imports.\n"
+            "  CPU = the process tree plus Ray workers; peak RSS = ru_maxrss of the process or its largest child."
+        )
+        print(tabulate([[k, v] for k, v in a["ratios"].items()], headers=["ratio", "x"]))
+        head = a["headline"]
+        verdict = "OK" if head["meets_target"] else "MISS"
+        print(f"  headline ratio {head['ratio']} (target <= {head['target']}): {verdict}")
+        print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
+        step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
+        for name in ("cli_checks", "cli_checks_in_process_executor", "inprocess_checks"):
+            if name not in a["dagster"]:
+                continue
+            breakdown = a["dagster"][name]["median_run"]["breakdown"]
+            print(f"\n  where the time goes: {name} (Dagster event log of the median run)")
+            print(tabulate(step_table(breakdown), headers=step_headers))
+            print(
+                f"  run created -> started {breakdown['create_to_start_s']}s (of which "
+                f"{breakdown['create_to_last_planned_event_s']}s until the last of {breakdown['planned_events']} "
+                f"planned events); started -> finished "
+                f"{breakdown['start_to_end_s']}s; steps summed {breakdown['sum_of_step_walls_s']}s; "
+                f"{breakdown['events']} events"
+            )
+        for mode, probe in a.get("ray_connect", {}).items():
+            print(f"  Ray connect from a fresh process ({mode}): {probe['seconds']}")
+        for name in ("script_cold_sequential", "script_warm_ray"):
+            print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
+    if "b" in figures:
+        b = figures["b"]
+        print("\n(b) code-location load")
+        rows = [[k, v, b["samples_s"][k]] for k, v in b["median_s"].items()]
+        print(tabulate(rows, headers=["process", "median s", "samples s"]))
+        print(f"  ratio {b['ratio']} (target <= {b['target']}): {'OK' if b['meets_target'] else 'MISS'}")
+        print(f"  heavy modules imported by the load: {b['loaded']['heavy_imported'] or 'none'}")
+        print("  top imports:", ", ".join(f"{o['package']} {o['self_s']}s" for o in b["import_offenders"][:6]))
+    if "c" in figures:
+        c = figures["c"]
+        print(f"\n(c) daily cycle for {c['day']}")
+        rows = [["imports + code location", c["imports_and_load_s"], ""]]
+        rows += [[stage, s["wall_s"], s["checks"]] for stage, s in c["stages"].items()]
+        rows += [["stages total", c["stages_total_s"], ""], ["total", c["total_s"], ""]]
+        print(tabulate(rows, headers=["stage (one in-process run each)", "wall s", "check evaluations"]))
+        rss = c["sampled_rss"]
+        print(
+            f"  peak RSS: process {c['self_maxrss_mb']} MB (ru_maxrss); Ray workers max {rss['ray_worker_max_mb']} MB "
+            f"each, {rss['ray_workers_sum_mb']} MB together ({rss['ray_workers_seen']} workers seen)"
+        )
+
+
+def write_report(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, indent=1, sort_keys=False, default=str) + "\n")
+    temporary.replace(path)

@@ -1,0 +1,325 @@
+"""Worker entry points: each runs in a fresh `run.py --worker NAME` process and returns a JSON-able dict.
+
+The main process sets RAY_ADDRESS, PLATFORM_HOME, DAGSTER_HOME and PLATFORM_SPECS_DIR for them, so the
+platform's own `Settings.from_environment()` finds the benchmark's state, spec copy and Ray head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.common import (
+    BACKFILL_STAGES,
+    CYCLE_STAGES,
+    StageFailed,
+    bench_pipeline,
+    preimport_heavy,
+    range_tags,
+    rusage_mb,
+)
+from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
+from benchmarks.script import worker_script
+from kernel.paths import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from kernel.pipeline import Pipeline
+    from resources.storage import PartitionedParquetIOManager
+    from resources.tracking import MlflowTracking
+
+
+def _definitions() -> tuple[dg.Definitions, Pipeline]:
+    """The code location as Dagster loads it, and the benchmark pipeline in it."""
+    from kernel.settings import Settings
+    from platform_assets.definitions import build_definitions
+
+    settings = Settings.from_environment()
+    return build_definitions(settings), bench_pipeline(settings.specs_dir, settings.root)
+
+
+def _resources(defs: dg.Definitions) -> tuple[PartitionedParquetIOManager, MlflowTracking]:
+    """The asset store and the MLflow resource exactly as the code location wires them."""
+    from resources.storage import PartitionedParquetIOManager
+    from resources.tracking import MlflowTracking
+
+    resources = defs.resources or {}
+    store, tracking = resources.get("io_manager"), resources.get("mlflow")
+    if not isinstance(store, PartitionedParquetIOManager) or not isinstance(tracking, MlflowTracking):
+        raise StageFailed("unexpected resource types for io_manager and mlflow")
+    return store, tracking
+
+
+def _execute_in_process(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    pipeline: Pipeline,
+    stages: Sequence[str],
+    days: tuple[date, date] | None,
+    *,
+    checks: bool = True,
+    tolerate_gates: bool = False,
+) -> tuple[float, str, list[tuple[str, str]]]:
+    """Run `stages` for the days in one in-process run: seconds, run id and (tolerated) gate failures."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    keys = [pipeline.key(stage) for stage in stages]
+    selection: list[dg.AssetKey] | None = keys
+    if not checks:
+        job = job.get_subset(asset_selection=set(keys), asset_check_selection=set())
+        selection = None
+    tags = range_tags(*days) if days else None
+    started = time.perf_counter()
+    result = job.execute_in_process(instance=instance, asset_selection=selection, tags=tags, raise_on_error=False)
+    elapsed = time.perf_counter() - started
+    if result.success:
+        return elapsed, result.run_id, []
+    failures = failure_messages(instance.all_logs(result.run_id))
+    if tolerate_gates and gates_only(failures):
+        return elapsed, result.run_id, failures
+    details = "\n".join(f"[{step}] {text}" for step, text in failures) or "(no step failure recorded)"
+    raise StageFailed(f"run of {'+'.join(stages)} for {days} failed (run {result.run_id}):\n{details}")
+
+
+def _force_champion(defs: dg.Definitions, pipeline: Pipeline, day: date) -> dict[str, Any]:
+    """Promote the day's candidate although a gate rejected it: the backfill only needs *a* champion.
+
+    Uses the platform's own store, records and registry calls, so predictions load it exactly as usual.
+    """
+    from kernel.records import ChampionRecord, ModelRecord
+
+    store, tracking = _resources(defs)
+    record = ModelRecord.model_validate(store.read(pipeline.key("model"), str(day)))
+    promotion = tracking.promote(pipeline.name, record.version)
+    serving = {"model_name", "version", "mlflow_run_id", "model_uri", "partition"}
+    champion = ChampionRecord(**record.model_dump(include=serving), previous_champion=promotion["previous_champion"])
+    store.write(pipeline.key("champion"), None, champion)
+    return champion.model_dump(exclude={"previous_champion"})
+
+
+def worker_setup(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Untimed history: raw+features before the first measured day, then a model and a champion."""
+    import dagster as dg
+
+    defs, pipeline = _definitions()
+    instance = dg.DagsterInstance.get()
+    first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
+    features_s, _, _ = _execute_in_process(defs, instance, pipeline, ["raw", "features"], (first, last))
+    model_s, model_run, rejected = _execute_in_process(
+        defs, instance, pipeline, ["model", "champion"], (last, last), tolerate_gates=True
+    )
+    result: dict[str, Any] = {
+        "history": f"{first}..{last}",
+        "raw_features_s": round(features_s, 2),
+        "model_champion_s": round(model_s, 2),
+        "model_breakdown": run_breakdown(instance, model_run),
+        **rusage_mb(),
+    }
+    if rejected:
+        result["gate_rejections"] = [f"[{step}] {text}" for step, text in rejected]
+        result["champion_forced"] = _force_champion(defs, pipeline, last)
+    return result
+
+
+def worker_dagster_inprocess(args: Mapping[str, Any]) -> dict[str, Any]:
+    """`execute_in_process` of raw+features+predictions over the range (imports done before the clock)."""
+    import dagster as dg
+
+    imports = preimport_heavy()
+    defs, pipeline = _definitions()
+    instance = dg.DagsterInstance.get()
+    days = (date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
+    elapsed, run_id, _ = _execute_in_process(
+        defs, instance, pipeline, BACKFILL_STAGES, days, checks=bool(args["checks"])
+    )
+    return {
+        "wall_s": round(elapsed, 2),
+        "preimport_s": imports,
+        "breakdown": run_breakdown(instance, run_id),
+        **rusage_mb(),
+    }
+
+
+EXECUTOR_CONFIGS: dict[str, dict[str, Any] | None] = {
+    "default": None,  # what `dagster asset materialize` and a daemon-launched backfill run use: multiprocess, spawn
+    "in_process": {"execution": {"config": {"in_process": {}}}},
+    "forkserver": {
+        "execution": {
+            "config": {
+                "multiprocess": {"start_method": {"forkserver": {"preload_modules": ["platform_assets.definitions"]}}}
+            }
+        }
+    },
+}
+
+
+def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
+    """What `dagster asset materialize -m platform_assets.definitions --partition-range` does, minus its
+    single_run() guard: load the code location, build the implicit job, `execute_job` it (default executor)."""
+    started = time.perf_counter()
+    import dagster as dg
+    from dagster._cli.workspace.cli_target import get_repository_python_origin_from_cli_opts
+    from dagster._core.origin import JobPythonOrigin
+    from dagster._utils.hosted_user_process import recon_job_from_origin, recon_repository_from_origin
+    from dagster_shared.cli import PythonPointerOpts
+
+    origin = get_repository_python_origin_from_cli_opts(
+        PythonPointerOpts(
+            python_file=None,
+            module_name="platform_assets.definitions",
+            package_name=None,
+            working_directory=str(PROJECT_ROOT),
+            attribute=None,
+            autoload_defs_module_name=None,
+        )
+    )
+    repo = recon_repository_from_origin(origin).get_definition()
+    keys = dg.AssetSelection.from_coercible(list(args["select"].split(","))).resolve(repo.asset_graph)
+    implicit = repo.get_implicit_job_def_for_assets(keys)
+    if implicit is None:
+        raise StageFailed("the selected assets do not share one partitions definition")
+    recon = recon_job_from_origin(JobPythonOrigin(implicit.name, repository_origin=origin))
+    instance = dg.DagsterInstance.get()
+    tags = range_tags(date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
+    run_config = EXECUTOR_CONFIGS[args["executor"]]
+    loaded = time.perf_counter()
+    if args["checks"]:
+        result = dg.execute_job(recon, instance=instance, asset_selection=list(keys), tags=tags, run_config=run_config)
+    else:
+        subset = recon.get_subset(asset_selection=set(keys), asset_check_selection=set())
+        result = dg.execute_job(subset, instance=instance, tags=tags, run_config=run_config)
+    finished = time.perf_counter()
+    if not result.success:
+        failures = failure_messages(instance.all_logs(result.run_id))
+        details = "\n".join(f"[{step}] {text}" for step, text in failures)
+        raise StageFailed(f"CLI-equivalent run failed (run {result.run_id}):\n{details}")
+    return {
+        "load_s": round(loaded - started, 2),
+        "execute_s": round(finished - loaded, 2),
+        "breakdown": run_breakdown(instance, result.run_id),
+        **rusage_mb(),
+    }
+
+
+def worker_latest_run(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Breakdown of the newest run in the instance (after the real `dagster asset materialize`)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    runs = instance.get_runs(limit=1)
+    if not runs:
+        raise StageFailed("no run recorded")
+    return {"breakdown": run_breakdown(instance, runs[0].run_id), "status": runs[0].status.value}
+
+
+def worker_ray_connect(args: Mapping[str, Any]) -> dict[str, Any]:
+    """What connecting a fresh process to the Ray head costs: plain `ray.init` or the platform's RayCluster."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 3)
+        t = now
+
+    if args["mode"] == "plain":
+        import ray
+
+        lap("import_ray")
+        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+        lap("ray_init")
+
+        @ray.remote
+        def noop() -> int:
+            return os.getpid()
+
+        ray.get(noop.remote())
+        lap("first_task")
+        ray.get([noop.remote() for _ in range(4)])
+        lap("next_4_tasks")
+        ray.shutdown()
+        lap("shutdown")
+        import ray.data
+
+        lap("import_ray_data")
+    else:
+        import dagster as dg
+
+        from resources.compute import RayCluster
+
+        lap("import_dagster_and_resource")
+        with dg.build_resources({"ray_cluster": RayCluster(address="auto")}):
+            lap("resource_setup")  # ray.init + Ray Data options applied locally and in one remote task
+        lap("resource_teardown")
+    return {"mode": args["mode"], "seconds": timings, **rusage_mb()}
+
+
+def worker_cycle(args: Mapping[str, Any]) -> dict[str, Any]:
+    """One new day through every stage, one in-process run per stage, as automation would request them."""
+    import dagster as dg
+
+    from kernel.records import ModelRecord
+
+    clock = time.perf_counter()
+    imports = preimport_heavy()
+    defs, pipeline = _definitions()
+    instance = dg.DagsterInstance.get()
+    ready = time.perf_counter()
+    day = date.fromisoformat(args["day"])
+    stages: dict[str, Any] = {}
+    for stage in CYCLE_STAGES:
+        days = None if stage == "champion" else (day, day)
+        elapsed, run_id, rejected = _execute_in_process(
+            defs, instance, pipeline, [stage], days, tolerate_gates=stage in ("model", "champion")
+        )
+        breakdown = run_breakdown(instance, run_id)
+        stages[stage] = {
+            "wall_s": round(elapsed, 2),
+            "outcome": "gate rejected the candidate" if rejected else "success",
+            "checks": breakdown["event_counts"].get("ASSET_CHECK_EVALUATION", 0),
+            "steps": breakdown["steps"],
+            "run_level_resource_init_s": breakdown["run_level_resource_init_s"],
+        }
+    finished = time.perf_counter()
+    store, _ = _resources(defs)
+    stored = store.exists(pipeline.key("model"), str(day))
+    model = ModelRecord.model_validate(store.read(pipeline.key("model"), str(day))) if stored else None
+    return {
+        "day": str(day),
+        "imports_and_load_s": round(ready - clock, 2),
+        "preimport_s": imports,
+        "stages": stages,
+        "stages_total_s": round(finished - ready, 2),
+        "total_s": round(finished - clock, 2),
+        "model_family": model.family if model else None,
+        **rusage_mb(),
+    }
+
+
+WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "setup": worker_setup,
+    "dagster_inprocess": worker_dagster_inprocess,
+    "dagster_cli": worker_dagster_cli,
+    "latest_run": worker_latest_run,
+    "script": worker_script,
+    "cycle": worker_cycle,
+    "ray_connect": worker_ray_connect,
+}
+
+
+def worker_main(name: str, raw_args: str, out: Path) -> int:
+    try:
+        result = WORKERS[name](json.loads(raw_args))
+    except StageFailed as exc:
+        print(f"BENCHMARK STAGE FAILED: {exc}", file=sys.stderr, flush=True)
+        return 3
+    out.write_text(json.dumps(result, default=str))
+    return 0
