@@ -1,75 +1,102 @@
-"""Checks on `<p>/raw`: the spec's Great Expectations suite (blocking) and day completeness (warning)."""
+"""Checks on `<p>/raw`, a verdict per day: the spec's Great Expectations suite (a gate), completeness (a warning)."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from checks import expectations as gx_suites
-from checks.emit import Judgement, emit, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.names import COMPLETE_DAYS, PASSES_EXPECTATIONS
 from kernel.pipeline import Pipeline
+from kernel.records import Rejected
+from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from resources.storage import PartitionedParquetIOManager
 
-
-def passes_expectations(raw: dict[str, pd.DataFrame], spec: PipelineSpec) -> Judgement:
-    frame = pd.concat(raw.values(), ignore_index=True)
-    outcomes = gx_suites.validate(frame, gx_suites.row_expectations(spec), f"{spec.name}_raw")
-    failed = [o.as_dict() for o in outcomes if not o.success]
-    return not failed, {
-        "partitions": len(raw),
-        "rows": len(frame),
-        "expectations": len(outcomes),
-        "failed_expectations": dg.MetadataValue.json(failed),
-        "results": dg.MetadataValue.json([o.as_dict() for o in outcomes]),
-    }
+EXAMPLE_ROWS = 3
 
 
-def complete_days(raw: dict[str, pd.DataFrame], spec: PipelineSpec) -> Judgement:
-    counts = gx_suites.rows_per_day(raw, spec)
-    suite = gx_suites.completeness_expectations(spec)
-    outcomes = gx_suites.validate(counts, suite, f"{spec.name}_rows") if suite else []
+def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
+    """The GX suite run once over the run's days, each failure attributed to the days of its unexpected rows.
+
+    A day with no rows cannot be judged and is rejected as such; an expectation without row positions (the
+    column set, a type, one that raised) fails every day it was run on.
+    """
+    frames = {day: frame for day, frame in raw.items() if not isinstance(frame, Rejected) and len(frame)}
+    verdicts = {day: Verdict(False, "no rows: the source has no data for this day") for day in raw}
+    if not frames:
+        return judge_days(raw, lambda day, _: verdicts[day])
+    frame = pd.concat(frames.values(), ignore_index=True)
+    outcomes = gx_suites.validate(frame, gx_suites.row_expectations(spec), f"{spec.name}_raw", with_rows=True)
+    days = frame[TIMESTAMP].dt.strftime("%Y-%m-%d")
+    failures: dict[str, list[dict[str, Any]]] = {day: [] for day in frames}
+    for outcome in (o for o in outcomes if not o.success):
+        if not outcome.unexpected_rows:
+            for failed in failures.values():
+                failed.append(outcome.as_dict())
+            continue
+        located = pd.DataFrame({"row": outcome.unexpected_rows, "day": days.iloc[outcome.unexpected_rows].to_numpy()})
+        for day, group in located.groupby("day"):
+            examples = frame.iloc[group["row"].head(EXAMPLE_ROWS)].astype("str").to_dict(orient="records")
+            failures[str(day)].append(outcome.as_dict() | {"unexpected_count": len(group), "examples": examples})
+    for day, failed in failures.items():
+        reason = "; ".join(
+            f"{f['expectation']} {f.get('column', '')}: {f.get('unexpected_count', 'all')} row(s)" for f in failed
+        )
+        verdicts[day] = Verdict(
+            not failed,
+            reason,
+            {"rows": len(frames[day]), "expectations": len(outcomes), "failed": dg.MetadataValue.json(failed)},
+        )
+    return judge_days(raw, lambda day, _: verdicts[day])
+
+
+def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
+    """Rows per day (per entity) within the spec's bounds; partial days warn, they do not block."""
     bounds = spec.expectations.rows_per_partition
-    short = counts[(counts["rows"] < bounds.min) | (counts["rows"] > bounds.max)] if bounds else counts.iloc[0:0]
-    return all(o.success for o in outcomes), {
-        "min_rows": bounds.min if bounds else "unset",
-        "max_rows": bounds.max if bounds else "unset",
-        "incomplete_days": len(short["day"].unique()),
-        "incomplete": dg.MetadataValue.json(short.head(50).to_dict(orient="records")),
-        "results": dg.MetadataValue.json([o.as_dict() for o in outcomes]),
-    }
+
+    def judge(day: str, frame: pd.DataFrame) -> Verdict:
+        counts = gx_suites.rows_per_day({day: frame}, spec)
+        if bounds is None:
+            return Verdict(True, metadata={"rows": int(counts["rows"].sum())})
+        short = counts[(counts["rows"] < bounds.min) | (counts["rows"] > bounds.max)]
+        reason = f"{len(short)} series outside {bounds.min}..{bounds.max} rows" if len(short) else ""
+        return Verdict(
+            short.empty,
+            reason,
+            {"min_rows": bounds.min, "max_rows": bounds.max, "rows": dg.MetadataValue.json(counts.to_dict("records"))},
+        )
+
+    return judge_days(raw, judge)
 
 
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     spec = pipeline.spec
-    raw_key = pipeline.key("raw")
     specs = [
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "raw",
             PASSES_EXPECTATIONS,
-            asset=raw_key,
-            blocking=True,
-            description="Schema, types, not-null, ranges and unique timestamps from the spec (Great Expectations).",
+            "Per day: schema, types, not-null, ranges and unique timestamps from the spec (Great Expectations).",
         ),
-        dg.AssetCheckSpec(
-            COMPLETE_DAYS,
-            asset=raw_key,
-            description="Each day has the spec's expected number of rows; partial days warn, they do not block.",
+        pipeline.check_spec(
+            "raw", COMPLETE_DAYS, "Per day: the spec's expected number of rows; partial days warn, they do not block."
         ),
     ]
 
     @multi_check(f"{pipeline.name}_raw_checks", specs)
     def raw_checks(
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
-    ) -> Iterator[dg.AssetCheckResult]:
-        """Great Expectations on the days of this run."""
-        raw: dict[str, pd.DataFrame] = run_values(context, io_manager, raw_key)
+    ) -> Iterator[Any]:
+        """Great Expectations and completeness on each day of this run."""
+        raw = run_values(context, io_manager, pipeline.key("raw"))
         yield from emit(
             context,
             specs,
             {
-                PASSES_EXPECTATIONS: lambda: passes_expectations(raw, spec),
-                COMPLETE_DAYS: lambda: complete_days(raw, spec),
+                PASSES_EXPECTATIONS: lambda: expectation_verdicts(raw, spec),
+                COMPLETE_DAYS: lambda: completeness_verdicts(raw, spec),
             },
         )
 

@@ -1,24 +1,45 @@
-"""What every check module shares: the run's stored values, and turning selected checks into results."""
+"""What every check module shares: the run's stored values, and one verdict per day for each selected check.
+
+Dagster's `AssetCheckResult` cannot name a partition, and a range run judges many days at once, so each
+check yields an `AssetCheckEvaluation` per day. Those evaluations are recorded as non-blocking on purpose:
+a bad day must not fail the step (and with it every good day of the run). Blocking is per day instead: the
+check *spec* is blocking (the UI and automation read that), and the day gate in the asset store keeps a
+rejected day out of every later run (`resources/verdicts.py`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from kernel.pipeline import run_days
+from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
+from resources.verdicts import materialisation_targets
 
-# A check's judgement: whether it passed, and the metadata that shows why (threshold and observed value).
-Judgement = tuple[bool, dict[str, Any]]
+MAX_LISTED_DAYS = 50
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's judgement of one day: whether it passed, why not, and what it observed (threshold, values)."""
+
+    passed: bool
+    reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# How a check judges one day's stored value.
+Judge = Callable[[str, Any], Verdict]
 
 
 def run_values(
     context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey
 ) -> dict[str, Any]:
-    """The stored values of `key` for the days of the check's run (an unpartitioned check of a
-    partitioned asset would otherwise load every partition)."""
+    """The stored values of `key` for the days of the check's run (rejected days load as `Rejected`)."""
     return store.read_many(key, [str(day) for day in run_days(context)], allow_missing=False)
 
 
@@ -27,21 +48,50 @@ def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec]) -> Callable[..., 
     return dg.multi_asset_check(name=name, specs=list(specs), can_subset=True)
 
 
+def judge_days(values: Mapping[str, Any], judge: Judge) -> dict[str, Verdict]:
+    """One verdict per day; a day that was not built (`Rejected`) fails with the reason it was not built."""
+    return {
+        day: Verdict(False, value.reason) if isinstance(value, Rejected) else judge(day, value)
+        for day, value in values.items()
+    }
+
+
 def emit(
     context: dg.AssetCheckExecutionContext,
     specs: Sequence[dg.AssetCheckSpec],
-    judges: Mapping[str, Callable[[], Judgement]],
-) -> Iterator[dg.AssetCheckResult]:
-    """Run the judge of every selected check; a blocking check fails with ERROR, any other with WARN."""
-    selected = set(context.selected_asset_check_keys)
-    for spec in specs:
-        if spec.key not in selected:
-            continue
-        passed, metadata = judges[spec.name]()
-        yield dg.AssetCheckResult(
+    verdicts: Mapping[str, Callable[[], Mapping[str, Verdict]]],
+) -> Iterator[Any]:
+    """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) and a summary
+    observation on the asset (days judged, days failed and why)."""
+    selected = [spec for spec in specs if spec.key in set(context.selected_asset_check_keys)]
+    assets_def = context.op_execution_context.assets_def
+    for spec in selected:
+        yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
+    for spec in selected:
+        by_day = verdicts[spec.name]()
+        targets = materialisation_targets(context.instance, spec.asset_key, list(by_day))
+        severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
+        for day, verdict in by_day.items():
+            yield dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=verdict.passed,
+                partition=day,
+                severity=severity,
+                blocking=False,
+                description=verdict.reason or ("passed" if verdict.passed else "failed"),
+                metadata={**verdict.metadata, **({"reason": verdict.reason} if verdict.reason else {})},
+                target_materialization_data=targets.get(day),
+            )
+        failed = {day: v.reason for day, v in by_day.items() if not v.passed}
+        if failed:
+            context.log.warning(f"{spec.name}: {len(failed)} of {len(by_day)} day(s) failed: {sorted(failed)}")
+        yield dg.AssetObservation(
             asset_key=spec.asset_key,
-            check_name=spec.name,
-            passed=passed,
-            severity=dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN,
-            metadata=metadata,
+            metadata={
+                "check": spec.name,
+                "days_judged": len(by_day),
+                "days_failed": len(failed),
+                "failed_days": dg.MetadataValue.json(dict(sorted(failed.items())[:MAX_LISTED_DAYS])),
+            },
         )

@@ -24,9 +24,10 @@ class ExpectationOutcome:
     observed: Any
     unexpected_count: int | None
     error: str | None
+    unexpected_rows: list[int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k != "unexpected_rows"}
 
 
 def row_expectations(spec: PipelineSpec) -> list[Any]:
@@ -77,8 +78,11 @@ def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
-def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[ExpectationOutcome]:
-    """Run expectations on a frame with an ephemeral GX context; exceptions inside GX count as failures."""
+def validate(
+    frame: pd.DataFrame, expectations: list[Any], name: str, *, with_rows: bool = False
+) -> list[ExpectationOutcome]:
+    """Run expectations on a frame with an ephemeral GX context; exceptions inside GX count as failures.
+    With `with_rows`, a row-level expectation also names the positions of its unexpected rows."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -92,7 +96,8 @@ def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[Ex
     )
     # GX stamps expectations with the suite's id: copies keep the caller's list reusable.
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[copy.copy(e) for e in expectations]))
-    result = batch.validate(suite, result_format="SUMMARY")
+    result_format: Any = {"result_format": "COMPLETE", "partial_unexpected_count": 0} if with_rows else "SUMMARY"
+    result = batch.validate(suite, result_format=result_format)
     outcomes = []
     for item in result.results:
         config = item.expectation_config
@@ -109,6 +114,7 @@ def validate(frame: pd.DataFrame, expectations: list[Any], name: str) -> list[Ex
                 observed=_jsonable(details.get("observed_value")),
                 unexpected_count=details.get("unexpected_count"),
                 error=error,
+                unexpected_rows=details.get("unexpected_index_list") if with_rows else None,
             )
         )
     return outcomes

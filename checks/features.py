@@ -2,11 +2,12 @@
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from checks.emit import Judgement, emit, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.days import window_ending
 from kernel.names import FINITE_VALUES, NO_DRIFT, SCHEMA_STABLE
 from kernel.pipeline import Pipeline, run_days
@@ -17,35 +18,31 @@ from resources.storage import PartitionedParquetIOManager
 PSI_WARN = 0.25
 
 
-def finite_values(frame: pd.DataFrame, spec: PipelineSpec) -> Judgement:
+def finite_values(frame: pd.DataFrame, spec: PipelineSpec) -> Verdict:
     counts = {c: n for c, n in feature_fns.non_finite_counts(frame, spec).items() if n}
-    return not counts, {"rows": len(frame), "non_finite_by_column": dg.MetadataValue.json(counts)}
+    reason = f"non-finite values in {sorted(counts)}" if counts else ""
+    return Verdict(not counts, reason, {"rows": len(frame), "non_finite_by_column": dg.MetadataValue.json(counts)})
 
 
-def schema_stable(features: dict[str, pd.DataFrame], expected: dict[str, str]) -> Judgement:
-    problems = {
-        day: {c: str(t) for c, t in f.dtypes.items()}
-        for day, f in features.items()
-        if {c: str(t) for c, t in f.dtypes.items()} != expected
-    }
-    return not problems, {
-        "expected": dg.MetadataValue.json(expected),
-        "mismatched_days": dg.MetadataValue.json(dict(list(problems.items())[:5])),
-    }
+def schema_stable(frame: pd.DataFrame, expected: dict[str, str]) -> Verdict:
+    actual = {c: str(t) for c, t in frame.dtypes.items()}
+    differs = {c: [actual.get(c), t] for c, t in expected.items() if actual.get(c) != t}
+    differs |= {c: [t, None] for c, t in actual.items() if c not in expected}
+    reason = f"columns/dtypes differ from the spec's schema: {differs}" if differs else ""
+    return Verdict(not differs, reason, {"expected": dg.MetadataValue.json(expected)})
 
 
-def no_drift(frame: pd.DataFrame, reference: dict[str, pd.DataFrame], spec: PipelineSpec) -> Judgement:
-    if not reference or frame.empty:
-        return True, {"reference_days": len(reference), "note": "no reference window before this run"}
-    ref = pd.concat(reference.values(), ignore_index=True)
-    psi = {c: feature_fns.population_stability(ref[c], frame[c]) for c in feature_fns.numeric_feature_columns(spec)}
-    drifted = {c: v for c, v in psi.items() if v > PSI_WARN}
-    return not drifted, {
-        "threshold": PSI_WARN,
-        "reference_days": len(reference),
-        "psi": dg.MetadataValue.json({c: round(v, 4) for c, v in psi.items()}),
-        "drifted": dg.MetadataValue.json(sorted(drifted)),
-    }
+def no_drift(frame: pd.DataFrame, reference: pd.DataFrame | None, spec: PipelineSpec) -> Verdict:
+    if reference is None or frame.empty:
+        return Verdict(True, metadata={"note": "no reference window before this run"})
+    columns = feature_fns.numeric_feature_columns(spec)
+    psi = {c: feature_fns.population_stability(reference[c], frame[c]) for c in columns}
+    drifted = sorted(c for c, v in psi.items() if v > PSI_WARN)
+    return Verdict(
+        not drifted,
+        f"PSI above {PSI_WARN} for {drifted}" if drifted else "",
+        {"threshold": PSI_WARN, "psi": dg.MetadataValue.json({c: round(v, 4) for c, v in psi.items()})},
+    )
 
 
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
@@ -53,16 +50,16 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     key = pipeline.key("features")
     expected_schema = feature_fns.feature_schema(spec)
     specs = [
-        dg.AssetCheckSpec(
-            FINITE_VALUES, asset=key, blocking=True, description="Every numeric feature is finite (no NaN or infinity)."
+        pipeline.check_spec(
+            "features", FINITE_VALUES, "Per day: every numeric feature is finite (no NaN or infinity)."
         ),
-        dg.AssetCheckSpec(
-            SCHEMA_STABLE, asset=key, blocking=True, description="Columns and dtypes match the schema the spec defines."
+        pipeline.check_spec(
+            "features", SCHEMA_STABLE, "Per day: columns and dtypes match the schema the spec defines."
         ),
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "features",
             NO_DRIFT,
-            asset=key,
-            description=f"Population stability of each feature vs the training window stays below {PSI_WARN}.",
+            f"Per day: population stability of each feature vs the training window stays below {PSI_WARN}.",
         ),
     ]
 
@@ -70,22 +67,24 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     def features_checks(
         context: dg.AssetCheckExecutionContext,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-    ) -> Iterator[dg.AssetCheckResult]:
-        """Finite values, stable schema and drift on the days of this run."""
-        features: dict[str, pd.DataFrame] = run_values(context, io_manager, key)
-        frame = pd.concat(features.values(), ignore_index=True)
+    ) -> Iterator[Any]:
+        """Finite values, stable schema and drift on each day of this run."""
+        features = run_values(context, io_manager, key)
 
-        def drift() -> Judgement:
+        def drift() -> dict[str, Verdict]:
             first = min(run_days(context))
-            reference_days = [str(d) for d in window_ending(first - timedelta(days=1), spec.training.window_days)]
-            return no_drift(frame, io_manager.read_many(key, reference_days, allow_missing=True), spec)
+            window = [str(d) for d in window_ending(first - timedelta(days=1), spec.training.window_days)]
+            stored = io_manager.read_many(key, window, allow_missing=True)
+            frames = [f for f in stored.values() if isinstance(f, pd.DataFrame)]
+            reference = pd.concat(frames, ignore_index=True) if frames else None
+            return judge_days(features, lambda _, frame: no_drift(frame, reference, spec))
 
         yield from emit(
             context,
             specs,
             {
-                FINITE_VALUES: lambda: finite_values(frame, spec),
-                SCHEMA_STABLE: lambda: schema_stable(features, expected_schema),
+                FINITE_VALUES: lambda: judge_days(features, lambda _, frame: finite_values(frame, spec)),
+                SCHEMA_STABLE: lambda: judge_days(features, lambda _, frame: schema_stable(frame, expected_schema)),
                 NO_DRIFT: drift,
             },
         )

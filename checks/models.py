@@ -1,17 +1,14 @@
-"""Model gates on `<p>/model`, all blocking: a candidate that fails any of them never becomes champion.
-
-Each gate judges the promotion candidate (the newest day of the run) and lists every day in metadata.
-"""
+"""Model gates on `<p>/model`, a verdict per model partition: one that fails any gate never becomes champion."""
 
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from checks.emit import Judgement, emit, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.names import BEATS_SEASONAL_NAIVE, FINITE_PREDICTIONS, NOT_WORSE_THAN_CHAMPION
 from kernel.pipeline import Pipeline
-from kernel.records import ModelRecord
+from kernel.records import ModelRecord, Rejected
 from kernel.spec import PromotionSpec
 from resources.storage import PartitionedParquetIOManager
 
@@ -31,75 +28,98 @@ def _candidate(record: ModelRecord) -> dict[str, Any]:
     return {"candidate_partition": record.partition, "candidate_version": record.version}
 
 
-def beats_seasonal_naive(models: dict[str, ModelRecord], candidate: ModelRecord, promotion: PromotionSpec) -> Judgement:
-    by_day = {d: beats_baseline(r, promotion.min_improvement_over_baseline) for d, r in models.items()}
-    return by_day[candidate.partition], {
-        **_candidate(candidate),
-        "threshold": promotion.min_improvement_over_baseline,
-        "observed_improvement": candidate.improvement_over_baseline,
-        "mae": candidate.metrics.mae,
-        "baseline_mae": candidate.baseline.mae,
-        "days_passing": sum(by_day.values()),
-        "days": len(by_day),
-    }
+def beats_seasonal_naive(candidate: ModelRecord, promotion: PromotionSpec) -> Verdict:
+    passed = beats_baseline(candidate, promotion.min_improvement_over_baseline)
+    reason = (
+        ""
+        if passed
+        else f"hold-out MAE {candidate.metrics.mae:.3f} is not {promotion.min_improvement_over_baseline:.0%} "
+        f"below seasonal naive's {candidate.baseline.mae:.3f}"
+    )
+    return Verdict(
+        passed,
+        reason,
+        {
+            **_candidate(candidate),
+            "threshold": promotion.min_improvement_over_baseline,
+            "observed_improvement": candidate.improvement_over_baseline,
+            "mae": candidate.metrics.mae,
+            "baseline_mae": candidate.baseline.mae,
+        },
+    )
 
 
-def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) -> Judgement:
+def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) -> Verdict:
     champion = candidate.champion
-    return within_champion(candidate, promotion.max_regression_vs_champion), {
-        **_candidate(candidate),
-        "threshold": promotion.max_regression_vs_champion,
-        "mae": candidate.metrics.mae,
-        "champion_version": champion.version if champion else "none",
-        "champion_mae": champion.mae if champion and champion.mae is not None else "n/a",
-        "champion_comparable": champion.comparable if champion else "no champion yet",
-        "note": (champion.reason if champion else None) or "",
-    }
+    passed = within_champion(candidate, promotion.max_regression_vs_champion)
+    reason = (
+        ""
+        if passed
+        else f"MAE {candidate.metrics.mae:.3f} is worse than champion v{champion.version if champion else '?'}'s"
+    )
+    return Verdict(
+        passed,
+        reason,
+        {
+            **_candidate(candidate),
+            "threshold": promotion.max_regression_vs_champion,
+            "mae": candidate.metrics.mae,
+            "champion_version": champion.version if champion else "none",
+            "champion_mae": champion.mae if champion and champion.mae is not None else "n/a",
+            "champion_comparable": champion.comparable if champion else "no champion yet",
+            "note": (champion.reason if champion else None) or "",
+        },
+    )
 
 
-def finite_predictions(candidate: ModelRecord) -> Judgement:
-    return candidate.non_finite_predictions == 0, {
-        **_candidate(candidate),
-        "non_finite_predictions": candidate.non_finite_predictions,
-        "holdout_rows": candidate.holdout_rows,
-    }
+def finite_predictions(candidate: ModelRecord) -> Verdict:
+    passed = candidate.non_finite_predictions == 0
+    return Verdict(
+        passed,
+        "" if passed else f"{candidate.non_finite_predictions} non-finite hold-out predictions",
+        {
+            **_candidate(candidate),
+            "non_finite_predictions": candidate.non_finite_predictions,
+            "holdout_rows": candidate.holdout_rows,
+        },
+    )
+
+
+def stored_models(values: dict[str, Any]) -> dict[str, ModelRecord | Rejected]:
+    """Stored model partitions as typed records (a rejected partition stays `Rejected`)."""
+    return {day: v if isinstance(v, Rejected) else ModelRecord.model_validate(v) for day, v in values.items()}
 
 
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     promotion = pipeline.spec.promotion
     key = pipeline.key("model")
     specs = [
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "model",
             BEATS_SEASONAL_NAIVE,
-            asset=key,
-            blocking=True,
-            description=f"Hold-out MAE {promotion.min_improvement_over_baseline:.0%}+ below seasonal naive.",
+            f"Per partition: hold-out MAE {promotion.min_improvement_over_baseline:.0%}+ below seasonal naive.",
         ),
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "model",
             NOT_WORSE_THAN_CHAMPION,
-            asset=key,
-            blocking=True,
-            description=f"MAE within {promotion.max_regression_vs_champion:.0%} of the champion's, same window.",
+            f"Per partition: MAE within {promotion.max_regression_vs_champion:.0%} of the champion's, same window.",
         ),
-        dg.AssetCheckSpec(
-            FINITE_PREDICTIONS, asset=key, blocking=True, description="Every hold-out prediction is finite."
-        ),
+        pipeline.check_spec("model", FINITE_PREDICTIONS, "Per partition: every hold-out prediction is finite."),
     ]
 
     @multi_check(f"{pipeline.name}_model_gates", specs)
     def model_gates(
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
-    ) -> Iterator[dg.AssetCheckResult]:
-        """Promotion gates on the newest candidate of this run."""
-        models = ModelRecord.many(run_values(context, io_manager, key))
-        candidate = models[max(models)]
+    ) -> Iterator[Any]:
+        """Promotion gates on each model partition of this run."""
+        models = stored_models(run_values(context, io_manager, key))
         yield from emit(
             context,
             specs,
             {
-                BEATS_SEASONAL_NAIVE: lambda: beats_seasonal_naive(models, candidate, promotion),
-                NOT_WORSE_THAN_CHAMPION: lambda: not_worse_than_champion(candidate, promotion),
-                FINITE_PREDICTIONS: lambda: finite_predictions(candidate),
+                BEATS_SEASONAL_NAIVE: lambda: judge_days(models, lambda _, m: beats_seasonal_naive(m, promotion)),
+                NOT_WORSE_THAN_CHAMPION: lambda: judge_days(models, lambda _, m: not_worse_than_champion(m, promotion)),
+                FINITE_PREDICTIONS: lambda: judge_days(models, lambda _, m: finite_predictions(m)),
             },
         )
 

@@ -1,12 +1,13 @@
 """Checks on `<p>/predictions`: complete, finite and non-negative, and in a plausible range."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from checks.emit import Judgement, emit, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.names import COMPLETE, FINITE_NON_NEGATIVE, PLAUSIBLE_RANGE
 from kernel.pipeline import Pipeline
 from resources.storage import PartitionedParquetIOManager
@@ -14,25 +15,30 @@ from resources.storage import PartitionedParquetIOManager
 PLAUSIBLE_FACTOR = 3.0
 
 
-def complete(predictions: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame]) -> Judgement:
-    short = {d: [len(p), len(features[d])] for d, p in predictions.items() if len(p) != len(features[d])}
-    return not short, {
-        "days": len(predictions),
-        "rows": sum(len(p) for p in predictions.values()),
-        "incomplete_days": dg.MetadataValue.json(dict(list(short.items())[:20])),
-    }
+def complete(predictions: pd.DataFrame, features: Any) -> Verdict:
+    expected = len(features) if isinstance(features, pd.DataFrame) else 0
+    passed = len(predictions) == expected
+    reason = "" if passed else f"{len(predictions)} predictions for {expected} feature rows"
+    return Verdict(passed, reason, {"rows": len(predictions), "feature_rows": expected})
 
 
-def finite_non_negative(values: np.ndarray) -> Judgement:
+def finite_non_negative(predictions: pd.DataFrame) -> Verdict:
+    values = predictions["prediction"].to_numpy(dtype="float64")
     bad = int((~np.isfinite(values) | (values < 0)).sum())
-    return bad == 0, {"bad_values": bad, "rows": len(values)}
+    return Verdict(bad == 0, f"{bad} predictions are negative or not finite" if bad else "", {"bad_values": bad})
 
 
-def plausible_range(frame: pd.DataFrame, values: np.ndarray, ceiling: float | None) -> Judgement:
-    actual_max = float(np.nanmax(frame["actual"].to_numpy(dtype="float64"))) if len(frame) else 0.0
+def plausible_range(predictions: pd.DataFrame, ceiling: float | None) -> Verdict:
+    values = predictions["prediction"].to_numpy(dtype="float64")
+    actual_max = float(np.nanmax(predictions["actual"].to_numpy(dtype="float64"))) if len(predictions) else 0.0
     limit = ceiling if ceiling is not None else PLAUSIBLE_FACTOR * actual_max
     observed = float(values.max()) if len(values) else 0.0
-    return observed <= limit, {"limit": limit, "max_prediction": observed}
+    passed = observed <= limit
+    return Verdict(
+        passed,
+        "" if passed else f"largest prediction {observed:.1f} > {limit:.1f}",
+        {"limit": limit, "max_prediction": observed},
+    )
 
 
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
@@ -41,20 +47,19 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     target_rule = spec.expectations.columns.get(spec.target)
     ceiling = target_rule.max if target_rule and target_rule.max is not None else None
     specs = [
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "predictions",
             COMPLETE,
-            asset=key,
-            blocking=True,
+            "Per day: one prediction per feature row.",
             additional_deps=[pipeline.key("features")],
-            description="One prediction per feature row of each day.",
         ),
-        dg.AssetCheckSpec(
-            FINITE_NON_NEGATIVE, asset=key, blocking=True, description="Every prediction is finite and not negative."
+        pipeline.check_spec(
+            "predictions", FINITE_NON_NEGATIVE, "Per day: every prediction is finite and not negative."
         ),
-        dg.AssetCheckSpec(
+        pipeline.check_spec(
+            "predictions",
             PLAUSIBLE_RANGE,
-            asset=key,
-            description=f"Predictions stay below {PLAUSIBLE_FACTOR}x the largest actual (or the spec's max).",
+            f"Per day: predictions stay below {PLAUSIBLE_FACTOR}x the largest actual (or the spec's max).",
         ),
     ]
 
@@ -62,19 +67,17 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     def predictions_checks(
         context: dg.AssetCheckExecutionContext,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-    ) -> Iterator[dg.AssetCheckResult]:
-        """Completeness, finiteness and range of the days of this run."""
-        predictions: dict[str, pd.DataFrame] = run_values(context, io_manager, key)
-        features: dict[str, pd.DataFrame] = run_values(context, io_manager, pipeline.key("features"))
-        frame = pd.concat(predictions.values(), ignore_index=True)
-        values = frame["prediction"].to_numpy(dtype="float64")
+    ) -> Iterator[Any]:
+        """Completeness, finiteness and range of each day of this run."""
+        predictions = run_values(context, io_manager, key)
+        features = io_manager.read_many(pipeline.key("features"), list(predictions), allow_missing=True)
         yield from emit(
             context,
             specs,
             {
-                COMPLETE: lambda: complete(predictions, features),
-                FINITE_NON_NEGATIVE: lambda: finite_non_negative(values),
-                PLAUSIBLE_RANGE: lambda: plausible_range(frame, values, ceiling),
+                COMPLETE: lambda: judge_days(predictions, lambda day, frame: complete(frame, features.get(day))),
+                FINITE_NON_NEGATIVE: lambda: judge_days(predictions, lambda _, frame: finite_non_negative(frame)),
+                PLAUSIBLE_RANGE: lambda: judge_days(predictions, lambda _, frame: plausible_range(frame, ceiling)),
             },
         )
 

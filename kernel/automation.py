@@ -10,9 +10,18 @@ AC = dg.AutomationCondition
 Condition = dg.AutomationCondition[Any]
 
 
-def _guarded(trigger: Condition, label: str) -> Condition:
-    guard: Condition = ~AC.in_progress() & ~AC.any_deps_in_progress() & AC.all_deps_blocking_checks_passed()
-    return (trigger & guard).with_label(label)
+def every_dep_day_passed() -> Condition:
+    """Every upstream day this partition reads passed its blocking checks (a missing verdict is not a pass).
+
+    Dagster's `all_deps_blocking_checks_passed()` maps a windowed dependency's passing days back downstream,
+    so one passing day in a look-back window is enough for it; features need their whole look-back.
+    """
+    return ~AC.any_deps_match(AC.any_checks_match(~AC.check_passed(), blocking_only=True))
+
+
+def _guarded(trigger: Condition, label: str, checks: Condition | None = None) -> Condition:
+    guard: Condition = ~AC.in_progress() & ~AC.any_deps_in_progress()
+    return (trigger & guard & checks if checks is not None else trigger & guard).with_label(label)
 
 
 def freshness_trigger() -> Condition:
@@ -31,18 +40,22 @@ def buildable_missing() -> Condition:
     return buildable.newly_true().since_last_handled()
 
 
-def fresh_latest_partition() -> Condition:
-    """For daily assets: build the latest partition once it can be built, and again when it goes stale."""
+def fresh_latest_partition(*, whole_window: bool = True) -> Condition:
+    """For daily assets: build the latest partition once it can be built, and again when it goes stale, never
+    past a rejected upstream day. With `whole_window=False` (a model, which tolerates some rejected days of
+    its window and checks that tolerance itself) one passing upstream day is enough to try."""
     stale: Condition = freshness_trigger() & ~AC.any_deps_missing()
-    return _guarded(AC.in_latest_time_window() & (buildable_missing() | stale), "freshness_driven")
+    checks = every_dep_day_passed() if whole_window else AC.all_deps_blocking_checks_passed()
+    return _guarded(AC.in_latest_time_window() & (buildable_missing() | stale), "freshness_driven", checks)
 
 
 def missing_latest_partition() -> Condition:
     """For raw data: build the latest partition once when it appears."""
-    return _guarded(AC.in_latest_time_window() & buildable_missing(), "missing_latest")
+    return _guarded(AC.in_latest_time_window() & buildable_missing(), "missing_latest", every_dep_day_passed())
 
 
 def after_upstream_update() -> Condition:
-    """For unpartitioned assets (champion, report): follow new upstream materialisations once checks pass."""
+    """For unpartitioned assets over all model partitions (champion, report): follow new upstream
+    materialisations; they judge each partition's gates themselves, so one failed day never stops them."""
     updated = cast(Condition, AC.any_deps_updated())
     return _guarded(updated.since_last_handled(), "after_upstream_update")

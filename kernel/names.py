@@ -16,6 +16,13 @@ MODEL_GATES = (BEATS_SEASONAL_NAIVE, NOT_WORSE_THAN_CHAMPION, FINITE_PREDICTIONS
 COMPLETE = "complete"
 FINITE_NON_NEGATIVE = "finite_non_negative"
 PLAUSIBLE_RANGE = "plausible_range"
+# The blocking checks of each stage: a day is used downstream only if its latest verdict of each passed.
+GATES: dict[str, tuple[str, ...]] = {
+    "raw": (PASSES_EXPECTATIONS,),
+    "features": (FINITE_VALUES, SCHEMA_STABLE),
+    "model": MODEL_GATES,
+    "predictions": (COMPLETE, FINITE_NON_NEGATIVE),
+}
 
 # MLflow registry aliases
 CHAMPION = "champion"
@@ -27,5 +34,7 @@ RANGE_END = "dagster/asset_partition_range_end"
 PIPELINE_TAG = "platform/pipeline"
 SOURCE_FILE_TAG = "platform/source_file"
 
-# Input metadata: a partitioned input may load with some upstream partitions absent.
+# Input metadata: a partitioned input may load with some upstream partitions absent, and the upstream's
+# blocking checks whose per-day verdicts decide which loaded days are usable (the day gate).
 ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"
+GATE_CHECKS = "platform/gate_checks"

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, PIPELINE_TAG
+from kernel.names import ALLOW_MISSING_PARTITIONS, GATE_CHECKS, GATES, PIPELINE_TAG
 from kernel.spec import K8sRequests, PipelineSpec
 
 MAX_PARTITIONS_PER_RUN = 400
@@ -68,13 +68,30 @@ class Pipeline:
 
     def window_input(self, stage: str, days: int) -> dg.AssetIn:
         """An input of the `days` partitions of `stage` that end on each partition being built; days the
-        upstream does not have (before its first partition, or never materialised) are left out."""
+        upstream does not have (before its first partition, or never materialised) are left out, and days
+        the upstream's blocking checks rejected load as `Rejected` (the day gate)."""
         return dg.AssetIn(
             key=self.key(stage),
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-(days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
-            metadata={ALLOW_MISSING_PARTITIONS: True},
+            metadata={ALLOW_MISSING_PARTITIONS: True, GATE_CHECKS: list(GATES[stage])},
+            dagster_type=dg.Any,
+        )
+
+    def day_input(self, stage: str) -> dg.AssetIn:
+        """The same day of `stage`; a day its blocking checks rejected loads as `Rejected`."""
+        return dg.AssetIn(key=self.key(stage), metadata={GATE_CHECKS: list(GATES[stage])}, dagster_type=dg.Any)
+
+    def check_spec(self, stage: str, name: str, description: str, **own: Any) -> dg.AssetCheckSpec:
+        """A per-day check of a stage: partitioned like the asset, blocking when it is one of the stage's gates."""
+        return dg.AssetCheckSpec(
+            name,
+            asset=self.key(stage),
+            description=description,
+            blocking=name in GATES.get(stage, ()),
+            partitions_def=self.partitions_def,
+            **own,
         )
 
     def asset(
@@ -97,6 +114,9 @@ class Pipeline:
             "owners": self.owners,
             "tags": self.tags,
             "kinds": kinds,
+            # Values are typed for the checker (e.g. `dict[str, DataFrame | Rejected]`); Dagster's type system
+            # cannot express such unions, and the asset store checks what it writes.
+            "dagster_type": dg.Any,
         }
         if partitioned:
             shared |= {"partitions_def": self.partitions_def, "backfill_policy": self.backfill_policy}

@@ -6,7 +6,7 @@ They are stored as JSON by the asset store and validated back on read, so a read
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -66,6 +66,7 @@ class ModelRecord(_Record):
     train_days: list[str]
     holdout_days: list[str]
     missing_days: list[str]
+    rejected_days: list[str] = []
     train_rows: int
     holdout_rows: int
     dagster_run_id: str
@@ -95,3 +96,11 @@ class ChampionRecord(_Record):
     def lineage(self) -> dict[str, str]:
         """What every prediction row carries about the model that made it."""
         return {"model_name": self.model_name, "model_version": self.version, "mlflow_run_id": self.mlflow_run_id}
+
+
+class Rejected(_Record):
+    """A day that is not built, or not usable, because its data or the data it needs was rejected; says why."""
+
+    rejected: Literal[True] = True
+    day: str
+    reason: str

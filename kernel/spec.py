@@ -102,7 +102,13 @@ class CandidateSpec(_Model):
 
 class TrainingSpec(_Model):
     window_days: int = Field(gt=1, description="Days of features a model partition trains and validates on.")
-    min_rows: int = Field(default=48, gt=0, description="Fewer rows than this in a window is an error.")
+    min_rows: int = Field(default=48, gt=0, description="Fewer rows than this in a window rejects the partition.")
+    max_rejected_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Share of the window's days that may be rejected (left out) before the partition is rejected.",
+    )
     candidates: list[CandidateSpec] = Field(min_length=1)
 
 

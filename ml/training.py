@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kernel.days import window_ending
-from kernel.records import Metrics
+from kernel.records import Metrics, Rejected
 from kernel.schema import TIMESTAMP
 from kernel.spec import CandidateSpec, PipelineSpec
 from ml.features import feature_columns, lag_column, numeric_feature_columns
@@ -38,6 +39,7 @@ class TrainingWindow:
     train_days: list[str]
     holdout_days: list[str]
     missing_days: list[str]
+    rejected_days: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,32 @@ def seasonal_naive(frame: pd.DataFrame, season_hours: int) -> np.ndarray:
     return frame[lag_column(season_hours)].to_numpy(dtype="float64")
 
 
-def split_window(frames: dict[str, pd.DataFrame], end_day: date, spec: PipelineSpec) -> WindowSplit:
+def split_window(frames: Mapping[str, pd.DataFrame | Rejected], end_day: date, spec: PipelineSpec) -> WindowSplit:
     """Split the feature partitions of a window into train and hold-out rows.
 
-    Days absent from `frames` (never materialised, or blocked by a failed check) are tolerated
-    and recorded; too few rows on either side is a `TrainingDataError`.
+    Days absent from `frames` (never materialised) are tolerated and recorded; rejected days are left out
+    and recorded, and more of them than `training.max_rejected_fraction` of the window, or too few rows on
+    either side, is a `TrainingDataError` naming the days.
     """
     window_days = window_ending(end_day, spec.training.window_days)
     holdout_start = end_day - timedelta(days=spec.evaluation.holdout_days - 1)
-    present = {day: frames[str(day)] for day in window_days if str(day) in frames and len(frames[str(day)])}
+    rejected = [str(d) for d in window_days if isinstance(frames.get(str(d)), Rejected)]
+    tolerance = spec.training.max_rejected_fraction
+    if len(rejected) > tolerance * len(window_days):
+        raise TrainingDataError(
+            f"window ending {end_day}: {len(rejected)} of {len(window_days)} days rejected upstream, more than "
+            f"training.max_rejected_fraction={tolerance}: {rejected}"
+        )
+    present: dict[date, pd.DataFrame] = {}
+    for day in window_days:
+        frame = frames.get(str(day))
+        if isinstance(frame, pd.DataFrame) and len(frame):
+            present[day] = frame
     window = TrainingWindow(
         train_days=[str(d) for d in window_days if d < holdout_start and d in present],
         holdout_days=[str(d) for d in window_days if d >= holdout_start and d in present],
-        missing_days=[str(d) for d in window_days if d not in present],
+        missing_days=[str(d) for d in window_days if d not in present and str(d) not in rejected],
+        rejected_days=rejected,
     )
     train = _concat([present[date.fromisoformat(d)] for d in window.train_days])
     holdout = _concat([present[date.fromisoformat(d)] for d in window.holdout_days])

@@ -31,14 +31,20 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
     today = today or date.today()
     specs = load_specs(settings.specs_dir)
     wiring = build_wiring(settings, specs)
-    assets, checks, sensors = [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
+    assets, checks, jobs, sensors = [], [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
     for spec in specs:
         built = build_pipeline(_pipeline(spec, settings, today), settings.state.quarantine)
         assets += built.assets
         checks += built.checks
         sensors += built.sensors
+        jobs += built.jobs
     return dg.Definitions(
-        assets=assets, asset_checks=checks, sensors=sensors, resources=wiring.resources, executor=wiring.executor
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        sensors=sensors,
+        resources=wiring.resources,
+        executor=wiring.executor,
     )
 
 

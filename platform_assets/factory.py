@@ -12,7 +12,7 @@ from checks import features as feature_checks
 from checks import models as model_checks
 from checks import predictions as prediction_checks
 from kernel.pipeline import Pipeline
-from platform_assets.stages import features, ingest, predictions, report, training
+from platform_assets.stages import features, ingest, predictions, report, rollback, training
 from sensors import landing
 
 
@@ -23,6 +23,7 @@ class PipelineDefinitions:
     assets: list[dg.AssetsDefinition] = field(default_factory=list)
     checks: list[dg.AssetChecksDefinition] = field(default_factory=list)
     sensors: list[dg.SensorDefinition] = field(default_factory=list)
+    jobs: list[dg.JobDefinition] = field(default_factory=list)
 
 
 def build_pipeline(pipeline: Pipeline, quarantine_dir: Path) -> PipelineDefinitions:
@@ -42,4 +43,5 @@ def build_pipeline(pipeline: Pipeline, quarantine_dir: Path) -> PipelineDefiniti
             prediction_checks.build(pipeline),
         ],
         sensors=[landing.build(pipeline, quarantine_dir)],
+        jobs=[rollback.build_rollback(pipeline)],
     )

@@ -15,7 +15,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from kernel.names import ALLOW_MISSING_PARTITIONS
+from kernel.names import ALLOW_MISSING_PARTITIONS, GATE_CHECKS
+from kernel.records import Rejected
+from resources.verdicts import rejected_days
 
 
 class MissingPartitionError(dg.Failure):
@@ -58,6 +60,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         with filesystem.open_output_stream(temporary) as stream:
             stream.write(payload)
         filesystem.move(temporary, final)
+        # A day's value is one file: a rejection replaces a frame and a rebuilt frame replaces a rejection.
+        other = self.path_for(asset_key, partition_key, "json" if suffix == "parquet" else "parquet")
+        if filesystem.get_file_info(other).type == pafs.FileType.File:
+            filesystem.delete_file(other)
         return final
 
     def read(self, asset_key: dg.AssetKey, partition_key: str | None) -> Any:
@@ -70,7 +76,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             with filesystem.open_input_file(path) as handle:
                 if suffix == "parquet":
                     return pq.read_table(handle).to_pandas()
-                return json.loads(handle.read())
+                document = json.loads(handle.read())
+            return Rejected.model_validate(document) if document.get("rejected") is True else document
         where = f"partition {partition_key}" if partition_key is not None else "no partition"
         raise MissingPartitionError(
             f"{asset_key.to_user_string()} has no stored value for {where} under {self.base_uri}; materialise it first"
@@ -111,10 +118,19 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"partitions_written": len(keys)})
 
     def load_input(self, context: dg.InputContext) -> Any:
+        """Stored values of the input's days; a day its upstream gates reject loads as `Rejected` (the day gate,
+        which every run passes through, whoever launched it)."""
         if not context.has_asset_partitions:
             return self.read(context.asset_key, None)
-        allow_missing = bool(context.definition_metadata.get(ALLOW_MISSING_PARTITIONS, False))
-        return self.read_many(context.asset_key, context.asset_partition_keys, allow_missing=allow_missing)
+        metadata = context.definition_metadata
+        allow_missing = bool(metadata.get(ALLOW_MISSING_PARTITIONS, False))
+        keys = list(context.asset_partition_keys)
+        rejected = rejected_days(context.instance, context.asset_key, metadata.get(GATE_CHECKS, []), keys)
+        values = self.read_many(context.asset_key, [k for k in keys if k not in rejected], allow_missing=allow_missing)
+        values |= {day: Rejected(day=day, reason=reason) for day, reason in rejected.items()}
+        if rejected:
+            context.log.warning(f"{len(rejected)} day(s) of {context.asset_key.to_user_string()} rejected: {rejected}")
+        return {key: values[key] for key in keys if key in values}
 
 
 def _json_default(value: Any) -> Any:

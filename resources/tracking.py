@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from kernel.names import CHAMPION, PREVIOUS_CHAMPION
-from kernel.records import CandidateScore, ModelRecord
+from kernel.records import CandidateScore, ChampionRecord, ModelRecord
 from kernel.spec import PipelineSpec
 from ml.evaluation import Evaluation
 from ml.features import feature_columns
@@ -60,6 +60,20 @@ class MlflowTracking(dg.ConfigurableResource):
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(model_uri)
+
+    def champion_record(self, model_name: str) -> ChampionRecord | None:
+        """What the registry's `champion` alias serves now (the source of truth for gating, serving and rollback)."""
+        version = self.version_by_alias(model_name, CHAMPION)
+        if version is None:
+            return None
+        return ChampionRecord(
+            model_name=model_name,
+            version=str(version.version),
+            mlflow_run_id=str(version.run_id),
+            model_uri=f"models:/{model_name}/{version.version}",
+            partition=str((version.tags or {}).get("partition", "")),
+            previous_champion=self.alias_version(model_name, PREVIOUS_CHAMPION),
+        )
 
     def load_alias(self, model_name: str, alias: str) -> tuple[Any, str] | None:
         """The model an alias points at and its version, or None if there is no such alias yet."""
@@ -124,6 +138,10 @@ class MlflowTracking(dg.ConfigurableResource):
                 return None
             raise
 
+    def version_tags(self, model_name: str, version: str) -> dict[str, str]:
+        """A registered version's tags (pipeline, partition, training window, Dagster run id)."""
+        return dict(self.client().get_model_version(model_name, version).tags or {})
+
     def alias_version(self, model_name: str, alias: str) -> str | None:
         """The version number an alias points at, as a string (stores disagree on int vs str)."""
         version = self.version_by_alias(model_name, alias)
@@ -183,6 +201,7 @@ def _model_record(
         train_days=window.train_days,
         holdout_days=window.holdout_days,
         missing_days=window.missing_days,
+        rejected_days=window.rejected_days,
         train_rows=len(split.train),
         holdout_rows=len(split.holdout),
         dagster_run_id=run_id,
@@ -212,7 +231,12 @@ def _log_run_contents(
     for index, result in enumerate(results):
         mlflow.log_metric(f"candidate_{index}_{result.candidate.family}_mae", result.metrics.mae)
     mlflow.log_dict(
-        {"train_days": window.train_days, "holdout_days": window.holdout_days, "missing_days": window.missing_days},
+        {
+            "train_days": window.train_days,
+            "holdout_days": window.holdout_days,
+            "missing_days": window.missing_days,
+            "rejected_days": window.rejected_days,
+        },
         "training_window.json",
     )
     mlflow.log_dict(evaluation.importances, "feature_importance.json")

@@ -38,7 +38,7 @@ def run_unpartitioned(
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    """Check name -> evaluation, for every check the run executed."""
+    """Check name -> evaluation, for every check the run executed (the last day's, when it judged several)."""
     evaluations = {}
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
@@ -48,12 +48,16 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
     return evaluations
 
 
-def materialized_keys(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {
-        event.asset_key.to_user_string()
-        for event in result.get_asset_materialization_events()
-        if event.asset_key is not None
-    }
+def check_days(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, dg.AssetCheckEvaluation]]:
+    """Check name -> day -> evaluation, for the per-day verdicts the run recorded."""
+    verdicts: dict[str, dict[str, dg.AssetCheckEvaluation]] = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            assert isinstance(data, dg.AssetCheckEvaluation)
+            assert data.partition is not None, f"{data.check_name} judged no particular day"
+            verdicts.setdefault(data.check_name, {})[data.partition] = data
+    return verdicts
 
 
 def corrupt_day(source: Path, target: Path, day: str) -> None:

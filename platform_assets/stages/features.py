@@ -10,14 +10,19 @@ from kernel import automation
 from kernel.days import window_ending
 from kernel.metadata import frame_metadata
 from kernel.pipeline import Pipeline, run_days
+from kernel.records import Rejected
 from ml import features as feature_fns
 from resources.compute import ray_map
 
 
-def window_for(raw: dict[str, pd.DataFrame], day: date, lookback_days: int) -> pd.DataFrame:
-    """Raw rows of `day` and the days before it that were loaded."""
+def window_for(raw: dict[str, pd.DataFrame | Rejected], day: date, lookback_days: int) -> pd.DataFrame | Rejected:
+    """Raw rows of `day` and the days before it that were loaded, or why the day cannot be built: a day of
+    its look-back was rejected."""
     days = [str(d) for d in window_ending(day, lookback_days + 1)]
-    return pd.concat([raw[d] for d in days if d in raw], ignore_index=True)
+    loaded = [raw[d] for d in days if d in raw]
+    if rejected := [value.reason for value in loaded if isinstance(value, Rejected)]:
+        return Rejected(day=str(day), reason=f"look-back day(s) rejected upstream: {'; '.join(rejected)}")
+    return pd.concat([value for value in loaded if isinstance(value, pd.DataFrame)], ignore_index=True)
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -32,22 +37,28 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         automation_condition=automation.fresh_latest_partition(),
     )
     def features(
-        context: dg.AssetExecutionContext, ray_cluster: RayResource, raw: dict[str, pd.DataFrame]
-    ) -> dg.Output[dict[str, pd.DataFrame]]:
+        context: dg.AssetExecutionContext, ray_cluster: RayResource, raw: dict[str, pd.DataFrame | Rejected]
+    ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
         """Hourly model inputs: calendar parts, target lags and rolling stats."""
         days = run_days(context)
         if missing := [str(day) for day in days if str(day) not in raw]:
             raise dg.Failure(f"{pipeline.key('raw').to_user_string()} is not materialised for {missing}")
-        calls = [(window_for(raw, day, pipeline.lookback_days), day, spec) for day in days]
+        windows = {day: window_for(raw, day, pipeline.lookback_days) for day in days}
+        rejected = {str(day): w for day, w in windows.items() if isinstance(w, Rejected)}
+        calls = [(w, day, spec) for day, w in windows.items() if not isinstance(w, Rejected)]
         results = ray_map(feature_fns.build_features, calls, num_cpus=spec.compute.ray_cpus_per_task)
-        by_day = {str(day): result.frame for day, result in zip(days, results, strict=True)}
-        metadata = frame_metadata(pd.concat(by_day.values(), ignore_index=True))
+        built = {str(day): result.frame for (_, day, _), result in zip(calls, results, strict=True)}
+        metadata = frame_metadata(pd.concat(built.values(), ignore_index=True)) if built else {}
         metadata |= {
+            "days_built": len(built),
+            "days_rejected": len(rejected),
+            "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
             "rows_without_history": sum(r.dropped_rows for r in results),
             "ray_tasks": len(results),
             "ray_worker_pids": dg.MetadataValue.json(sorted({r.worker_pid for r in results})),
             "ray_cluster": ray_cluster.name,
         }
-        return dg.Output(by_day, metadata=metadata)
+        values = {str(day): built[str(day)] if str(day) in built else rejected[str(day)] for day in days}
+        return dg.Output(values, metadata=metadata)
 
     return features

@@ -1,7 +1,5 @@
 """`<p>/predictions`: batch inference with the champion, per day, as Ray tasks."""
 
-from typing import Any
-
 import dagster as dg
 import pandas as pd
 from dagster_ray import RayResource
@@ -9,7 +7,7 @@ from dagster_ray import RayResource
 from kernel import automation
 from kernel.metadata import frame_metadata
 from kernel.pipeline import Pipeline, run_days
-from kernel.records import ChampionRecord
+from kernel.records import Rejected
 from ml import training
 from resources.compute import ray_map
 from resources.tracking import MlflowTracking
@@ -23,33 +21,43 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         description=f"Hourly {spec.name} forecasts from the champion; each row names its model version and run.",
         kinds={"ray", "pandas", "parquet"},
         compute=spec.compute.default,
-        ins={
-            "features": dg.AssetIn(key=pipeline.key("features")),
-            "champion": dg.AssetIn(key=pipeline.key("champion")),
-        },
+        ins={"features": pipeline.day_input("features")},
+        deps=[pipeline.key("champion")],
         automation_condition=automation.fresh_latest_partition(),
     )
     def predictions(
         context: dg.AssetExecutionContext,
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
-        features: dict[str, pd.DataFrame],
-        champion: dict[str, Any],
-    ) -> dg.Output[dict[str, pd.DataFrame]]:
-        """Hourly forecasts from the champion model, with its version and MLflow run on every row."""
-        serving = ChampionRecord.model_validate(champion)
+        features: dict[str, pd.DataFrame | Rejected],
+    ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
+        """Hourly forecasts from the model the registry's champion alias points at now, its version on every row."""
+        serving = mlflow.champion_record(pipeline.name)
+        if serving is None:
+            raise dg.Failure(f"{pipeline.name} has no champion in the MLflow registry yet: train and promote a model")
         model = mlflow.load_model(serving.model_uri)
-        lineage = serving.lineage
         days = run_days(context)
-        calls = [(model, features[str(day)], spec, lineage) for day in days]
+        rejected = {
+            str(day): Rejected(day=str(day), reason=f"not predicted: features rejected ({value.reason})")
+            for day in days
+            if isinstance(value := features[str(day)], Rejected)
+        }
+        calls = [(model, features[str(d)], spec, serving.lineage) for d in days if str(d) not in rejected]
         frames = ray_map(training.predict_day, calls, num_cpus=spec.compute.ray_cpus_per_task)
-        by_day = {str(day): frame for day, frame in zip(days, frames, strict=True)}
-        metadata = frame_metadata(pd.concat(by_day.values(), ignore_index=True))
+        built = {
+            str(day): frame
+            for (_, _, _, _), day, frame in zip(calls, [d for d in days if str(d) not in rejected], frames, strict=True)
+        }
+        metadata = frame_metadata(pd.concat(built.values(), ignore_index=True)) if built else {}
         metadata |= {
-            "model_version": lineage["model_version"],
-            "mlflow_run_id": lineage["mlflow_run_id"],
+            "model_version": serving.version,
+            "mlflow_run_id": serving.mlflow_run_id,
+            "days_rejected": len(rejected),
+            "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
             "ray_tasks": len(frames),
         }
-        return dg.Output(by_day, metadata=metadata)
+        return dg.Output(
+            {str(d): built[str(d)] if str(d) in built else rejected[str(d)] for d in days}, metadata=metadata
+        )
 
     return predictions

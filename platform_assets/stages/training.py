@@ -1,5 +1,6 @@
 """`<p>/model` (a candidate per day: walk-forward) and `<p>/champion` (the promoted model)."""
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -10,12 +11,13 @@ from kernel import automation
 from kernel.metadata import png_markdown
 from kernel.names import CHAMPION, MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
-from kernel.records import ChampionRecord, ModelRecord
+from kernel.records import ChampionRecord, ModelRecord, Rejected
 from ml import evaluation as evaluation_fns
 from ml import training
 from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
+from resources.verdicts import materialising_run, rejected_days
 
 PLOTS = {
     "forecast_vs_actual": "forecast vs actual",
@@ -42,6 +44,21 @@ def model_metadata(newest: ModelRecord, images: dict[str, bytes], mlflow: Mlflow
     return metadata
 
 
+def split_windows(
+    features: dict[str, pd.DataFrame | Rejected], days: list[date], pipeline: Pipeline
+) -> tuple[dict[date, training.WindowSplit], dict[str, Rejected]]:
+    """Each day's training window, or why that model partition cannot be trained (too many rejected days,
+    too few rows): a bad window rejects its own partition, never the others of the run."""
+    windows: dict[date, training.WindowSplit] = {}
+    rejected: dict[str, Rejected] = {}
+    for day in days:
+        try:
+            windows[day] = training.split_window(features, day, pipeline.spec)
+        except training.TrainingDataError as exc:
+            rejected[str(day)] = Rejected(day=str(day), reason=f"{pipeline.key('model').to_user_string()}: {exc}")
+    return windows, rejected
+
+
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
@@ -51,53 +68,67 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         kinds={"ray", "scikitlearn", "mlflow"},
         compute=spec.compute.training,
         ins={"features": pipeline.window_input("features", spec.training.window_days)},
-        automation_condition=automation.fresh_latest_partition(),
+        automation_condition=automation.fresh_latest_partition(whole_window=False),
         pool="ray_heavy",
     )
     def model(
         context: dg.AssetExecutionContext,
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
-        features: dict[str, pd.DataFrame],
-    ) -> dg.Output[dict[str, ModelRecord]]:
-        """Candidate model trained on the window ending each day (walk-forward)."""
+        features: dict[str, pd.DataFrame | Rejected],
+    ) -> dg.Output[dict[str, ModelRecord | Rejected]]:
+        """Candidate model trained on the passing days of the window ending each day (walk-forward)."""
         days = run_days(context)
-        try:
-            windows = {day: training.split_window(features, day, spec) for day in days}
-        except training.TrainingDataError as exc:
-            raise dg.Failure(f"{pipeline.key('model').to_user_string()}: {exc}") from exc
-        calls = [(c, windows[day].train, windows[day].holdout, spec) for day in days for c in spec.training.candidates]
+        windows, rejected = split_windows(features, days, pipeline)
+        calls = [(c, split.train, split.holdout, spec) for split in windows.values() for c in spec.training.candidates]
         results = ray_map(training.train_candidate, calls, num_cpus=spec.compute.ray_cpus_per_task)
         per_day = len(spec.training.candidates)
         champion = mlflow.load_alias(pipeline.name, CHAMPION)
-        records: dict[str, ModelRecord] = {}
-        images: dict[str, bytes] = {}
-        for index, day in enumerate(days):
+        records: dict[str, ModelRecord | Rejected] = dict(rejected)
+        metadata: dict[str, Any] = {}
+        for index, (day, split) in enumerate(windows.items()):
             day_results = results[index * per_day : (index + 1) * per_day]
-            evaluation = evaluation_fns.evaluate(day_results, windows[day], spec, champion)
+            evaluation = evaluation_fns.evaluate(day_results, split, spec, champion)
             record = mlflow.log_model_partition(
-                spec, day=day, split=windows[day], results=day_results, evaluation=evaluation, run_id=context.run.run_id
+                spec, day=day, split=split, results=day_results, evaluation=evaluation, run_id=context.run.run_id
             )
-            records[str(day)], images = record, evaluation.images
-        metadata = model_metadata(records[str(days[-1])], images, mlflow)
+            records[str(day)], metadata = record, model_metadata(record, evaluation.images, mlflow)
+        metadata["days_rejected"] = len(rejected)
+        metadata["rejected_days"] = dg.MetadataValue.json({d: r.reason for d, r in rejected.items()})
         metadata["ray_tasks"] = len(results)
         metadata["ray_worker_pids"] = dg.MetadataValue.json(sorted({r.worker_pid for r in results}))
-        return dg.Output(records, metadata=metadata)
+        return dg.Output({str(day): records[str(day)] for day in days}, metadata=metadata)
 
     return model
 
 
-def failed_gates(instance: dg.DagsterInstance, pipeline: Pipeline, run_id: str) -> list[str]:
-    """Names of model gates whose latest execution did not pass for the candidate from `run_id`."""
-    keys = [dg.AssetCheckKey(pipeline.key("model"), gate) for gate in MODEL_GATES]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    failed = []
-    for key in keys:
-        record = latest.get(key)
-        evaluation = record.event.asset_check_evaluation if record and record.event else None
-        if record is None or record.run_id != run_id or evaluation is None or not evaluation.passed:
-            failed.append(key.name)
-    return failed
+def newest_passing(
+    instance: dg.DagsterInstance, pipeline: Pipeline, store: PartitionedParquetIOManager
+) -> tuple[ModelRecord, str] | None:
+    """The newest model partition (by date) whose gates all passed on its current materialisation, with the
+    run that produced it."""
+    key = pipeline.key("model")
+    days = sorted(instance.get_materialized_partitions(key), reverse=True)
+    rejected = rejected_days(instance, key, MODEL_GATES, days)
+    for day in days:
+        if day in rejected or (run_id := materialising_run(instance, key, day)) is None:
+            continue
+        value = store.read(key, day)
+        if not isinstance(value, Rejected):
+            return ModelRecord.model_validate(value), run_id
+    return None
+
+
+def verify_lineage(record: ModelRecord, run_id: str, mlflow: MlflowTracking) -> None:
+    """Refuse a candidate whose stored record does not match the run its gates judged and the registry's tags."""
+    tags = mlflow.version_tags(record.model_name, record.version)
+    expected = {"dagster_run_id": run_id, "partition": record.partition, "pipeline": record.pipeline}
+    found = {"dagster_run_id": record.dagster_run_id} | {k: tags.get(k, "<missing>") for k in expected}
+    if record.dagster_run_id != run_id or any(tags.get(k) != v for k, v in expected.items()):
+        raise dg.Failure(
+            f"refusing to promote {record.model_name} v{record.version} for {record.partition}: its stored record or "
+            f"registry tags do not match the run {run_id} whose gates passed (found {found}); the champion stays"
+        )
 
 
 def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -114,26 +145,27 @@ def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> dg.Output[ChampionRecord]:
-        """Moves the MLflow 'champion' alias to the newest candidate that passed every gate."""
-        event = context.instance.get_latest_materialization_event(pipeline.key("model"))
-        if event is None or event.asset_materialization is None or event.asset_materialization.partition is None:
-            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no materialised candidate yet")
-        partition = event.asset_materialization.partition
-        if failed := failed_gates(context.instance, pipeline, event.run_id):
-            raise dg.Failure(
-                f"candidate {partition} (run {event.run_id}) has not passed {failed}; the champion stays as it is"
-            )
-        record = ModelRecord.model_validate(io_manager.read(pipeline.key("model"), partition))
-        promotion = mlflow.promote(pipeline.name, record.version)
-        lineage = record.model_dump(include={"model_name", "version", "mlflow_run_id", "model_uri", "partition"})
-        value = ChampionRecord(**lineage, previous_champion=promotion["previous_champion"])
+        """Points the MLflow 'champion' alias at the newest model partition whose gates passed, never an older one."""
+        found = newest_passing(context.instance, pipeline, io_manager)
+        if found is None:
+            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no partition that passed every gate yet")
+        candidate, run_id = found
+        verify_lineage(candidate, run_id, mlflow)
+        current = mlflow.champion_record(pipeline.name)
+        moved = False
+        if current is None or current.partition <= candidate.partition:
+            moved = bool(mlflow.promote(pipeline.name, candidate.version)["changed"])
+        serving = mlflow.champion_record(pipeline.name)
+        if serving is None:
+            raise dg.Failure(f"{pipeline.name}: the registry has no champion alias right after promoting")
         metadata = {
-            "model_version": record.version,
-            "candidate_partition": partition,
-            "previous_champion": promotion["previous_champion"] or "none",
-            "alias_moved": promotion["changed"],
-            "mae": record.metrics.mae,
+            "model_version": serving.version,
+            "champion_partition": serving.partition,
+            "newest_passing_partition": candidate.partition,
+            "previous_champion": serving.previous_champion or "none",
+            "alias_moved": moved,
+            "mae": candidate.metrics.mae,
         }
-        return dg.Output(value, metadata=metadata)
+        return dg.Output(serving, metadata=metadata)
 
     return champion

@@ -124,3 +124,17 @@ def test_a_failed_blocking_check_upstream_stops_freshness_runs(
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
     assert "features" not in ticks.tick(), "features must not be rebuilt on top of data that failed its checks"
+
+
+def test_a_rejected_day_inside_the_look_back_stops_freshness_runs_of_the_days_that_need_it(
+    fresh_features: tuple[dg.DagsterInstance, Evaluator], landing: Path
+) -> None:
+    instance, ticks = fresh_features
+    inside = "2012-06-16"  # in the latest day's 8-day look-back, not the latest day itself
+
+    corrupt_day(BIKE_CSV, landing, inside)
+    corrupted = run_range(ticks.defs, ["raw"], NAME, (inside, inside), instance)
+    assert corrupted.success and not check_results(corrupted)["passes_expectations"].passed
+
+    set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
+    assert "features" not in ticks.tick(), "the latest day's features need every day of their look-back to pass"

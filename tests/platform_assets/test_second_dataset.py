@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import PipelineFactory
-from support import check_results, run_range
+from support import check_days, run_range
 
 from kernel.names import CHAMPION
+from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
@@ -113,11 +114,14 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
 
     ingest = run_range(defs, ["raw", "features"], NAME, ("2021-05-20", "2021-07-10"), instance)
     assert ingest.success
-    checks = check_results(ingest)
-    assert checks["passes_expectations"].passed, checks["passes_expectations"].metadata
-    assert not checks["complete_days"].passed, "the hole in the data is reported"
-    assert checks["complete_days"].severity == dg.AssetCheckSeverity.WARN
-    assert checks["complete_days"].metadata["incomplete_days"].value == 12  # 2021-05-20 .. 2021-05-31
+    checks = check_days(ingest)
+    hole = set(pd.date_range("2021-05-20", GAP[1]).strftime("%Y-%m-%d"))  # the run's days inside the gap
+    expectations = checks["passes_expectations"]
+    assert {d for d, v in expectations.items() if not v.passed} == hole, "a day without rows cannot be judged"
+    assert all(v.description and "no rows" in v.description for d, v in expectations.items() if d in hole)
+    incomplete = {d for d, v in checks["complete_days"].items() if not v.passed}
+    assert incomplete == hole, "the hole in the data is reported"
+    assert {v.severity for v in checks["complete_days"].values()} == {dg.AssetCheckSeverity.WARN}
 
     raw = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-15")
     assert len(raw) == 24 * len(STATIONS)
@@ -132,12 +136,19 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     expected = north_raw.reindex(north.index - pd.Timedelta(hours=24)).to_numpy()
     np.testing.assert_array_equal(north["lag_24h"].to_numpy(), expected)
 
-    trained = run_range(defs, ["model", "champion", "predictions"], NAME, ("2021-06-20", "2021-06-20"), instance)
+    # Features need their whole 8-day look-back: the gap's last day rejects them up to 2021-06-08.
+    rejected_features = store.read(dg.AssetKey([NAME, "features"]), "2021-06-08")
+    assert isinstance(rejected_features, Rejected) and "2021-05-31" in rejected_features.reason
+    too_close = run_range(defs, ["model"], NAME, ("2021-06-20", "2021-06-20"), instance)
+    assert too_close.success
+    refused = store.read(dg.AssetKey([NAME, "model"]), "2021-06-20")
+    assert isinstance(refused, Rejected) and "max_rejected_fraction" in refused.reason
+    trained = run_range(defs, ["model", "champion", "predictions"], NAME, ("2021-07-05", "2021-07-05"), instance)
     assert trained.success
-    record = store.read(dg.AssetKey([NAME, "model"]), "2021-06-20")
-    assert "2021-05-25" in record["missing_days"], "the gap is tolerated and recorded"
+    record = store.read(dg.AssetKey([NAME, "model"]), "2021-07-05")
+    assert record["rejected_days"] == ["2021-06-08"], "a rejected day within the tolerance is skipped and recorded"
     assert record["metrics"]["mae"] < record["baseline"]["mae"]
     assert tracking.alias_version(NAME, CHAMPION) == record["version"]
-    predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-06-20")
+    predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-07-05")
     assert len(predictions) == 24 * len(STATIONS)
     assert set(predictions["model_version"]) == {record["version"]}
