@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10
+LOCAL_INSTANCE_CONFIG = ROOT / "deploy" / "local" / "dagster.yaml"
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,26 @@ def prepare_home(home: Path) -> Path:
     (home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
-        shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", config)
+        shutil.copy(LOCAL_INSTANCE_CONFIG, config)
+    elif added := add_missing_settings(config, LOCAL_INSTANCE_CONFIG):
+        print(f"added {', '.join(added)} to {config} (from {LOCAL_INSTANCE_CONFIG.relative_to(ROOT)})")
     return dagster_home
+
+
+def add_missing_settings(config: Path, template: Path) -> list[str]:
+    """Append the template's top-level settings that `config` lacks; return their names.
+
+    An existing home keeps every setting it has (a developer may have tuned it), so nothing is overwritten;
+    a setting the project added later (such as `nux`) still reaches homes made before it.
+    """
+    text = config.read_text()
+    current = yaml.safe_load(text) or {}
+    missing = {key: value for key, value in (yaml.safe_load(template.read_text()) or {}).items() if key not in current}
+    if missing:
+        separator = "" if not text or text.endswith("\n") else "\n"
+        added = yaml.safe_dump(missing, sort_keys=False)
+        config.write_text(f"{text}{separator}# Added by `make dev` from {template.relative_to(ROOT)}:\n{added}")
+    return list(missing)
 
 
 def service_env(home: Path, ports: Ports) -> dict[str, str]:
