@@ -7,7 +7,11 @@ VENV := .venv/.synced
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: dev test lint typecheck pytest bench clean
+# The browser test drives Debian's Chromium (Playwright's own browser download cannot be fetched here).
+CHROMIUM := /usr/bin/chromium
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -q
+
+.PHONY: dev test lint typecheck pytest chromium bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -30,8 +34,16 @@ lint: $(VENV)  ## ruff, and the import layers (pyproject.toml [tool.importlinter
 typecheck: $(VENV)
 	.venv/bin/basedpyright
 
-pytest: $(VENV)
+pytest: $(VENV) $(CHROMIUM)
 	.venv/bin/python -m pytest
+
+chromium: $(CHROMIUM)  ## install Debian's Chromium for tests/browser (only when missing)
+
+# A file target: runs only when /usr/bin/chromium is missing. Try the current package lists first and
+# refresh them only if that fails (a clean machine may have none, or stale ones whose files are gone).
+$(CHROMIUM):
+	$(APT) install -y chromium chromium-driver || { $(APT) update && $(APT) install -y chromium chromium-driver; }
+	test -x $(CHROMIUM)
 
 bench: $(VENV)  ## measured figures into benchmarks/results/
 	.venv/bin/python benchmarks/run.py

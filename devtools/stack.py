@@ -23,11 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import yaml
 
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths
 
 BIN = Path(sys.executable).parent
 GRACE_SECONDS = 10
+LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
+
+# Warnings we know and accept, hidden in the dev stack only (other commands and production still show them).
+# Matched by the start of their message, because PYTHONWARNINGS resolves a category before site-packages
+# is importable: `ignore::dagster._utils.warnings.BetaWarning` is rejected at startup ("Invalid -W option
+# ignored") and would hide every beta warning anyway. Anything not listed here still shows.
+# Each message must hold no ',' or ':' (PYTHONWARNINGS' separators).
+KNOWN_WARNINGS = (
+    # BackfillPolicy.multi_run turns a 731-day backfill into two runs instead of 731 (README: Asset store).
+    "Parameter `backfill_policy` of function `asset` is currently in beta",
+    # features and model read look-back windows that start before the first partition; this lets those days build.
+    "Parameter `allow_nonexistent_upstream_partitions` of initializer `TimeWindowPartitionMapping.__init__`"
+    " is currently in beta",
+    # `dagster dev -w workspace.yaml` is deliberate: `dg dev` expects a dg project layout this repository doesn't use.
+    "Function `dev_command` is superseded",
+)
 
 # Keeps Ray on loopback (CVE-2023-48022: whoever reaches a Ray port runs code on this machine).
 # Every Ray component picks its bind address from the node IP: GCS, raylet and workers listen on
@@ -130,8 +147,32 @@ def prepare_home(home: Path) -> Path:
     state.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     config = dagster_home / "dagster.yaml"
     if not config.exists():
-        shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", config)
+        shutil.copy(LOCAL_INSTANCE_CONFIG, config)
+    elif added := add_missing_settings(config, LOCAL_INSTANCE_CONFIG):
+        print(f"added {', '.join(added)} to {config} (from {LOCAL_INSTANCE_CONFIG.relative_to(PROJECT_ROOT)})")
     return dagster_home
+
+
+def add_missing_settings(config: Path, template: Path) -> list[str]:
+    """Append the template's top-level settings that `config` lacks; return their names.
+
+    An existing home keeps every setting it has (a developer may have tuned it), so nothing is overwritten;
+    a setting the project added later (such as `nux`) still reaches homes made before it.
+    """
+    text = config.read_text()
+    current = yaml.safe_load(text) or {}
+    missing = {key: value for key, value in (yaml.safe_load(template.read_text()) or {}).items() if key not in current}
+    if missing:
+        separator = "" if not text or text.endswith("\n") else "\n"
+        added = yaml.safe_dump(missing, sort_keys=False)
+        config.write_text(f"{text}{separator}# Added by `make dev` from {template.relative_to(PROJECT_ROOT)}:\n{added}")
+    return list(missing)
+
+
+def quiet_warnings(existing: str | None) -> str:
+    """PYTHONWARNINGS that ignores KNOWN_WARNINGS; the caller's own entries come last, so they win."""
+    ours = [f"ignore:{message}:Warning" for message in KNOWN_WARNINGS]
+    return ",".join([*ours, *([existing] if existing else [])])
 
 
 def service_env(home: Path, ports: Ports) -> dict[str, str]:
@@ -148,6 +189,8 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
             **RAY_LOOPBACK_ENV,
             "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
             "MLFLOW_TRACKING_URI": StatePaths(home).tracking_uri,
+            # Inherited by dagster dev's webserver, daemon, code server and every run worker.
+            "PYTHONWARNINGS": quiet_warnings(os.environ.get("PYTHONWARNINGS")),
         }
     )
     return env

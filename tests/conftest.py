@@ -1,10 +1,12 @@
-"""Shared fixtures: one real Ray head per session, isolated platform state, and pipeline builders."""
+"""Shared fixtures: one real Ray head per session, isolated platform state, pipeline builders, `make dev`'s stack."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -14,6 +16,7 @@ import dagster as dg
 import psutil
 import pytest
 import yaml
+from dev_stack import FIRST, NAME, Stack, free_port
 
 from devtools.stack import RAY_LOOPBACK_ENV, Ports, pick_ports, ray_head_command, stop, wait_for_port
 from kernel.paths import PROJECT_ROOT
@@ -86,3 +89,60 @@ def make_defs(platform_home: Path, tmp_path: Path) -> PipelineFactory:
         return build_definitions(settings, today=today)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`python -m devtools.stack` (what `make dev` runs) on free ports with a fresh home and the bike sample landed.
+
+    One per session, for every test that asks for it (tests/test_dev_stack.py, tests/browser/): starting it costs
+    minutes. `pytest_collection_modifyitems` below runs those tests last, so it is up only while they run.
+    """
+    base = tmp_path_factory.mktemp("dev")
+    landing, specs = base / "landing", base / "specs"
+    landing.mkdir()
+    specs.mkdir()
+    shutil.copy(BIKE_CSV, landing / "hour.csv")
+    document = bike_spec_document(
+        name=NAME,
+        source={"uri": str(landing / "*.csv")},
+        partitioning={"start_date": FIRST, "end_date": "2012-07-01", "rebase_to_yesterday": False},
+        training={"window_days": 56, "candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": 100}}]},
+        promotion={"min_improvement_over_baseline": 0.0},
+    )
+    (specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
+    ports = {"dagster": free_port(), "mlflow": free_port(), "ray": free_port(), "ray-dashboard": free_port()}
+    command = [
+        sys.executable, "-m", "devtools.stack", "--home", str(base / "home"),
+        *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))), "--ray-cpus", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "PLATFORM_SPECS_DIR": str(specs)}
+    env.pop("RAY_ADDRESS", None)
+    log = base / "stack.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=output, start_new_session=True
+        )
+    stack = Stack(f"http://127.0.0.1:{ports['dagster']}", process, log, ports)
+    try:
+        stack.wait("the platform to come up", lambda: "Platform is up" in log.read_text(), timeout=240)
+        yield stack
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(process.pid)
+            parent.terminate()
+            try:
+                parent.wait(timeout=40)
+            except psutil.TimeoutExpired:
+                stop([parent, *parent.children(recursive=True)])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the shared stack run last and together (it does not compete with the rest of the suite for the
+    two cores), the automation test before the browser test, so the UI shows a trained model as well."""
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        on_stack = "stack" in getattr(item, "fixturenames", ())
+        return on_stack, on_stack and "browser" in item.path.parts
+
+    items.sort(key=order)
