@@ -136,19 +136,20 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     expected = north_raw.reindex(north.index - pd.Timedelta(hours=24)).to_numpy()
     np.testing.assert_array_equal(north["lag_24h"].to_numpy(), expected)
 
-    # Features need their whole 8-day look-back: the gap's last day rejects them up to 2021-06-08.
-    rejected_features = store.read(dg.AssetKey([NAME, "features"]), "2021-06-08")
+    # Features need their whole 7-day look-back (lag 168 h): the gap's last day rejects them up to 2021-06-07.
+    assert isinstance(store.read(dg.AssetKey([NAME, "features"]), "2021-06-08"), pd.DataFrame)
+    rejected_features = store.read(dg.AssetKey([NAME, "features"]), "2021-06-07")
     assert isinstance(rejected_features, Rejected) and "2021-05-31" in rejected_features.reason
     too_close = run_range(defs, ["model"], NAME, ("2021-06-20", "2021-06-20"), instance)
     assert too_close.success
     refused = store.read(dg.AssetKey([NAME, "model"]), "2021-06-20")
     assert isinstance(refused, Rejected) and "max_rejected_fraction" in refused.reason
-    trained = run_range(defs, ["model", "champion", "predictions"], NAME, ("2021-07-05", "2021-07-05"), instance)
+    trained = run_range(defs, ["model", "champion", "predictions"], NAME, ("2021-07-04", "2021-07-04"), instance)
     assert trained.success
-    record = store.read(dg.AssetKey([NAME, "model"]), "2021-07-05")
-    assert record["rejected_days"] == ["2021-06-08"], "a rejected day within the tolerance is skipped and recorded"
+    record = store.read(dg.AssetKey([NAME, "model"]), "2021-07-04")
+    assert record["rejected_days"] == ["2021-06-07"], "a rejected day within the tolerance is skipped and recorded"
     assert record["metrics"]["mae"] < record["baseline"]["mae"]
     assert tracking.alias_version(NAME, CHAMPION) == record["version"]
-    predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-07-05")
+    predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-07-04")
     assert len(predictions) == 24 * len(STATIONS)
     assert set(predictions["model_version"]) == {record["version"]}
