@@ -28,6 +28,9 @@ import yaml
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths
 
 BIN = Path(sys.executable).parent
+# Ray's default worker port range (`--min-worker-port`/`--max-worker-port`): a service port picked inside it
+# makes `ray start` fail when a worker wants it (seen when 10001 was taken and the client server got 10002).
+RAY_WORKER_PORTS = range(10002, 20000)
 GRACE_SECONDS = 10
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 
@@ -80,10 +83,10 @@ def port_free(port: int) -> bool:
 
 
 def pick_port(preferred: int, taken: set[int]) -> int:
-    """`preferred` if it is free, else the next free port above it."""
+    """`preferred` if it is free, else the next free port above it, outside the ports Ray gives its workers."""
     port = preferred
-    while port in taken or not port_free(port):
-        port += 1
+    while port in taken or port in RAY_WORKER_PORTS or not port_free(port):
+        port = RAY_WORKER_PORTS.stop if port in RAY_WORKER_PORTS else port + 1
     taken.add(port)
     return port
 

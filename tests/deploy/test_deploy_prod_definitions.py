@@ -114,7 +114,7 @@ def test_asset_keys(loaded: dict[str, Any]) -> None:
 
 def test_every_job_uses_the_k8s_job_executor(loaded: dict[str, Any]) -> None:
     assert loaded["executor"] == "k8s" and loaded["executor_is_k8s_job_executor"] is True
-    assert loaded["jobs"] == {"__ASSET_JOB": "k8s", "delete_kuberay_clusters": "k8s"}
+    assert loaded["jobs"] == {"__ASSET_JOB": "k8s", "delete_kuberay_clusters": "k8s", "bike_demand_rollback": "k8s"}
 
 
 def test_kuberay_cleanup_sensor_runs_by_default(loaded: dict[str, Any]) -> None:

@@ -51,3 +51,10 @@ def test_a_reused_pid_is_left_alone(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_taken_port_never_moves_into_rays_worker_port_range() -> None:
+    from devtools.stack import RAY_WORKER_PORTS, pick_port
+
+    assert pick_port(RAY_WORKER_PORTS.start, set()) >= RAY_WORKER_PORTS.stop
+    assert pick_port(RAY_WORKER_PORTS.start - 1, {RAY_WORKER_PORTS.start - 1}) >= RAY_WORKER_PORTS.stop

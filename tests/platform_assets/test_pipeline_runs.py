@@ -195,6 +195,11 @@ def test_a_corrupted_day_is_kept_out_of_features_training_and_promotion(
         dg.AssetKey(["bike_corrupt", "model"]), "2012-06-27" if champion_after == model["version"] else "2012-06-26"
     )
     assert "2012-06-27" not in serving["train_days"] + serving["holdout_days"], "the bad day never reached the champion"
+    predicted = run_range(trained.defs, ["predictions"], "bike_corrupt", ("2012-06-27", "2012-06-27"), trained.instance)
+    assert predicted.success
+    not_made = trained.store.read(dg.AssetKey(["bike_corrupt", "predictions"]), "2012-06-27")
+    assert isinstance(not_made, Rejected) and not_made.reason.startswith("not predicted: features rejected")
+    assert not check_results(predicted)["complete"].passed, "the day's checks say so too"
 
 
 def test_a_failing_gate_never_promotes_even_when_champion_is_run_alone(
