@@ -48,7 +48,8 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
         verdicts[day] = Verdict(
             not failed,
             reason,
-            {"rows": len(frames[day]), "expectations": len(outcomes), "failed": dg.MetadataValue.json(failed)},
+            {"rows": len(frames[day]), "expectations": len(outcomes)}
+            | ({"failed": dg.MetadataValue.json(failed)} if failed else {}),
         )
     return judge_days(raw, lambda day, _: verdicts[day])
 
