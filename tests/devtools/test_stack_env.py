@@ -23,6 +23,8 @@ dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partit
 @dg.asset(partitions_def=dg.DailyPartitionsDefinition("2024-01-01"), backfill_policy=dg.BackfillPolicy.multi_run(2))
 def a() -> None: ...
 
+dg.AssetCheckSpec("c", asset="a", partitions_def=dg.DailyPartitionsDefinition("2024-01-01"))
+
 try:
     dev_command.callback()  # warns on the call, then fails for the missing arguments
 except TypeError:
