@@ -41,10 +41,6 @@ class StatePaths:
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
-
-    @property
     def rebase(self) -> Path:
         return self.home / "rebase"
 
