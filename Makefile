@@ -11,7 +11,7 @@ export UV_PYTHON := $(PYTHON)
 CHROMIUM := /usr/bin/chromium
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -q
 
-.PHONY: dev test lint typecheck pytest chromium bench clean
+.PHONY: dev test lint typecheck pytest faults chromium bench clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -44,6 +44,10 @@ chromium: $(CHROMIUM)  ## install Debian's Chromium for tests/browser (only when
 $(CHROMIUM):
 	$(APT) install -y chromium chromium-driver || { $(APT) update && $(APT) install -y chromium chromium-driver; }
 	test -x $(CHROMIUM)
+
+# Also part of `make test`; alone it prints the table (scenario, what was injected, files lost, result) and writes it.
+faults: $(VENV)  ## the fault suite (pytest -m faults): its table into benchmarks/results/faults.json
+	FAULTS_REPORT=benchmarks/results/faults.json .venv/bin/python -m pytest -q -m faults
 
 bench: $(VENV)  ## measured figures into benchmarks/results/
 	.venv/bin/python benchmarks/run.py

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths
+from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths, write_text_atomically
 
 BIN = Path(sys.executable).parent
 # Ray's default worker port range (`--min-worker-port`/`--max-worker-port`): a service port picked inside it
@@ -122,19 +122,40 @@ def descendants() -> list[psutil.Process]:
 
 
 def record(pid_file: Path) -> None:
-    """Remember (pid, start time) of every descendant, so a later start can clear a crashed run's leftovers."""
+    """Remember (pid, start time) of every descendant, so a later start can clear a crashed run's leftovers.
+
+    Written atomically: a crash or a full disk mid-write leaves the previous list, never half of one.
+    """
     entries = []
     for process in descendants():
         with contextlib.suppress(psutil.NoSuchProcess):
             entries.append([process.pid, process.create_time()])
-    pid_file.write_text(json.dumps(entries))
+    write_text_atomically(pid_file, json.dumps(entries))
+
+
+def read_leftovers(pid_file: Path) -> list[tuple[int, float]]:
+    """The (pid, start time) pairs of `pid_file`; a file that does not parse is reported and ignored.
+
+    It only lists what a crashed run may have left running, so a damaged one must not stop `make dev`.
+    """
+    try:
+        entries = json.loads(pid_file.read_text())
+        return [(int(pid), float(started)) for pid, started in entries if int(pid) > 0]
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(
+            f"warning: {pid_file} is not valid JSON or not a list of [pid, start time] ({exc}); ignoring it. "
+            "Processes a crashed earlier `make dev` left running, if any, are not stopped: look for "
+            "ray/mlflow/dagster processes of this project and stop them if ports are busy.",
+            file=sys.stderr,
+        )
+        return []
 
 
 def clear_leftovers(pid_file: Path) -> None:
     if not pid_file.exists():
         return
     leftovers = []
-    for pid, started in json.loads(pid_file.read_text()):
+    for pid, started in read_leftovers(pid_file):
         with contextlib.suppress(psutil.NoSuchProcess):
             process = psutil.Process(pid)
             if process.create_time() == started:  # not a reused pid

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +41,6 @@ class StatePaths:
         return f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
-
-    @property
     def rebase(self) -> Path:
         return self.home / "rebase"
 
@@ -52,3 +51,23 @@ class StatePaths:
     @property
     def dev_pids(self) -> Path:
         return self.home / "dev-pids.json"
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old file or the new one, never a torn one.
+
+    The text goes to a temp file beside `path`, is flushed to disk, and `os.replace` swaps it in. If writing fails
+    (disk full, killed), `path` is left as it was and the temp file is removed (a SIGKILL can leave a `.*.tmp`).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise

@@ -13,6 +13,7 @@ from typing import Any, cast
 import dagster as dg
 
 from kernel.names import ALLOW_MISSING_PARTITIONS, GATE_CHECKS, GATES, PIPELINE_TAG
+from kernel.paths import write_text_atomically
 from kernel.spec import K8sRequests, PipelineSpec
 
 MAX_PARTITIONS_PER_RUN = 400
@@ -159,17 +160,34 @@ def run_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) 
     return [date.fromisoformat(key) for key in keys]
 
 
+class RebasePinError(ValueError):
+    """A rebase pin that cannot be read: which file, what is wrong with it, and what to do."""
+
+
 def pinned_shift_days(name: str, last_day: date, state_dir: Path, today: date) -> int:
     """Whole-week shift that moves `last_day` to within the week before `today`, pinned at first use.
 
     Pinning keeps partition keys stable across restarts: tomorrow's shift would otherwise move
-    every stored partition by a day. Delete the state file to re-align.
+    every stored partition by a day. Delete the state file to re-align. The pin is written atomically
+    (a crash or a full disk leaves no pin rather than half of one); a pin that does not parse anyway
+    raises `RebasePinError` naming the file and the fix instead of a bare JSON error.
     """
     path = state_dir / f"{name}.json"
     if path.exists():
-        return int(json.loads(path.read_text())["shift_days"])
+        return _read_pin(path)
     weeks = max(0, ((today - timedelta(days=1)) - last_day).days // 7)
     shift = weeks * 7
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"shift_days": shift, "pinned_at": datetime.now().isoformat()}))
+    write_text_atomically(path, json.dumps({"shift_days": shift, "pinned_at": datetime.now().isoformat()}))
+    return shift
+
+
+def _read_pin(path: Path) -> int:
+    fix = "delete it (or run `make clean`) to re-pin the sample's rebase shift"
+    try:
+        pin = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RebasePinError(f"{path} is not valid JSON ({exc}): {fix}") from exc
+    shift = pin.get("shift_days") if isinstance(pin, dict) else None
+    if not isinstance(shift, int) or isinstance(shift, bool) or shift < 0 or shift % 7:
+        raise RebasePinError(f"{path} holds no whole-week 'shift_days' (got {pin!r}): {fix}")
     return shift

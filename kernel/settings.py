@@ -14,13 +14,19 @@ Environment = Literal["local", "prod"]
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the platform runs: `PLATFORM_ENV` (local|prod), its project root and its state folder."""
+    """Where the platform runs: `PLATFORM_ENV` (local|prod), its project root and its state folder.
+
+    `quarantine_uri` (`PLATFORM_QUARANTINE_URI`, a path or pyarrow-filesystem URI) is where the landing sensor
+    moves malformed files, under `<uri>/<pipeline>/`; unset, they go to `_quarantine/<pipeline>/` beside the
+    landing zone's files, on its own filesystem. Never the state folder: in production that is a pod's emptyDir.
+    """
 
     env: Environment
     root: Path
     home: Path
     specs_dir: Path
     mlflow_ui_url: str
+    quarantine_uri: str | None = None
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -31,7 +37,15 @@ class Settings:
         home = Path(os.environ.get("PLATFORM_HOME", root / STATE_DIR_NAME)).resolve()
         specs = Path(os.environ.get("PLATFORM_SPECS_DIR", root / "pipelines")).resolve()
         ui = os.environ.get("PLATFORM_MLFLOW_UI_URL", "http://127.0.0.1:5000")
-        return cls(env=cast(Environment, env), root=root, home=home, specs_dir=specs, mlflow_ui_url=ui)
+        quarantine = os.environ.get("PLATFORM_QUARANTINE_URI") or None
+        return cls(
+            env=cast(Environment, env),
+            root=root,
+            home=home,
+            specs_dir=specs,
+            mlflow_ui_url=ui,
+            quarantine_uri=quarantine,
+        )
 
     @property
     def state(self) -> StatePaths:

@@ -50,6 +50,12 @@ class SourceSpec(_Model):
     format: Literal["csv", "parquet"] = "csv"
     timestamp: TimestampSpec
     entity_columns: list[str] = Field(default_factory=list, description="Columns that identify a series.")
+    max_file_bytes: int = Field(
+        default=512 * 2**20,
+        gt=0,
+        description="Largest landing file read (a file is parsed whole, in memory); a larger one is quarantined "
+        "unread. Default 512 MiB.",
+    )
 
 
 class RollingSpec(_Model):

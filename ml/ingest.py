@@ -8,16 +8,22 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from kernel.schema import TIMESTAMP, raw_dtypes
 from kernel.spec import PipelineSpec
 
 MAX_ERROR_EXAMPLES = 5
+# Malformed landing files go to `<landing base>/_quarantine/<pipeline>/` unless a quarantine URI is configured;
+# no landing glob ever matches a path with this folder in it.
+QUARANTINE_DIR = "_quarantine"
+REASON_SUFFIX = ".reason.txt"
 
 
 class SourceFormatError(ValueError):
-    """A source file that cannot be read into the raw schema (missing columns, unparseable timestamps)."""
+    """A source file whose contents contradict its spec: not parseable as its format, missing columns,
+    unparseable timestamps, or over the spec's size cap. This, and only this, is a reason to quarantine it."""
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,53 @@ def resolve_source(uri: str, project_root: Path) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(path)
 
 
+def landing_base(pattern: str) -> str:
+    """The folder a source glob (or single file) lives in: where listing starts and quarantine goes by default."""
+    return pattern.split("*", 1)[0].rsplit("/", 1)[0] if "*" in pattern else pattern.rsplit("/", 1)[0]
+
+
 def list_source_files(uri: str, project_root: Path) -> list[SourceFile]:
-    """Every file matching the spec's source glob, sorted by path."""
+    """Every file matching the spec's source glob, sorted by path; nothing under a `_quarantine` folder."""
     filesystem, pattern = resolve_source(uri, project_root)
-    base = pattern.split("*", 1)[0].rsplit("/", 1)[0] if "*" in pattern else pattern.rsplit("/", 1)[0]
+    base = landing_base(pattern)
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     files = [
         SourceFile(info.path, info.size or 0, info.mtime_ns or 0)
         for info in filesystem.get_file_info(selector)
-        if info.type == pafs.FileType.File and _matches(info.path, pattern)
+        if info.type == pafs.FileType.File
+        and _matches(info.path, pattern)
+        and QUARANTINE_DIR not in info.path[len(base) :].split("/")
     ]
     return sorted(files, key=lambda f: f.path)
+
+
+def stat_source_file(path: str, uri: str, project_root: Path) -> SourceFile | None:
+    """One landing file as it is now (None if it is gone): to tell whether it changed while it was read."""
+    filesystem, _ = resolve_source(uri, project_root)
+    info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return None
+    return SourceFile(info.path, info.size or 0, info.mtime_ns or 0)
+
+
+def quarantine_location(
+    spec: PipelineSpec, project_root: Path, quarantine_uri: str | None
+) -> tuple[pafs.FileSystem, str]:
+    """Where a pipeline's malformed files go: `<quarantine_uri>/<pipeline>` if one is configured, else
+    `<landing base>/_quarantine/<pipeline>` on the landing zone's own filesystem (a rename away, and as durable
+    as the landing zone itself)."""
+    if quarantine_uri:
+        filesystem, base = resolve_source(quarantine_uri, project_root)
+        return filesystem, f"{base.rstrip('/')}/{spec.name}"
+    filesystem, pattern = resolve_source(spec.source.uri, project_root)
+    return filesystem, f"{landing_base(pattern)}/{QUARANTINE_DIR}/{spec.name}"
+
+
+def check_size(path: str, size: int, spec: PipelineSpec) -> None:
+    """A file over the spec's cap is refused before anything reads it (files are parsed whole, in memory)."""
+    cap = spec.source.max_file_bytes
+    if size > cap:
+        raise SourceFormatError(f"{path}: file is {size} bytes, over the cap of {cap} (source.max_file_bytes)")
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -72,14 +114,22 @@ def _matches(path: str, pattern: str) -> bool:
 
 
 def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.DataFrame:
-    """Read one source file as strings/numbers exactly as written."""
+    """Read one source file as strings/numbers exactly as written.
+
+    Raises `SourceFormatError` when the file is over the size cap or is not readable as its format (a CSV that
+    does not tokenise or decode, a parquet file that is not one); I/O errors (`OSError`) pass through as they are.
+    """
     filesystem, _ = resolve_source(spec.source.uri, project_root)
     with filesystem.open_input_file(path) as handle:
-        if spec.source.format == "csv":
-            # Identifiers and categories stay text even when a blank cell would make pandas read floats.
-            text_columns = [*spec.source.entity_columns, *spec.features.categorical]
-            return pd.read_csv(handle, dtype=dict.fromkeys(text_columns, "str"))
-        return pd.read_parquet(handle)
+        check_size(path, handle.size(), spec)
+        try:
+            if spec.source.format == "csv":
+                # Identifiers and categories stay text even when a blank cell would make pandas read floats.
+                text_columns = [*spec.source.entity_columns, *spec.features.categorical]
+                return pd.read_csv(handle, dtype=dict.fromkeys(text_columns, "str"))
+            return pd.read_parquet(handle)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
+            raise SourceFormatError(f"{path}: not a readable {spec.source.format} file: {exc}") from exc
 
 
 def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> pd.Series:

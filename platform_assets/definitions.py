@@ -33,7 +33,7 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
     wiring = build_wiring(settings, specs)
     assets, checks, jobs, sensors = [], [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
     for spec in specs:
-        built = build_pipeline(_pipeline(spec, settings, today), settings.state.quarantine)
+        built = build_pipeline(_pipeline(spec, settings, today), settings.quarantine_uri)
         assets += built.assets
         checks += built.checks
         sensors += built.sensors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
@@ -26,7 +25,7 @@ class PipelineDefinitions:
     jobs: list[dg.JobDefinition] = field(default_factory=list)
 
 
-def build_pipeline(pipeline: Pipeline, quarantine_dir: Path) -> PipelineDefinitions:
+def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> PipelineDefinitions:
     return PipelineDefinitions(
         assets=[
             ingest.build(pipeline),
@@ -42,6 +41,6 @@ def build_pipeline(pipeline: Pipeline, quarantine_dir: Path) -> PipelineDefiniti
             model_checks.build(pipeline),
             prediction_checks.build(pipeline),
         ],
-        sensors=[landing.build(pipeline, quarantine_dir)],
+        sensors=[landing.build(pipeline, quarantine_uri)],
         jobs=[rollback.build_rollback(pipeline)],
     )

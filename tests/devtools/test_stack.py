@@ -1,4 +1,4 @@
-"""The dev command's process bookkeeping: free ports, and leftovers of a crashed run are cleared."""
+"""The dev command's process bookkeeping: free ports, leftovers of a crashed run cleared, a damaged list ignored."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
-from devtools.stack import clear_leftovers, pick_port, port_free
+from devtools.stack import clear_leftovers, pick_port, port_free, record
 
 
 def test_pick_port_skips_busy_and_taken_ports() -> None:
@@ -58,3 +59,30 @@ def test_a_taken_port_never_moves_into_rays_worker_port_range() -> None:
 
     assert pick_port(RAY_WORKER_PORTS.start, set()) >= RAY_WORKER_PORTS.stop
     assert pick_port(RAY_WORKER_PORTS.start - 1, {RAY_WORKER_PORTS.start - 1}) >= RAY_WORKER_PORTS.stop
+
+
+def test_a_pid_file_of_the_wrong_shape_is_ignored_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pid_file = tmp_path / "dev-pids.json"
+    for damaged in ('{"pid": 1}', "[[1, 2, 3]]", '[["x", 1.0]]', "\xff\xfe"):
+        pid_file.write_text(damaged, encoding="latin-1")
+
+        clear_leftovers(pid_file)
+
+        assert f"warning: {pid_file} is not valid JSON" in capsys.readouterr().err, damaged
+        assert not pid_file.exists()
+
+
+def test_record_replaces_the_pid_file_whole(tmp_path: Path) -> None:
+    pid_file = tmp_path / "dev-pids.json"
+    pid_file.write_text("[[1, 2.0]] and some garbage a plain overwrite of a longer file would leave")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        record(pid_file)
+        entries = json.loads(pid_file.read_text())
+        assert [child.pid, psutil.Process(child.pid).create_time()] in entries
+        assert [p.name for p in tmp_path.iterdir()] == ["dev-pids.json"], "no temp file left behind"
+    finally:
+        child.kill()
+        child.wait()

@@ -1,0 +1,242 @@
+"""The fault suite's tools: a landing zone of real files, a disk that fails on cue, and the table of what happened.
+
+Every fault test fills one row: the scenario, what was injected, how many delivered files were lost (found neither
+in the landing zone nor in quarantine afterwards) and the result. `make faults` runs `pytest -m faults` with
+`FAULTS_REPORT` set to `benchmarks/results/faults.json`: the table is printed at the end and written there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.fs as pafs
+import pytest
+import yaml
+
+from kernel.names import RANGE_END, RANGE_START, SOURCE_FILE_TAG
+from kernel.paths import PROJECT_ROOT
+from kernel.settings import Settings
+from platform_assets.definitions import build_definitions
+
+NAME = "faulty_bikes"
+REPORT_ENV = "FAULTS_REPORT"
+BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"
+# This folder is a package (see tests/integration/conftest.py): its modules import from `.conftest`, not from
+# tests/conftest.py, which pyright would not resolve from here; so the little they share is repeated here.
+TODAY = date(2013, 1, 1)
+
+
+def bike_spec_document(**sections: Any) -> dict[str, Any]:
+    """The shipped bike spec as a dict, top-level sections updated from `sections`."""
+    document = yaml.safe_load((PROJECT_ROOT / "pipelines" / "bike_demand.yaml").read_text())
+    for section, value in sections.items():
+        document[section] = {**document.get(section, {}), **value} if isinstance(value, dict) else value
+    return document
+
+
+@dataclass
+class FaultRow:
+    """One line of the table: what was done to the platform and what became of it."""
+
+    scenario: str = ""
+    injected: str = ""
+    files_lost: int | None = None
+    result: str = ""
+    outcome: str = "not run"
+    seconds: float = 0.0
+
+
+ROWS: list[FaultRow] = []
+
+
+class FlakyDisk(pafs.LocalFileSystem):
+    """The local filesystem with faults on cue at `open_input_file`, the one call that reads a landing file.
+
+    `fail_once[path] = exc` raises `exc` at the next open of `path`; `on_open[path] = fn` runs `fn()` right after
+    the next open of `path` succeeded (e.g. a writer replacing the file under the reader). `opened` lists every
+    path that was opened. Only pyarrow's I/O is replaced: the code under test runs as it is.
+    """
+
+    fail_once: dict[str, BaseException] = {}  # noqa: RUF012 - class-level on purpose: every instance is the one disk
+    on_open: dict[str, Callable[[], None]] = {}  # noqa: RUF012
+    opened: list[str] = []  # noqa: RUF012
+
+    def open_input_file(self, path: str) -> Any:
+        FlakyDisk.opened.append(path)
+        if (exc := FlakyDisk.fail_once.pop(path, None)) is not None:
+            raise exc
+        handle = super().open_input_file(path)
+        if (hook := FlakyDisk.on_open.pop(path, None)) is not None:
+            hook()
+        return handle
+
+
+@pytest.fixture
+def flaky_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FlakyDisk]]:
+    """Every `pyarrow.fs.LocalFileSystem()` made during the test is a `FlakyDisk`."""
+    FlakyDisk.fail_once, FlakyDisk.on_open, FlakyDisk.opened = {}, {}, []
+    monkeypatch.setattr(pafs, "LocalFileSystem", FlakyDisk)
+    yield FlakyDisk
+    FlakyDisk.fail_once, FlakyDisk.on_open, FlakyDisk.opened = {}, {}, []
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Landing:
+    """A landing zone of real files, the real landing sensor over it, and the bookkeeping of what was delivered."""
+
+    root: Path
+    delivered: list[str] = field(default_factory=list)
+    cursor: str | None = None
+    requests: list[dg.RunRequest] = field(default_factory=list)
+    instance: dg.DagsterInstance = field(default_factory=dg.DagsterInstance.ephemeral)
+    _sensor: dg.SensorDefinition | None = None
+
+    @property
+    def zone(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def build(self, quarantine_uri: str | None = None, **source: Any) -> dg.SensorDefinition:
+        """The real code location for a bike spec reading `<zone>/*.csv`, and its landing sensor."""
+        self.zone.mkdir(parents=True, exist_ok=True)
+        document = bike_spec_document(
+            name=NAME,
+            source={"uri": str(self.zone / "*.csv"), **source},
+            partitioning={"start_date": "2012-01-01", "end_date": "2013-01-01", "rebase_to_yesterday": False},
+        )
+        specs = self.root / "specs"
+        specs.mkdir(exist_ok=True)
+        (specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
+        settings = Settings(
+            env="local", root=PROJECT_ROOT, home=self.home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
+        )
+        if quarantine_uri is not None:
+            settings = dataclasses.replace(settings, quarantine_uri=quarantine_uri)
+        self._sensor = build_definitions(settings, today=TODAY).resolve_sensor_def(f"{NAME}_landing_sensor")
+        return self._sensor
+
+    def deliver(self, name: str, data: bytes) -> Path:
+        """A complete file arrives (its content is what must never be lost)."""
+        path = self.zone / name
+        path.write_bytes(data)
+        self.delivered.append(digest(data))
+        return path
+
+    def tick(self) -> dg.SensorResult:
+        """One evaluation of the landing sensor with the cursor of the previous one."""
+        assert self._sensor is not None, "build() first"
+        result = self._sensor(dg.build_sensor_context(cursor=self.cursor, instance=self.instance))
+        assert isinstance(result, dg.SensorResult)
+        self.cursor = result.cursor
+        self.requests += result.run_requests or []
+        return result
+
+    def ranges(self, result: dg.SensorResult | None = None) -> list[tuple[str, str, str]]:
+        """(file name, first day, last day) of each request of one tick, or of every tick so far."""
+        requests = self.requests if result is None else (result.run_requests or [])
+        return [(Path(r.tags[SOURCE_FILE_TAG]).name, r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests]
+
+    def landed(self) -> list[str]:
+        return sorted(p.name for p in self.zone.iterdir() if p.is_file())
+
+    def kept(self, *roots: Path) -> set[str]:
+        """Digests of every file under the test's folder (and `roots`): the landing zone, quarantine, anywhere."""
+        found = set()
+        for root in (self.root, *roots):
+            for path in root.rglob("*"):
+                if path.is_file():
+                    found.add(digest(path.read_bytes()))
+        return found
+
+    def lost(self, *roots: Path) -> int:
+        kept = self.kept(*roots)
+        return sum(1 for d in self.delivered if d not in kept)
+
+
+@pytest.fixture
+def fault(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
+    """The test's row of the table; its outcome is filled in from the test's report."""
+    row = FaultRow()
+    started = time.perf_counter()
+    yield row
+    row.seconds = round(time.perf_counter() - started, 2)
+    report = getattr(request.node, "rep_call", None)
+    row.outcome = "not run" if report is None else report.outcome
+    if report is not None and report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = getattr(crash, "message", None) or str(report.longrepr).strip().splitlines()[-1]
+        row.result = "FAIL: " + " ".join(message.split())[:150]
+    ROWS.append(row)
+
+
+@pytest.fixture
+def landing(tmp_path: Path, fault: FaultRow) -> Iterator[Landing]:
+    """A landing zone whose lost files are counted into the test's row when the test ends (pass or fail)."""
+    zone = Landing(tmp_path)
+    yield zone
+    if fault.files_lost is None:
+        fault.files_lost = zone.lost()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # pyright: ignore[reportAttributeAccessIssue]
+    return report
+
+
+def table(rows: list[FaultRow]) -> str:
+    headers = ("scenario", "injected", "files lost", "result")
+    cells = [(r.scenario, r.injected, "-" if r.files_lost is None else str(r.files_lost), r.result) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(c) for c in cells)])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """With FAULTS_REPORT set (`make faults`): print the table and write it, with the run's context, as JSON."""
+    target = os.environ.get(REPORT_ENV)
+    if not target or not ROWS:
+        return
+    rows = list(ROWS)
+    terminalreporter.write_sep("=", "fault suite")
+    terminalreporter.write_line(table(rows))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "passed": sum(r.outcome == "passed" for r in rows),
+        "failed": sum(r.outcome == "failed" for r in rows),
+        "files_lost": sum(r.files_lost or 0 for r in rows),
+        "scenarios": [asdict(r) for r in rows],
+    }
+    path = Path(target) if Path(target).is_absolute() else PROJECT_ROOT / target
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)
+    shown = path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+    terminalreporter.write_line(f"written to {shown}")
