@@ -316,7 +316,7 @@ def test_a_rejected_day_stays_rejected_in_a_later_run_until_it_is_fixed(
     defs = make_defs(small_spec("bike_later", corrupted_source))
     instance = dg.DagsterInstance.ephemeral()
     first, last = "2012-06-05", "2012-06-14"
-    # As the backfill daemon runs a multi-run backfill: raw in one run, features in a separate later run.
+    # Raw in one run, features in a separate later one (as when a user materialises them one after the other).
     assert run_range(defs, ["raw"], "bike_later", (first, last), instance).success
     features_run = run_range(defs, ["features"], "bike_later", (first, last), instance)
     assert features_run.success
