@@ -40,7 +40,7 @@ LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 # ignored") and would hide every beta warning anyway. Anything not listed here still shows.
 # Each message must hold no ',' or ':' (PYTHONWARNINGS' separators).
 KNOWN_WARNINGS = (
-    # BackfillPolicy.multi_run turns a 731-day backfill into two runs instead of 731 (README: Asset store).
+    # BackfillPolicy.single_run makes a 731-day backfill one run instead of 731, and lets the CLI take a range.
     "Parameter `backfill_policy` of function `asset` is currently in beta",
     # features and model read look-back windows that start before the first partition; this lets those days build.
     "Parameter `allow_nonexistent_upstream_partitions` of initializer `TimeWindowPartitionMapping.__init__`"

@@ -16,7 +16,6 @@ from kernel.names import ALLOW_MISSING_PARTITIONS, GATE_CHECKS, GATES, PIPELINE_
 from kernel.paths import write_text_atomically
 from kernel.spec import K8sRequests, PipelineSpec
 
-MAX_PARTITIONS_PER_RUN = 400
 # Dagster's own "any value" type (its stub types it as `typing.Any`, which the checker refuses here).
 ANY_VALUE = cast(dg.DagsterType, dg.Any)
 
@@ -47,7 +46,9 @@ class Pipeline:
 
     @property
     def backfill_policy(self) -> dg.BackfillPolicy:
-        return dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN)
+        """One run per range, whoever asks: a backfill from the UI or the daemon is one run for every day (raw and
+        features together), and `dagster asset materialize --partition-range` accepts only single-run assets."""
+        return dg.BackfillPolicy.single_run()
 
     @property
     def lookback_days(self) -> int:

@@ -1,9 +1,10 @@
-"""Small PNG plots for MLflow artifacts and Dagster metadata."""
+"""Small plots for MLflow artifacts and Dagster metadata: PNGs drawn with matplotlib, and a tiny SVG sparkline."""
 
 from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 
 
@@ -66,3 +67,35 @@ def backtest(table: pd.DataFrame) -> bytes:
         axes.tick_params(labelsize=7)
 
     return _render(draw, "Walk-forward hold-out MAE")
+
+
+ACTUAL_COLOR, FORECAST_COLOR = "#1f77b4", "#ff7f0e"  # matplotlib's first two, as in the PNG plots
+
+
+def forecast_vs_actual_svg(day: pd.DataFrame, *, width: int = 320, height: int = 80, max_points: int = 24) -> str:
+    """A tiny SVG of one day's actual (blue) and forecast (orange), summed over entities: small enough to sit inline
+    in Dagster's metadata table. More than `max_points` timestamps are averaged into that many buckets."""
+    series = day.groupby("timestamp")[["actual", "prediction"]].sum(min_count=1).sort_index()
+    if len(series) > max_points:
+        series = series.groupby(np.arange(len(series)) * max_points // len(series)).mean()
+    values = series.to_numpy(dtype="float64")
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    span, top, steps = (high - low) or 1.0, 12, max(len(series) - 1, 1)
+
+    def polyline(column: int, color: str) -> str:
+        points = " ".join(
+            f"{round(i * (width - 1) / steps)},{round(top + (height - top - 1) * (high - v) / span)}"
+            for i, v in enumerate(values[:, column])
+            if np.isfinite(v)
+        )
+        return f'<polyline fill="none" stroke="{color}" points="{points}"/>' if points else ""
+
+    legend = (
+        f'<text x="0" y="9" font-size="9" fill="{ACTUAL_COLOR}">actual</text>'
+        f'<text x="36" y="9" font-size="9" fill="{FORECAST_COLOR}">forecast</text>'
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">'
+        f"{legend}{polyline(0, ACTUAL_COLOR)}{polyline(1, FORECAST_COLOR)}</svg>"
+    )

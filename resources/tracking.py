@@ -6,6 +6,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import dagster as dg
 import numpy as np
@@ -126,6 +127,34 @@ class MlflowTracking(dg.ConfigurableResource):
         if self.ui_url is None:
             return None
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def artifact_url(self, run_id: str, path: str) -> str | None:
+        """Where a browser fetches a run's artifact: the MLflow UI's own artifact endpoint (what its artifact viewer
+        uses, so it works for every artifact store the UI can show), or None without a UI URL."""
+        if self.ui_url is None:
+            return None
+        return f"{self.ui_url.rstrip('/')}/get-artifact?{urlencode({'path': path, 'run_uuid': run_id})}"
+
+    def log_report(
+        self,
+        experiment: str,
+        run_name: str,
+        *,
+        files: dict[str, bytes],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> tuple[str, str]:
+        """A run holding a report's files (under `reports/`) and headline metrics; returns (experiment id, run id)."""
+        import mlflow
+
+        experiment_id = self.experiment_id(experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+            mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as directory:
+                for name, content in files.items():
+                    (Path(directory) / name).write_bytes(content)
+                mlflow.log_artifacts(directory, "reports")
+        return experiment_id, run.info.run_id
 
     def version_by_alias(self, model_name: str, alias: str) -> ModelVersion | None:
         """The version an alias points at, or None if the model or alias does not exist yet."""

@@ -59,6 +59,17 @@ class Stack:
         data = self.graphql("query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id})
         return data["runOrError"]["status"]
 
+    def latest_metadata(self, stage: str) -> dict[str, str] | None:
+        """Label -> markdown of the pipeline's stage's latest materialisation (None before the first)."""
+        data = self.graphql(
+            """query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+                 assetMaterializations(limit: 1) { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } }
+               } } }""",
+            {"path": [NAME, stage]},
+        )
+        events = data["assetOrError"].get("assetMaterializations") or []
+        return {e["label"]: e.get("mdStr", "") for e in events[0]["metadataEntries"]} if events else None
+
     def wait(self, what: str, condition: Callable[[], T | None], timeout: float) -> T:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

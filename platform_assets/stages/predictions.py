@@ -5,12 +5,21 @@ import pandas as pd
 from dagster_ray import RayResource
 
 from kernel import automation
-from kernel.metadata import frame_metadata
+from kernel.metadata import frame_metadata, svg_markdown
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
-from ml import training
+from ml import plots, training
 from resources.compute import ray_map
 from resources.tracking import MlflowTracking
+
+
+def newest_day_picture(built: dict[str, pd.DataFrame]) -> dict[str, dg.MetadataValue]:
+    """Forecast vs actual of the newest day the run predicted, small enough to be drawn in place on the asset's page."""
+    if not built:
+        return {}
+    newest = max(built)
+    svg = plots.forecast_vs_actual_svg(built[newest])
+    return {"forecast_vs_actual": svg_markdown(svg, f"forecast vs actual, {newest}", f"{newest}, hourly")}
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -49,6 +58,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             for (_, _, _, _), day, frame in zip(calls, [d for d in days if str(d) not in rejected], frames, strict=True)
         }
         metadata = frame_metadata(pd.concat(built.values(), ignore_index=True)) if built else {}
+        metadata |= newest_day_picture(built)
         metadata |= {
             "model_version": serving.version,
             "mlflow_run_id": serving.mlflow_run_id,

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster_ray import RayResource
 
 from kernel import automation
-from kernel.metadata import png_markdown
+from kernel.metadata import picture
 from kernel.names import CHAMPION, MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ChampionRecord, ModelRecord, Rejected
@@ -38,7 +38,11 @@ def model_metadata(newest: ModelRecord, images: dict[str, bytes], mlflow: Mlflow
         "training_window": newest.training_window,
         "missing_days_in_window": len(newest.missing_days),
     }
-    metadata |= {name: png_markdown(images[f"{name}.png"], alt) for name, alt in PLOTS.items()}
+    # In place on the asset's page: the very PNGs logged to the MLflow run, fetched from the MLflow UI.
+    metadata |= {
+        name: picture(alt, images[f"{name}.png"], mlflow.artifact_url(newest.mlflow_run_id, f"plots/{name}.png"))
+        for name, alt in PLOTS.items()
+    }
     if url := mlflow.run_url(newest.experiment_id, newest.mlflow_run_id):
         metadata["mlflow_run"] = dg.MetadataValue.url(url)
     return metadata

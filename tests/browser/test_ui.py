@@ -91,8 +91,39 @@ def test_graph_then_one_partition_through_the_ui_and_its_checks(
         expect(page.locator(f'a[href^="/runs/{run_id}"]').first).to_be_visible()
     screenshots.take(page, "checks")
 
-    # The model's page, for a look (its plots are being reworked: nothing asserted on them yet).
-    page.goto(f"{stack.url}/assets/{NAME}/model")
-    expect(page.get_by_role("tab", name="Checks")).to_be_visible()
-    expect(page.get_by_text("Code location", exact=True)).to_be_visible()
-    screenshots.take(page, "model")
+
+def test_the_pictures_are_on_the_asset_pages(stack: Stack, page: Page, screenshots: Screenshots) -> None:
+    """No click: the model's plots and the backtest plot (PNGs served by the stack's MLflow UI, the very files logged
+    to their MLflow runs) and the predictions' small forecast vs actual are drawn on each asset's Overview."""
+    mlflow = f'img[src^="http://127.0.0.1:{stack.ports["mlflow"]}/get-artifact?"]'
+    pictures = {  # stage -> metadata label -> the picture on the page
+        "model": {
+            plot: f'{mlflow}[src*="plots%2F{plot}.png"]'
+            for plot in ("forecast_vs_actual", "residuals", "feature_importance")
+        },
+        "backtest_report": {"backtest": f'{mlflow}[src*="reports%2Fbacktest.png"]'},
+        "predictions": {"forecast_vs_actual": 'img[src^="data:image/svg+xml;base64,"]'},
+    }
+    for stage, expected in pictures.items():
+        # Automation builds them after the first model (tests/test_dev_stack.py waits for that one when it runs first).
+        before = stack.wait(f"{stage} to be materialised", lambda s=stage: stack.latest_metadata(s), timeout=900)
+        page.goto(f"{stack.url}/assets/{NAME}/{stage}")
+        expect(page.get_by_role("tab", name="Overview")).to_be_visible()
+        for label, selector in expected.items():
+            image = page.locator(selector)
+            expect(image).to_have_count(1)
+            image.scroll_into_view_if_needed()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+            width, height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+            assert width > 0 and height > 0
+            # Drawn in place (not behind "[Show Markdown]"): the picture of the latest materialisation (automation may
+            # have made a newer one while the page loaded).
+            drawn = f"![{image.get_attribute('alt')}]({image.get_attribute('src')})"
+            latest = [before, stack.latest_metadata(stage) or {}]
+            assert any(m.get(label, "").startswith(drawn) for m in latest), (
+                drawn[:200],
+                [m.get(label) for m in latest],
+            )
+        first = page.locator(next(iter(expected.values())))
+        first.evaluate("img => img.scrollIntoView({block: 'center', inline: 'nearest'})")
+        screenshots.take(page, stage.replace("_", "-"))

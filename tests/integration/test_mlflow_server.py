@@ -228,6 +228,17 @@ def test_artifacts_download_through_the_server(trained: Trained, tmp_path: Path)
     assert hasattr(model, "predict")
 
 
+def test_the_pages_plot_urls_serve_the_logged_pngs(trained: Trained) -> None:
+    """What the model's page shows in place: each plot from the server's artifact endpoint, as a browser gets it."""
+    tracking = MlflowTracking(tracking_uri=trained.server.url, ui_url=trained.server.url)
+    for plot in sorted(PLOTS):
+        url = tracking.artifact_url(trained.run_id, f"plots/{plot}")
+        assert url is not None
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.headers["Content-Type"] == "image/png"
+            assert response.read().startswith(b"\x89PNG")
+
+
 def test_the_version_is_registered_and_promoted(trained: Trained) -> None:
     client = trained.tracking.client()
     version = client.get_model_version(NAME, trained.version)

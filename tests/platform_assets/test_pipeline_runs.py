@@ -14,6 +14,7 @@ import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from support import check_results, corrupt_day, run_range, run_unpartitioned
 
+from kernel.metadata import INLINE_MARKDOWN_LIMIT
 from kernel.names import CHAMPION, PREVIOUS_CHAMPION
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
@@ -139,6 +140,11 @@ def test_model_partition_is_logged_registered_and_promoted(bike: Trained) -> Non
     assert run.data.params["family"] == record["family"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/forecast_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+    # The asset's page shows those very files, fetched from the MLflow UI (tests/browser loads them in a browser).
+    metadata = materializations(bike.model_run, "model")[0].metadata
+    for plot in ("forecast_vs_actual", "residuals", "feature_importance"):
+        url = f"http://x/get-artifact?path=plots%2F{plot}.png&run_uuid={run.info.run_id}"
+        assert metadata[plot].value == f"![{plot.replace('_', ' ')}]({url})"
     version = client.get_model_version("bike_e2e", record["version"])
     assert version.tags["partition"] == LAST
     assert version.tags["dagster_run_id"] == bike.model_run.run_id
@@ -165,6 +171,27 @@ def test_predictions_carry_the_exact_model_version_and_run(bike: Trained) -> Non
     assert checks["finite_non_negative"].passed
     model = bike.tracking.load_model(champion["model_uri"])
     assert model is not None
+    picture = str(materializations(result, "predictions")[0].metadata["forecast_vs_actual"].value)
+    assert picture.startswith(f"![forecast vs actual, {LAST}](data:image/svg+xml;base64,")
+    assert len(picture) < INLINE_MARKDOWN_LIMIT
+
+
+def test_the_backtest_report_plot_is_an_mlflow_artifact_shown_on_the_page(bike: Trained) -> None:
+    result = run_unpartitioned(bike.defs, ["backtest_report"], "bike_e2e", bike.instance)
+    assert result.success
+    metadata = materializations(result, "backtest_report")[0].metadata
+    client = bike.tracking.client()
+    experiment = client.get_experiment_by_name("bike_e2e-backtest")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.dagster_run_id = '{result.run_id}'")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "reports")} == {
+        "reports/backtest.png",
+        "reports/backtest.csv",
+    }
+    url = f"http://x/get-artifact?path=reports%2Fbacktest.png&run_uuid={run.info.run_id}"
+    assert metadata["backtest"].value == f"![walk-forward backtest]({url})"
+    assert metadata["mlflow_run"].value == f"http://x/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+    assert run.data.metrics["mean_mae"] == pytest.approx(metadata["mean_mae"].value)
 
 
 def test_a_corrupted_day_is_kept_out_of_features_training_and_promotion(
@@ -321,7 +348,7 @@ def test_a_rejected_day_stays_rejected_in_a_later_run_until_it_is_fixed(
     defs = make_defs(small_spec("bike_later", corrupted_source))
     instance = dg.DagsterInstance.ephemeral()
     first, last = "2012-06-05", "2012-06-14"
-    # As the backfill daemon runs a multi-run backfill: raw in one run, features in a separate later run.
+    # Raw in one run, features in a separate later one (as when a user materialises them one after the other).
     assert run_range(defs, ["raw"], "bike_later", (first, last), instance).success
     features_run = run_range(defs, ["features"], "bike_later", (first, last), instance)
     assert features_run.success
