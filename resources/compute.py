@@ -40,11 +40,21 @@ class RayCluster(RayResource):
         return True
 
 
-def ray_map(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], *, num_cpus: float = 1) -> list[T]:
+PROGRESS_STEPS = 10
+
+
+def ray_map(
+    fn: Callable[..., T],
+    calls: Sequence[tuple[Any, ...]],
+    *,
+    num_cpus: float = 1,
+    progress: Callable[[str], None] | None = None,
+) -> list[T]:
     """Run `fn(*args)` for every tuple in `calls` as Ray tasks and return results in order.
 
-    Arguments shared by every call (the same object) are put in the object store once.
-    Requires a connected Ray (any `RayResource` connects during resource setup).
+    Arguments shared by every call (the same object) are put in the object store once; `progress`
+    (e.g. `context.log.info`) hears "k of n tasks done" about every tenth of the way, so a two-year run
+    shows it is moving. Requires a connected Ray (any `RayResource` connects during resource setup).
     """
     import ray
 
@@ -59,4 +69,11 @@ def ray_map(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], *, num_cpus:
                 shared[id(arg)] = ray.put(arg)
     task = ray.remote(num_cpus=num_cpus)(fn)
     refs = [task.remote(*(shared.get(id(arg), arg) for arg in args)) for args in calls]
+    if progress is not None and refs:
+        step = max(1, len(refs) // PROGRESS_STEPS)
+        pending, done = list(refs), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=min(step, len(pending)))
+            done += len(ready)
+            progress(f"{fn.__name__}: {done} of {len(refs)} Ray tasks done")
     return ray.get(refs)

@@ -52,7 +52,9 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             if isinstance(value := features[str(day)], Rejected)
         }
         calls = [(model, features[str(d)], spec, serving.lineage) for d in days if str(d) not in rejected]
-        frames = ray_map(training.predict_day, calls, num_cpus=spec.compute.ray_cpus_per_task)
+        frames = ray_map(
+            training.predict_day, calls, num_cpus=spec.compute.ray_cpus_per_task, progress=context.log.info
+        )
         built = {
             str(day): frame
             for (_, _, _, _), day, frame in zip(calls, [d for d in days if str(d) not in rejected], frames, strict=True)

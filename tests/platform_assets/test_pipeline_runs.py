@@ -129,6 +129,11 @@ def test_features_and_training_ran_as_ray_tasks_in_worker_processes(bike: Traine
     pids = {*features["ray_worker_pids"].value, *model["ray_worker_pids"].value}  # type: ignore[misc]
     assert pids
     assert os.getpid() not in pids
+    # Long work shows it is moving: about every tenth of the tasks, the run's log says how far it is.
+    messages = [entry.user_message for entry in bike.instance.all_logs(bike.features_run.run_id)]
+    days = len(pd.date_range(FIRST, LAST))
+    assert f"build_features: {days} of {days} Ray tasks done" in messages
+    assert sum("build_features:" in m and "Ray tasks done" in m for m in messages) >= 5
 
 
 def test_model_partition_is_logged_registered_and_promoted(bike: Trained) -> None:
