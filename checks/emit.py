@@ -67,9 +67,12 @@ def emit(
     assets_def = context.op_execution_context.assets_def
     for spec in selected:
         yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
+    looked_up: dict[dg.AssetKey, dict[str, Any]] = {}  # each asset's latest materialisations, looked up once
     for spec in selected:
         by_day = verdicts[spec.name]()
-        targets = materialisation_targets(context.instance, spec.asset_key, list(by_day))
+        if spec.asset_key not in looked_up:
+            looked_up[spec.asset_key] = materialisation_targets(context.instance, spec.asset_key, list(by_day))
+        targets = looked_up[spec.asset_key]
         severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
         for day, verdict in by_day.items():
             yield dg.AssetCheckEvaluation(
