@@ -21,11 +21,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import yaml
 
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths, write_text_atomically
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 BIN = Path(sys.executable).parent
 # Ray's default worker port range (`--min-worker-port`/`--max-worker-port`): a service port picked inside it
@@ -166,6 +170,72 @@ def clear_leftovers(pid_file: Path) -> None:
     pid_file.unlink()
 
 
+def recover_interrupted(home: Path) -> list[str]:
+    """Settle what a killed run left behind, before the services start; return what was done, one line each.
+
+    A run whose process died (kill -9, OOM, a crashed `make dev`) stays STARTED forever locally: Dagster's run
+    monitoring only fails such a run through the run launcher's worker health check, and the default run launcher
+    has none (K8sRunLauncher has). So a run still unfinished here, none of whose recent events came from a live
+    process, is marked FAILED; its MLflow runs still RUNNING end FAILED; and when no run is alive any more, the
+    asset store's `.tmp-*` files (writes cut short before their rename; no reader ever sees them) are removed.
+    """
+    import dagster as dg
+
+    state = StatePaths(home)
+    done: list[str] = []
+    if not (state.dagster_home / "dagster.yaml").exists():
+        return done
+    with dg.DagsterInstance.from_config(str(state.dagster_home)) as instance:
+        statuses = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+        unfinished = instance.get_run_records(filters=dg.RunsFilter(statuses=statuses))
+        alive = [record.dagster_run.run_id for record in unfinished if run_process_alive(instance, record)]
+        for record in unfinished:
+            run = record.dagster_run
+            if run.run_id in alive:
+                continue
+            instance.report_run_failed(
+                run, message=f"{run.status.value} with no live process at `make dev` start: its process was killed"
+            )
+            done.append(f"marked run {run.run_id} FAILED (was {run.status.value}, no live process)")
+        failed = {
+            record.dagster_run.run_id
+            for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        }
+    done += end_orphaned_mlflow_runs(state, failed)
+    if not alive and state.assets.exists():
+        for leftover in sorted(state.assets.rglob("*.tmp-*")):
+            leftover.unlink()
+            done.append(f"removed {leftover.relative_to(home)} (a write cut short)")
+    return done
+
+
+def run_process_alive(instance: dg.DagsterInstance, record: dg.RunRecord) -> bool:
+    """Whether a process that logged one of the run's latest events is still running (and is not a reused pid)."""
+    for event in instance.get_records_for_run(record.dagster_run.run_id, limit=50, ascending=False).records:
+        entry = event.event_log_entry
+        pid = entry.dagster_event.pid if entry.dagster_event is not None else None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if pid is not None and psutil.Process(pid).create_time() <= entry.timestamp:
+                return True
+    return False
+
+
+def end_orphaned_mlflow_runs(state: StatePaths, failed_dagster_runs: set[str]) -> list[str]:
+    """End FAILED the local MLflow runs still RUNNING whose Dagster run failed (they can never finish)."""
+    if not failed_dagster_runs or not (state.mlflow_dir / "mlflow.db").exists():
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=state.tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    done = []
+    for run in client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'"):
+        if run.data.tags.get("dagster_run_id") in failed_dagster_runs:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            done.append(f"ended MLflow run {run.info.run_id} FAILED (its Dagster run failed)")
+    return done
+
+
 def prepare_home(home: Path) -> Path:
     state = StatePaths(home)
     dagster_home = state.dagster_home
@@ -276,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = StatePaths(home).dev_pids
     clear_leftovers(pid_file)
     prepare_home(home)
+    for line in recover_interrupted(home):
+        print(line)
     ports = pick_ports(
         Ports(
             dagster=args.dagster_port,
