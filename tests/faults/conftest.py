@@ -97,6 +97,34 @@ def flaky_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FlakyDisk]]:
     FlakyDisk.fail_once, FlakyDisk.on_open, FlakyDisk.opened = {}, {}, []
 
 
+def wait_until(what: str, condition: Callable[[], bool], timeout: float, log: Path, poll: float = 0.05) -> None:
+    """Poll `condition` until it holds; after `timeout` seconds fail with the tail of `log` (the process's output)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}; tail of {log.name}:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def run_and_kill_when(command: list[str], env: dict[str, str], condition: Callable[[], bool], what: str) -> None:
+    """Run `command` (its own process group, from the project root) and SIGKILL the whole group as soon as
+    `condition` holds; fail if the process exits first or two minutes pass. The group is killed in any case."""
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert process.poll() is None, f"the process exited ({process.returncode}) before {what}"
+            assert time.monotonic() < deadline, f"no {what} within 120 s"
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+        process.wait(timeout=30)
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

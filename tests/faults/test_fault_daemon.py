@@ -3,7 +3,7 @@ run, none lost.
 
 Real processes: `dagster-daemon run` on the project's workspace.yaml with a DAGSTER_HOME made as `make dev` makes it
 (SQLite, the queued run coordinator, run workers launched by the default run launcher), a backfill of `raw` over
-three separate ranges of days (the single-run policy makes that three runs), and SIGKILL to the daemon as soon as
+two separate ranges of days (the single-run policy makes that two runs), and SIGKILL to the daemon as soon as
 its first run exists, while it is still submitting the others.
 
 The backfill is submitted with `instance.add_backfill`, the call the UI's GraphQL mutation ends in: `dagster` has no
@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -33,10 +33,10 @@ from kernel.paths import PROJECT_ROOT, StatePaths
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
 
-from .conftest import BIKE_CSV, TODAY, FaultRow, bike_spec_document
+from .conftest import BIKE_CSV, TODAY, FaultRow, bike_spec_document, wait_until
 
 NAME = "backfilled_bikes"
-RANGES = [("2012-05-01", "2012-05-03"), ("2012-05-08", "2012-05-10"), ("2012-05-15", "2012-05-17")]
+RANGES = [("2012-05-01", "2012-05-03"), ("2012-05-08", "2012-05-10")]
 BACKFILL_TAG = "dagster/backfill"
 
 
@@ -105,23 +105,14 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Settings, Daemon]]:
                         stop([psutil.Process(pid)])
 
 
-def wait(what: str, condition: Callable[[], bool], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}; daemon log tail:\n{log.read_text()[-4000:]}")
-
-
 @pytest.mark.faults
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(900)
 def test_a_backfill_survives_a_daemon_killed_mid_submission_without_duplicate_or_lost_days(
     daemon_home: tuple[Settings, Daemon], fault: FaultRow
 ) -> None:
     settings, daemon = daemon_home
     fault.scenario = "daemon killed mid-backfill"
-    fault.injected = "kill -9 of dagster-daemon when the first of 3 backfill runs exists; daemon started again"
+    fault.injected = "kill -9 of dagster-daemon when the first of 2 backfill runs exists; daemon started again"
     defs = build_definitions(settings, today=TODAY)
     key = dg.AssetKey([NAME, "raw"])
     wanted = [day for first, last in RANGES for day in days_of(first, last)]
@@ -143,7 +134,7 @@ def test_a_backfill_survives_a_daemon_killed_mid_submission_without_duplicate_or
         runs = lambda: instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill.backfill_id}))  # noqa: E731
 
         daemon.start()
-        wait("the backfill's first run", lambda: len(runs()) >= 1, 180, daemon.log)
+        wait_until("the backfill's first run", lambda: len(runs()) >= 1, 180, daemon.log)
         daemon.kill()
         at_kill = len(runs())
         daemon.start()
@@ -152,7 +143,7 @@ def test_a_backfill_survives_a_daemon_killed_mid_submission_without_duplicate_or
             status = instance.get_backfill(backfill.backfill_id).status  # pyright: ignore[reportOptionalMemberAccess]
             return status not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING)
 
-        wait("the backfill to finish", finished, 300, daemon.log)
+        wait_until("the backfill to finish", finished, 600, daemon.log, poll=1)  # slow when the 2 cores are busy
         status = instance.get_backfill(backfill.backfill_id).status  # pyright: ignore[reportOptionalMemberAccess]
         final = runs()
         per_day = Counter(day for run in final for day in days_of(run.tags[RANGE_START], run.tags[RANGE_END]))

@@ -9,7 +9,6 @@ each `move`), so the kill lands after some days were replaced, while the next is
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from kernel.paths import PROJECT_ROOT, StatePaths
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
 
-from .conftest import BIKE_CSV, TODAY, FaultRow, bike_spec_document
+from .conftest import BIKE_CSV, TODAY, FaultRow, bike_spec_document, run_and_kill_when
 
 NAME = "killed_bikes"
 FIRST, LAST = "2012-05-01", "2012-05-30"
@@ -96,26 +95,12 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     source.assign(cnt=source["cnt"] + BUMP).to_csv(landing / "hour.csv", index=False)
     started = time.time()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
-    run = subprocess.Popen(
-        [sys.executable, "-c", SLOW_RUN, str(home), str(specs), FIRST, LAST],
-        cwd=PROJECT_ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        # Five days replaced and the sixth written to its temp file, not yet renamed.
-        while sum(p.stat().st_mtime > started for p in store.glob("*.parquet")) < 5 or not any(store.glob("*.tmp-*")):
-            assert run.poll() is None, f"the run exited ({run.returncode}) before the kill"
-            assert time.monotonic() < deadline, "the run replaced no 5 days within 120 s"
-            time.sleep(0.02)
-        os.killpg(run.pid, 9)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, 9)
-        run.wait(timeout=30)
+
+    def mid_range() -> bool:  # five days replaced and the sixth written to its temp file, not yet renamed
+        return sum(p.stat().st_mtime > started for p in store.glob("*.parquet")) >= 5 and any(store.glob("*.tmp-*"))
+
+    command = [sys.executable, "-c", SLOW_RUN, str(home), str(specs), FIRST, LAST]
+    run_and_kill_when(command, env, mid_range, "5 days replaced")
 
     # Every day reads whole and is exactly its old value or its new one: never torn, never a mix.
     after_kill = stored(store)

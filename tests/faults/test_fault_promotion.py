@@ -11,9 +11,7 @@ slow (2 s) only at the rename that publishes the champion's record, and it is ki
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +27,7 @@ from platform_assets.definitions import build_definitions
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
-from .conftest import TODAY, FaultRow, bike_spec_document
+from .conftest import TODAY, FaultRow, bike_spec_document, run_and_kill_when
 
 NAME = "promoted_bikes"
 FIRST, BEFORE, DAY = "2012-04-25", "2012-06-25", "2012-06-26"  # the 56-day window of the gates that pass
@@ -92,21 +90,8 @@ def test_a_promotion_killed_between_alias_and_record_converges_on_the_next_run(
     assert first is not None and second != first
 
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
-    run = subprocess.Popen(
-        [sys.executable, "-c", SLOW_PROMOTION, str(settings.home), str(specs)],
-        cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while tracking.alias_version(NAME, CHAMPION) != second:
-            assert run.poll() is None, f"the promotion exited ({run.returncode}) before the alias moved"
-            assert time.monotonic() < deadline, "the alias did not move within 120 s"
-            time.sleep(0.05)
-        os.killpg(run.pid, 9)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, 9)
-        run.wait(timeout=30)
+    command = [sys.executable, "-c", SLOW_PROMOTION, str(settings.home), str(specs)]
+    run_and_kill_when(command, env, lambda: tracking.alias_version(NAME, CHAMPION) == second, "the alias moved")
 
     # The window: the registry says `second`, the stored record (what the UI shows) still says `first`.
     assert store.read(champion_key, None)["version"] == first

@@ -12,8 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -24,7 +22,7 @@ from dev_stack import free_port
 from devtools.stack import RESTART_LIMIT, stop
 from kernel.paths import PROJECT_ROOT
 
-from .conftest import FaultRow
+from .conftest import FaultRow, wait_until
 
 SERVER = "import http.server as h; h.HTTPServer(('127.0.0.1', {port}), h.SimpleHTTPRequestHandler).serve_forever()"
 # `flaky` says it serves (the log tail must show it), leaves a grandchild in its group, then serves.
@@ -60,15 +58,6 @@ def serving(port: int) -> int | None:
     return None
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; supervisor output:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.faults
 @pytest.mark.timeout(120)
 def test_a_dead_service_is_reported_and_restarted_alone_and_one_that_keeps_dying_stops_the_stack(
@@ -89,7 +78,7 @@ def test_a_dead_service_is_reported_and_restarted_alone_and_one_that_keeps_dying
         )  # fmt: skip
     text = output.read_text
     try:
-        wait_for("both services up", lambda: "up" in text().split(), 60, output)
+        wait_until("both services up", lambda: "up" in text().split(), 60, output)
         steady = serving(steady_port)
         assert steady is not None
         restarts = []
@@ -99,7 +88,7 @@ def test_a_dead_service_is_reported_and_restarted_alone_and_one_that_keeps_dying
             grandchild = [p for p in psutil.Process(flaky).children() if p.name() == "sleep"]
             os.kill(flaky, 9)
             if kill < RESTART_LIMIT:
-                wait_for(f"restart {kill}", lambda n=kill: text().count("flaky is back") == n, 30, output)
+                wait_until(f"restart {kill}", lambda n=kill: text().count("flaky is back") == n, 30, output)
                 assert serving(flaky_port) not in (None, flaky)
                 assert not any(p.is_running() for p in grandchild), "the dead service's process group is stopped"
                 restarts.append(serving(flaky_port))
