@@ -45,7 +45,7 @@ $(CHROMIUM):
 	$(APT) install -y chromium chromium-driver || { $(APT) update && $(APT) install -y chromium chromium-driver; }
 	test -x $(CHROMIUM)
 
-# Also part of `make test`; alone it prints the table (scenario, what was injected, files lost, result) and writes it.
+# Also part of `make test`; alone it prints the table (scenario, injected, lost, ungated, duplicates, result) and writes it.
 faults: $(VENV)  ## the fault suite (pytest -m faults): its table into benchmarks/results/faults.json
 	FAULTS_REPORT=benchmarks/results/faults.json .venv/bin/python -m pytest -q -m faults
 

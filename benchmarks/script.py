@@ -86,7 +86,10 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
         ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
         t = lap("ray_connect", t)
         feature_results = ray_map(
-            feature_fns.build_features, [(window(d), d, spec) for d in days], num_cpus=spec.compute.ray_cpus_per_task
+            feature_fns.build_features,
+            [(window(d), d, spec) for d in days],
+            num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
         )
     else:
         feature_results = [feature_fns.build_features(window(d), d, spec) for d in days]
@@ -112,6 +115,7 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
             training.predict_day,
             [(model, features[str(d)], spec, lineage) for d in days],
             num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
         )
     else:
         predictions = [training.predict_day(model, features[str(d)], spec, lineage) for d in days]

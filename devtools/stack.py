@@ -3,8 +3,10 @@
 Every listening socket is on loopback, Ray's internal ones included (GCS, raylet, agents, client
 server, workers): see `RAY_LOOPBACK_ENV`; tests/devtools/test_ray_loopback.py checks it on a real head.
 
-Ctrl-C (or SIGTERM) stops every process this command started, with a grace period and then
-SIGKILL; a later start first clears what a crashed run left behind (`<home>/dev-pids.json`).
+A service that dies is reported (exit code, the tail of its log) and restarted alone, with backoff;
+one that keeps dying stops the stack with a message (see `supervise`). Ctrl-C (or SIGTERM) stops
+every process this command started, with a grace period and then SIGKILL; a later start first clears
+what a crashed run left behind (`<home>/dev-pids.json`) and settles the runs a kill left STARTED.
 """
 
 from __future__ import annotations
@@ -19,19 +21,29 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import yaml
 
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths, write_text_atomically
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 BIN = Path(sys.executable).parent
 # Ray's default worker port range (`--min-worker-port`/`--max-worker-port`): a service port picked inside it
 # makes `ray start` fail when a worker wants it (seen when 10001 was taken and the client server got 10002).
 RAY_WORKER_PORTS = range(10002, 20000)
 GRACE_SECONDS = 10
+# A service that exits this often within the window is broken, not unlucky: the stack stops instead of looping.
+RESTART_LIMIT = 3
+RESTART_WINDOW = 600.0
+RESTART_BACKOFF = 2.0  # seconds before the first restart, doubled for each further exit within the window
+LOG_TAIL_LINES = 20
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 
 # Warnings we know and accept, hidden in the dev stack only (other commands and production still show them).
@@ -166,6 +178,72 @@ def clear_leftovers(pid_file: Path) -> None:
     pid_file.unlink()
 
 
+def recover_interrupted(home: Path) -> list[str]:
+    """Settle what a killed run left behind, before the services start; return what was done, one line each.
+
+    A run whose process died (kill -9, OOM, a crashed `make dev`) stays STARTED forever locally: Dagster's run
+    monitoring only fails such a run through the run launcher's worker health check, and the default run launcher
+    has none (K8sRunLauncher has). So a run still unfinished here, none of whose recent events came from a live
+    process, is marked FAILED; its MLflow runs still RUNNING end FAILED; and when no run is alive any more, the
+    asset store's `.tmp-*` files (writes cut short before their rename; no reader ever sees them) are removed.
+    """
+    import dagster as dg
+
+    state = StatePaths(home)
+    done: list[str] = []
+    if not (state.dagster_home / "dagster.yaml").exists():
+        return done
+    with dg.DagsterInstance.from_config(str(state.dagster_home)) as instance:
+        statuses = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+        unfinished = instance.get_run_records(filters=dg.RunsFilter(statuses=statuses))
+        alive = [record.dagster_run.run_id for record in unfinished if run_process_alive(instance, record)]
+        for record in unfinished:
+            run = record.dagster_run
+            if run.run_id in alive:
+                continue
+            instance.report_run_failed(
+                run, message=f"{run.status.value} with no live process at `make dev` start: its process was killed"
+            )
+            done.append(f"marked run {run.run_id} FAILED (was {run.status.value}, no live process)")
+        failed = {
+            record.dagster_run.run_id
+            for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        }
+    done += end_orphaned_mlflow_runs(state, failed)
+    if not alive and state.assets.exists():
+        for leftover in sorted(state.assets.rglob("*.tmp-*")):
+            leftover.unlink()
+            done.append(f"removed {leftover.relative_to(home)} (a write cut short)")
+    return done
+
+
+def run_process_alive(instance: dg.DagsterInstance, record: dg.RunRecord) -> bool:
+    """Whether a process that logged one of the run's latest events is still running (and is not a reused pid)."""
+    for event in instance.get_records_for_run(record.dagster_run.run_id, limit=50, ascending=False).records:
+        entry = event.event_log_entry
+        pid = entry.dagster_event.pid if entry.dagster_event is not None else None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if pid is not None and psutil.Process(pid).create_time() <= entry.timestamp:
+                return True
+    return False
+
+
+def end_orphaned_mlflow_runs(state: StatePaths, failed_dagster_runs: set[str]) -> list[str]:
+    """End FAILED the local MLflow runs still RUNNING whose Dagster run failed (they can never finish)."""
+    if not failed_dagster_runs or not (state.mlflow_dir / "mlflow.db").exists():
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=state.tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    done = []
+    for run in client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'"):
+        if run.data.tags.get("dagster_run_id") in failed_dagster_runs:
+            client.set_terminated(run.info.run_id, status="FAILED")
+            done.append(f"ended MLflow run {run.info.run_id} FAILED (its Dagster run failed)")
+    return done
+
+
 def prepare_home(home: Path) -> Path:
     state = StatePaths(home)
     dagster_home = state.dagster_home
@@ -255,6 +333,119 @@ def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line, flush=True)
+
+
+@dataclass
+class Service:
+    """One supervised process: its command, the port that says it is up, and its log (None: the terminal)."""
+
+    name: str
+    command: list[str]
+    ready_port: int
+    log: Path | None
+    ready_timeout: float = 180
+    process: subprocess.Popen[bytes] | None = None
+    exits: list[float] = field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        output = None if self.log is None else self.log.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self.command, env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=output, stderr=output
+            )
+        finally:
+            if output is not None:
+                output.close()
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        wait_for_port(self.ready_port, self.name, self.process, timeout=self.ready_timeout)
+
+    def stop_group(self) -> None:
+        """Stop what the dead service left in its process group: a killed `ray start` leaves its GCS and raylet
+        holding the ports, a killed `dagster dev` its daemon, webserver, code server and run workers."""
+        assert self.process is not None
+        stop([p for p in psutil.process_iter() if _pgid(p) == self.process.pid])
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        if self.log is None:
+            return "  (its output is on this terminal, above)"
+        with contextlib.suppress(OSError):
+            tail = self.log.read_text(errors="replace").splitlines()[-lines:]
+            return "\n".join(f"  | {line}" for line in tail)
+        return f"  (no log at {self.log})"
+
+
+def _pgid(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return None
+
+
+def supervise(
+    services: list[Service],
+    env: dict[str, str],
+    pid_file: Path,
+    on_restart: Callable[[], None],
+    poll: float = 2,
+) -> int:
+    """Watch the services; report one that exits (exit code, log tail) and restart it alone, with backoff.
+
+    The MLflow UI and the Ray head are safe to restart: runs write to MLflow's store, not through the UI, and a run
+    whose Ray tasks died with the head fails on its task time limit, the next run connects to the new head. Dagster
+    is restarted too, but only once its whole process group (daemon, webserver, code server, run workers) is
+    stopped and `on_restart` (the start's own recovery, run before every restart) has failed the runs that died
+    with it: a fresh `dagster dev` never runs beside an old daemon, which would launch a backfill's runs twice.
+    A service that exits `RESTART_LIMIT` times within `RESTART_WINDOW` seconds is broken, not unlucky: then the
+    stack stops everything (returns 1) with that message rather than loop. Returns only then.
+    """
+    while True:
+        for service in services:
+            assert service.process is not None
+            code = service.process.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            service.exits = [t for t in service.exits if now - t < RESTART_WINDOW] + [now]
+            print(
+                f"{service.name} exited with code {code}; the last lines of its log:\n{service.log_tail()}",
+                file=sys.stderr,
+                flush=True,
+            )
+            service.stop_group()
+            if len(service.exits) >= RESTART_LIMIT:
+                print(
+                    f"{service.name} exited {len(service.exits)} times within {RESTART_WINDOW:.0f}s: not restarting "
+                    f"it again; stopping everything. Fix the cause (its log above), then start again.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            backoff = RESTART_BACKOFF * 2 ** (len(service.exits) - 1)
+            print(
+                f"restarting {service.name} in {backoff:.0f}s (the other services keep running)",
+                file=sys.stderr,
+                flush=True,
+            )
+            time.sleep(backoff)
+            on_restart()
+            service.start(env)
+            record(pid_file)
+            try:
+                service.wait_ready()
+            except SystemExit as exc:
+                print(f"{service.name} did not come back: {exc}", file=sys.stderr, flush=True)
+                service.stop_group()  # exited or hung: either way the next pass reports it and counts it
+                continue
+            print(f"{service.name} is back (pid {service.process.pid})", flush=True)
+        record(pid_file)
+        time.sleep(poll)
+
+
 def pick_ports(preferred: Ports) -> Ports:
     """The preferred ports where free, else the next free ones."""
     taken: set[int] = set()
@@ -276,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     pid_file = StatePaths(home).dev_pids
     clear_leftovers(pid_file)
     prepare_home(home)
+    print_lines(recover_interrupted(home))
     ports = pick_ports(
         Ports(
             dagster=args.dagster_port,
@@ -290,25 +482,21 @@ def main(argv: list[str] | None = None) -> int:
     logs = StatePaths(home).logs
     logs.mkdir(exist_ok=True)
 
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def shutdown() -> None:
-        stop(descendants())
-        pid_file.unlink(missing_ok=True)
+    services = [
+        Service(name, command, ready_port, None if name == "dagster" else logs / f"{name}.log")
+        for (name, command), ready_port in zip(
+            commands(home, ports, args.ray_cpus).items(),
+            (ports.ray_dashboard, ports.mlflow, ports.dagster),
+            strict=True,
+        )
+    ]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        for name, command in commands(home, ports, args.ray_cpus).items():
-            # Dagster's output stays on the terminal; Ray and MLflow go to log files.
-            output = None if name == "dagster" else (logs / f"{name}.log").open("ab")
-            processes[name] = subprocess.Popen(
-                command, env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=output, stderr=output
-            )
+        for service in services:
+            service.start(env)
             record(pid_file)
-            if name == "ray":
-                wait_for_port(ports.ray_dashboard, "ray", processes[name], timeout=120)
-        wait_for_port(ports.mlflow, "mlflow", processes["mlflow"], timeout=120)
-        wait_for_port(ports.dagster, "dagster", processes["dagster"], timeout=180)
+            service.wait_ready()
         print(
             "\nPlatform is up:\n"
             f"  Dagster UI     http://127.0.0.1:{ports.dagster}\n"
@@ -317,16 +505,12 @@ def main(argv: list[str] | None = None) -> int:
             f"State in {home} (logs in {logs}). Ctrl-C stops everything.\n",
             flush=True,
         )
-        while all(process.poll() is None for process in processes.values()):
-            record(pid_file)
-            time.sleep(2)
-        dead = [name for name, process in processes.items() if process.poll() is not None]
-        print(f"{', '.join(dead)} exited; stopping the rest", file=sys.stderr)
-        return 1
+        return supervise(services, env, pid_file, on_restart=lambda: print_lines(recover_interrupted(home)))
     except KeyboardInterrupt:
         return 0
     finally:
-        shutdown()
+        stop(descendants())
+        pid_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -253,6 +253,8 @@ class K8sRequests(_Model):
 
 class ComputeSpec(_Model):
     ray_cpus_per_task: float = Field(default=1, gt=0)
+    # The longest a run waits for its Ray tasks of one stage: a run whose Ray head died fails with this, not hangs.
+    ray_task_timeout_seconds: float = Field(default=1800, gt=0)
     training: K8sRequests = Field(default_factory=K8sRequests)
     default: K8sRequests = Field(default_factory=K8sRequests)
 

@@ -47,7 +47,11 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         rejected = {str(day): w for day, w in windows.items() if isinstance(w, Rejected)}
         calls = [(w, day, spec) for day, w in windows.items() if not isinstance(w, Rejected)]
         results = ray_map(
-            feature_fns.build_features, calls, num_cpus=spec.compute.ray_cpus_per_task, progress=context.log.info
+            feature_fns.build_features,
+            calls,
+            num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
+            progress=context.log.info,
         )
         built = {str(day): result.frame for (_, day, _), result in zip(calls, results, strict=True)}
         metadata = frame_metadata(pd.concat(built.values(), ignore_index=True)) if built else {}

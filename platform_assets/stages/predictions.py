@@ -53,7 +53,11 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         }
         calls = [(model, features[str(d)], spec, serving.lineage) for d in days if str(d) not in rejected]
         frames = ray_map(
-            training.predict_day, calls, num_cpus=spec.compute.ray_cpus_per_task, progress=context.log.info
+            training.predict_day,
+            calls,
+            num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
+            progress=context.log.info,
         )
         built = {
             str(day): frame

@@ -91,7 +91,11 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         windows, rejected = split_windows(features, days, pipeline)
         calls = [(c, split.train, split.holdout, spec) for split in windows.values() for c in spec.training.candidates]
         results = ray_map(
-            training.train_candidate, calls, num_cpus=spec.compute.ray_cpus_per_task, progress=context.log.info
+            training.train_candidate,
+            calls,
+            num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
+            progress=context.log.info,
         )
         per_day = len(spec.training.candidates)
         champion = mlflow.load_alias(pipeline.name, CHAMPION)

@@ -1,7 +1,10 @@
 """The fault suite's tools: a landing zone of real files, a disk that fails on cue, and the table of what happened.
 
-Every fault test fills one row: the scenario, what was injected, how many delivered files were lost (found neither
-in the landing zone nor in quarantine afterwards) and the result. `make faults` runs `pytest -m faults` with
+Every fault test fills one row: the scenario, what was injected, what was lost (landing rows: delivered files found
+neither in the landing zone nor in quarantine afterwards; run rows: partitions left torn or missing after the
+re-run), ungated promotions (a `champion` alias on a version without its stored, gated record), duplicate runs (more
+than one successful run for a partition of a backfill) and the result; a column that does not apply shows "-".
+`make faults` runs `pytest -m faults` with
 `FAULTS_REPORT` set to `benchmarks/results/faults.json`: the table is printed at the end and written there.
 """
 
@@ -52,7 +55,9 @@ class FaultRow:
 
     scenario: str = ""
     injected: str = ""
-    files_lost: int | None = None
+    lost: int | None = None
+    ungated: int | None = None
+    duplicates: int | None = None
     result: str = ""
     outcome: str = "not run"
     seconds: float = 0.0
@@ -90,6 +95,34 @@ def flaky_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FlakyDisk]]:
     monkeypatch.setattr(pafs, "LocalFileSystem", FlakyDisk)
     yield FlakyDisk
     FlakyDisk.fail_once, FlakyDisk.on_open, FlakyDisk.opened = {}, {}, []
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float, log: Path, poll: float = 0.05) -> None:
+    """Poll `condition` until it holds; after `timeout` seconds fail with the tail of `log` (the process's output)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}; tail of {log.name}:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def run_and_kill_when(command: list[str], env: dict[str, str], condition: Callable[[], bool], what: str) -> None:
+    """Run `command` (its own process group, from the project root) and SIGKILL the whole group as soon as
+    `condition` holds; fail if the process exits first or two minutes pass. The group is killed in any case."""
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert process.poll() is None, f"the process exited ({process.returncode}) before {what}"
+            assert time.monotonic() < deadline, f"no {what} within 120 s"
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+        process.wait(timeout=30)
 
 
 def digest(data: bytes) -> str:
@@ -193,8 +226,8 @@ def landing(tmp_path: Path, fault: FaultRow) -> Iterator[Landing]:
     """A landing zone whose lost files are counted into the test's row when the test ends (pass or fail)."""
     zone = Landing(tmp_path)
     yield zone
-    if fault.files_lost is None:
-        fault.files_lost = zone.lost()
+    if fault.lost is None:
+        fault.lost = zone.lost()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -206,8 +239,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def table(rows: list[FaultRow]) -> str:
-    headers = ("scenario", "injected", "files lost", "result")
-    cells = [(r.scenario, r.injected, "-" if r.files_lost is None else str(r.files_lost), r.result) for r in rows]
+    headers = ("scenario", "injected", "lost", "ungated", "duplicates", "result", "seconds")
+    shown = lambda count: "-" if count is None else str(count)  # noqa: E731
+    cells = [
+        (r.scenario, r.injected, shown(r.lost), shown(r.ungated), shown(r.duplicates), r.result, f"{r.seconds:.0f}")
+        for r in rows
+    ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(c) for c in cells)])
@@ -230,7 +267,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "python": platform.python_version(),
         "passed": sum(r.outcome == "passed" for r in rows),
         "failed": sum(r.outcome == "failed" for r in rows),
-        "files_lost": sum(r.files_lost or 0 for r in rows),
+        "lost": sum(r.lost or 0 for r in rows),
+        "ungated": sum(r.ungated or 0 for r in rows),
+        "duplicates": sum(r.duplicates or 0 for r in rows),
         "scenarios": [asdict(r) for r in rows],
     }
     path = Path(target) if Path(target).is_absolute() else PROJECT_ROOT / target

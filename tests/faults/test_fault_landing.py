@@ -224,7 +224,7 @@ def test_quarantine_on_another_filesystem_copies_then_deletes(landing: Landing, 
         ((name, _),) = quarantined(landing, elsewhere).items()
         leftovers = [p.name for p in (elsewhere / NAME).iterdir() if p.name.startswith(".")]
         assert leftovers == [], "no temp copy left behind"
-        fault.files_lost = landing.lost(elsewhere)
+        fault.lost = landing.lost(elsewhere)
         assert name.startswith("broken.") and name.endswith(".csv")
         fault.result = "copied to a temp name on tmpfs, renamed, source deleted"
     finally:
