@@ -53,7 +53,7 @@ class Evaluator:
         result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
         self.cursor = result.cursor
         requested = {}
-        for stage in ("raw", "features", "model", "champion", "predictions", "backtest_report"):
+        for stage in ("raw", "features", "model", "champion", "predictions", "backtest", "backtest_report"):
             if result.get_num_requested(key(stage)):
                 partitions = result.get_requested_partitions(key(stage))
                 requested[stage] = {str(p) for p in partitions if p is not None} or {"(unpartitioned)"}
