@@ -24,7 +24,7 @@ NAME = "bike_oos"
 # Its raw day fails GX: features 06-16..06-24 (their look-back holds it) are rejected, and so are the model partitions
 # 06-22..06-24, whose 7-day hold-outs have no passing day left.
 BAD_DAY = "2012-06-16"
-NO_TARGET = ("2012-06-29", 10)  # an hour whose count is missing: left out of the scores, and counted
+NO_TARGET = ("2012-06-30", 10)  # an hour without a count (after every model window): left out of the scores, counted
 MODELS = ("2012-06-21", "2012-06-28")
 SCORED = ("2012-06-20", "2012-06-30")
 
@@ -201,26 +201,38 @@ def test_the_report_shows_the_out_of_sample_improvement_and_the_in_window_figure
     assert metadata["backtest"].value == f"![walk-forward backtest]({url})"
 
 
-def test_the_track_record_gate_refuses_a_short_record_and_passes_a_long_enough_one(
+def test_the_track_record_gate_refuses_a_short_record_and_follows_a_long_enough_one(
     scored: Backtested, make_defs: PipelineFactory
 ) -> None:
-    before = scored.tracking.alias_version(NAME, CHAMPION)
-    lenient = {"max_regression_vs_champion": 10.0}
-    strict = make_defs(spec(scored.source, track_record_days=30, **lenient))
-    refused = run_range(strict, ["model", "champion"], NAME, ("2012-06-29", "2012-06-29"), scored.instance)
+    newest = scored.tracking.champion_record(NAME)  # the newest partition whose gates passed
+    assert newest is not None
+    # The champion a while ago: an older trained partition holds the alias, so promoting would move it.
+    older = ModelRecord.model_validate(scored.read("model", "2012-06-25"))
+    assert older.version != newest.version
+    scored.tracking.client().set_registered_model_alias(NAME, CHAMPION, older.version)
+    until = [d for d in days("2012-06-20", newest.partition) if isinstance(scored.read("backtest", d), pd.DataFrame)]
+    assert until, "days scored on or before the candidate's partition"
+
+    strict = make_defs(spec(scored.source, track_record_days=30))
+    refused = run_unpartitioned(strict, ["champion"], NAME, scored.instance)
     assert refused.success, "a refusal is a decision, not an error: the champion stays"
     champion = materializations(refused, "champion")[0].metadata
-    assert "track record too short: 4 of promotion.track_record_days=30" in str(champion["refused"].value)
+    assert f"track record too short: {len(until)} of promotion.track_record_days=30" in str(champion["refused"].value)
     assert champion["alias_moved"].value is False
-    assert scored.tracking.alias_version(NAME, CHAMPION) == before
+    assert scored.tracking.alias_version(NAME, CHAMPION) == older.version
 
-    enough = make_defs(spec(scored.source, track_record_days=4, **lenient))
-    promoted = run_unpartitioned(enough, ["champion"], NAME, scored.instance)
-    assert promoted.success
-    champion = materializations(promoted, "champion")[0].metadata
-    assert "refused" not in champion
-    assert champion["track_record_scored_days"].value == 4
-    assert float(champion["track_record_improvement"].value) > 0  # type: ignore[arg-type]
-    newest = scored.read("model", "2012-06-29")
-    assert isinstance(newest, dict)
-    assert scored.tracking.alias_version(NAME, CHAMPION) == newest["version"] != before
+    enough = make_defs(spec(scored.source, track_record_days=len(until)))
+    decided = run_unpartitioned(enough, ["champion"], NAME, scored.instance)
+    assert decided.success
+    champion = materializations(decided, "champion")[0].metadata
+    assert champion["track_record_scored_days"].value == len(until)
+    rows = pd.concat([scored.read("backtest", d) for d in until])  # type: ignore[list-item]
+    daily = rows.sort_values("horizon_days").drop_duplicates("day")
+    improvement = 1 - (daily["mae"] * daily["rows"]).sum() / (daily["baseline_mae"] * daily["rows"]).sum()
+    assert float(champion["track_record_improvement"].value) == pytest.approx(improvement)  # type: ignore[arg-type]
+    if improvement >= 0:  # promotion.min_improvement_over_baseline is 0 here
+        assert "refused" not in champion
+        assert scored.tracking.alias_version(NAME, CHAMPION) == newest.version
+    else:
+        assert "below the baseline" in str(champion["refused"].value)
+        assert scored.tracking.alias_version(NAME, CHAMPION) == older.version
