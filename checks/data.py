@@ -22,7 +22,8 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     """The GX suite run once over the run's days, each failure attributed to the days of its unexpected rows.
 
     A day with no rows cannot be judged and is rejected as such; an expectation without row positions (the
-    column set, a type, one that raised) fails every day it was run on.
+    column set, a type, one that raised) fails every day it was run on. An expectation with a `mostly` judges
+    each day on its own share of passing rows (GX's own verdict is over the whole run).
     """
     frames = {day: frame for day, frame in raw.items() if not isinstance(frame, Rejected) and len(frame)}
     verdicts = {day: Verdict(False, "no rows: the source has no data for this day") for day in raw}
@@ -32,18 +33,29 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     outcomes = gx_suites.validate(frame, gx_suites.row_expectations(spec), f"{spec.name}_raw", with_rows=True)
     days = frame[TIMESTAMP].dt.strftime("%Y-%m-%d")
     failures: dict[str, list[dict[str, Any]]] = {day: [] for day in frames}
-    for outcome in (o for o in outcomes if not o.success):
+    for outcome in outcomes:
         if not outcome.unexpected_rows:
-            for failed in failures.values():
-                failed.append(outcome.as_dict())
+            if not outcome.success:
+                for failed in failures.values():
+                    failed.append(outcome.as_dict())
             continue
         located = pd.DataFrame({"row": outcome.unexpected_rows, "day": days.iloc[outcome.unexpected_rows].to_numpy()})
         for day, group in located.groupby("day"):
+            passing = passing_share(frames[str(day)], outcome, len(group))
+            if outcome.mostly is not None and passing >= outcome.mostly:
+                continue
             examples = frame.iloc[group["row"].head(EXAMPLE_ROWS)].astype("str").to_dict(orient="records")
-            failures[str(day)].append(outcome.as_dict() | {"unexpected_count": len(group), "examples": examples})
+            found = {"unexpected_count": len(group), "passing_share": round(passing, 4), "examples": examples}
+            failures[str(day)].append(outcome.as_dict() | found)
     for day, failed in failures.items():
         reason = "; ".join(
-            f"{f['expectation']} {f.get('column', '')}: {f.get('unexpected_count', 'all')} row(s)" for f in failed
+            f"{f['expectation']} {f.get('column', '')}: {f.get('unexpected_count', 'all')} row(s)"
+            + (
+                f" ({f['passing_share']:.0%} pass, mostly={f['mostly']})"
+                if {"mostly", "passing_share"} <= f.keys()
+                else ""
+            )
+            for f in failed
         )
         verdicts[day] = Verdict(
             not failed,
@@ -52,6 +64,15 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
             | ({"failed": dg.MetadataValue.json(failed)} if failed else {}),
         )
     return judge_days(raw, lambda day, _: verdicts[day])
+
+
+def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
+    """The day's share of rows that pass, as GX counts it for `mostly`: over all rows for not-null, over the
+    non-missing values otherwise (a missing value is the not-null rule's to judge)."""
+    judged = len(day)
+    if outcome.column in day.columns and outcome.expectation != "expect_column_values_to_not_be_null":
+        judged = int(day[outcome.column].notna().sum())
+    return 1 - unexpected / judged if judged else 0.0
 
 
 def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:

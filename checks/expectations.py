@@ -25,6 +25,7 @@ class ExpectationOutcome:
     unexpected_count: int | None
     error: str | None
     unexpected_rows: list[int] | None = None
+    mostly: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and k != "unexpected_rows"}
@@ -39,12 +40,15 @@ def row_expectations(spec: PipelineSpec) -> list[Any]:
     suite += [gxe.ExpectColumnValuesToBeOfType(column=column, type_=dtype) for column, dtype in dtypes.items()]
     suite.append(gxe.ExpectColumnValuesToNotBeNull(column=TIMESTAMP))
     for column, rule in spec.expectations.columns.items():
+        mostly = rule.mostly
         if rule.not_null:
-            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly))
         if rule.min is not None or rule.max is not None:
-            suite.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max))
+            suite.append(
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max, mostly=mostly)
+            )
         if rule.allowed_values is not None:
-            suite.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=rule.allowed_values))
+            suite.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=rule.allowed_values, mostly=mostly))
     if spec.expectations.unique_timestamp:
         keys = [TIMESTAMP, *spec.source.entity_columns]
         if len(keys) == 1:
@@ -115,6 +119,7 @@ def validate(
                 unexpected_count=details.get("unexpected_count"),
                 error=error,
                 unexpected_rows=details.get("unexpected_index_list") if with_rows else None,
+                mostly=config.kwargs.get("mostly"),
             )
         )
     return outcomes

@@ -67,6 +67,7 @@ class ModelRecord(_Record):
     holdout_days: list[str]
     missing_days: list[str]
     rejected_days: list[str] = []
+    missing_target_rows: int = 0
     train_rows: int
     holdout_rows: int
     dagster_run_id: str

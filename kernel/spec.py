@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
@@ -39,10 +39,48 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TimestampParts(_Model):
+    """Source columns holding each part of a timestamp split over several columns (whole numbers)."""
+
+    year: str
+    month: str
+    day: str
+    hour: str
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TimestampParts:
+        columns = [self.year, self.month, self.day, self.hour]
+        if repeated := sorted({c for c in columns if columns.count(c) > 1}):
+            raise ValueError(f"each part needs its own column; {repeated} is named by more than one part")
+        return self
+
+
 class TimestampSpec(_Model):
-    column: str = Field(description="Source column holding the timestamp (or the date, with hour_column).")
-    format: str = Field(description="strftime format of that column, e.g. '%Y-%m-%d %H:%M'.")
+    column: str | None = Field(
+        default=None, description="Source column holding the timestamp (or the date, with hour_column)."
+    )
+    format: str | None = Field(default=None, description="strftime format of that column, e.g. '%Y-%m-%d %H:%M'.")
     hour_column: str | None = Field(default=None, description="Integer hour column added to a date-only column.")
+    parts: TimestampParts | None = Field(
+        default=None,
+        description="Instead of column + format: the columns holding year, month, day and hour (whole numbers).",
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> TimestampSpec:
+        if self.parts is not None:
+            if self.column is not None or self.format is not None or self.hour_column is not None:
+                raise ValueError("give either parts, or column + format (+ hour_column), not both")
+        elif self.column is None or self.format is None:
+            raise ValueError("give column + format (+ hour_column), or parts: {year, month, day, hour}")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """Every source column the timestamp is read from."""
+        if self.parts is not None:
+            return [self.parts.year, self.parts.month, self.parts.day, self.parts.hour]
+        return [c for c in (self.column, self.hour_column) if c is not None]
 
 
 class SourceSpec(_Model):
@@ -50,6 +88,12 @@ class SourceSpec(_Model):
     format: Literal["csv", "parquet"] = "csv"
     timestamp: TimestampSpec
     entity_columns: list[str] = Field(default_factory=list, description="Columns that identify a series.")
+    duplicates: Literal["error", "first", "last", "mean"] = Field(
+        default="error",
+        description="Several rows for one (entity, timestamp): 'error' keeps them (the unique-timestamp expectation "
+        "rejects the day); 'first'/'last' keep that row; 'mean' averages numbers and keeps the first non-missing "
+        "text. Collapsed rows are counted per day in the raw asset's metadata.",
+    )
     max_file_bytes: int = Field(
         default=512 * 2**20,
         gt=0,
@@ -63,9 +107,17 @@ class RollingSpec(_Model):
     stat: Literal["mean", "std", "min", "max"] = "mean"
 
 
+class EventSpec(_Model):
+    column: str = Field(description="A sparse numeric source column: a non-zero value on any hour marks that day.")
+    lagged: bool = Field(default=False, description="Also give the event shifted by each of the target lags.")
+
+
 class FeatureSpec(_Model):
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
+    events: list[EventSpec] = Field(
+        default_factory=list, description="Day-level markers spread to every hour of their day (0 or 1)."
+    )
     calendar: list[Literal["hour", "day_of_week", "month", "day_of_year"]] = Field(default_factory=list)
     target_lags_hours: list[Annotated[int, Field(ge=24)]] = Field(
         default_factory=list, description="Lags of the target; at least 24 h so a day-ahead forecast is possible."
@@ -101,9 +153,26 @@ class PartitioningSpec(_Model):
         return self
 
 
+# Params a family gets unless the spec sets them. The platform scores MAE and forecast targets are
+# heavy-tailed: absolute error fits the median, which is what MAE rewards (measured in the README).
+DEFAULT_PARAMS: dict[str, dict[str, float | int | str | None]] = {"hist_gradient_boosting": {"loss": "absolute_error"}}
+
+
 class CandidateSpec(_Model):
     family: Literal["hist_gradient_boosting", "random_forest", "ridge"]
-    params: dict[str, float | int | str | None] = Field(default_factory=dict)
+    params: dict[str, float | int | str | None] = Field(
+        default_factory=dict,
+        description="Passed to the scikit-learn estimator; DEFAULT_PARAMS fill what is unset "
+        "(hist_gradient_boosting: loss absolute_error).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("params", {}), dict):
+            defaults = DEFAULT_PARAMS.get(str(data.get("family")), {})
+            return {**data, "params": {**defaults, **data.get("params", {})}}
+        return data
 
 
 class TrainingSpec(_Model):
@@ -150,6 +219,12 @@ class ColumnExpectation(_Model):
     min: float | None = None
     max: float | None = None
     allowed_values: list[str] | None = None
+    mostly: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of a day's rows that must pass this column's rules (GX 'mostly'); a day below it fails.",
+    )
 
 
 class RowsPerPartition(_Model):
@@ -196,6 +271,8 @@ class ComputeSpec(_Model):
 
 
 class PipelineSpec(_Model):
+    _file: str = PrivateAttr(default="<not from a file>")
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Asset group and key prefix.")
     description: str
     owners: list[str] = Field(default_factory=list)
@@ -212,12 +289,15 @@ class PipelineSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
-        columns = [self.target, *self.features.numeric, *self.features.categorical]
+        events = [e.column for e in self.features.events]
+        if also := sorted(set(events).intersection([self.target, *self.features.numeric, *self.features.categorical])):
+            raise ValueError(f"event columns {also} are also the target or a numeric/categorical feature")
+        columns = self.source_columns
         reserved = {"timestamp", *self.source.entity_columns}
         if clash := reserved.intersection(columns):
             raise ValueError(f"columns {sorted(clash)} are reserved (timestamp/entity) and cannot be features")
         if len(set(columns)) != len(columns):
-            raise ValueError("target, numeric and categorical columns must be distinct")
+            raise ValueError("target, numeric, categorical and event columns must be distinct")
         if unknown := set(self.expectations.columns) - {*columns, *self.source.entity_columns}:
             raise ValueError(f"expectations name columns that are not in the pipeline: {sorted(unknown)}")
         if self.evaluation.baseline_season_hours not in self.features.target_lags_hours:
@@ -232,7 +312,29 @@ class PipelineSpec(_Model):
     @property
     def source_columns(self) -> list[str]:
         """Value columns kept from the source, in order."""
-        return [self.target, *self.features.numeric, *self.features.categorical]
+        events = [e.column for e in self.features.events]
+        return [self.target, *self.features.numeric, *self.features.categorical, *events]
+
+    @property
+    def file(self) -> str:
+        """The file this spec was loaded from, for messages that must name it."""
+        return self._file
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
+    silently winning (e.g. a timestamp part named twice)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found key {key!r} twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _format_error(path: Path, error: ValidationError) -> str:
@@ -246,15 +348,17 @@ def _format_error(path: Path, error: ValidationError) -> str:
 def load_spec(path: Path) -> PipelineSpec:
     """Read and validate one spec file; raise `SpecError` naming the file, field and reason."""
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid pipeline spec {path}: not valid YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise SpecError(f"invalid pipeline spec {path}: <root>: expected a mapping, got {type(document).__name__}")
     try:
-        return PipelineSpec.model_validate(document)
+        spec = PipelineSpec.model_validate(document)
     except ValidationError as exc:
         raise SpecError(_format_error(path, exc)) from exc
+    spec._file = str(path)  # set once, here, by the one loader
+    return spec
 
 
 def load_specs(directory: Path) -> list[PipelineSpec]:

@@ -27,10 +27,12 @@ CALENDAR_PARTS = {
 
 @dataclass
 class FeatureResult:
-    """Feature rows of one day, how many rows lacked the history to be built, and which process built them."""
+    """Feature rows of one day, how many rows lacked the history to be built (or repeated an hour already
+    built), and which process built them."""
 
     frame: pd.DataFrame
     dropped_rows: int
+    duplicate_rows: int = 0
     worker_pid: int = field(default_factory=os.getpid)
 
 
@@ -42,6 +44,17 @@ def rolling_column(window_hours: int, stat: str) -> str:
     return f"rolling_{stat}_{window_hours}h"
 
 
+def event_lag_column(column: str, hours: int) -> str:
+    return f"{column}_lag_{hours}h"
+
+
+def event_columns(spec: PipelineSpec) -> list[str]:
+    """Event features: each event column spread over its day, then its lagged copies (when asked for)."""
+    f = spec.features
+    lagged = [event_lag_column(e.column, h) for e in f.events if e.lagged for h in f.target_lags_hours]
+    return [*(e.column for e in f.events), *lagged]
+
+
 def numeric_feature_columns(spec: PipelineSpec) -> list[str]:
     """Model inputs that are numbers, in a stable order."""
     f = spec.features
@@ -50,6 +63,7 @@ def numeric_feature_columns(spec: PipelineSpec) -> list[str]:
         *f.calendar,
         *(lag_column(h) for h in f.target_lags_hours),
         *(rolling_column(r.window_hours, r.stat) for r in f.rolling),
+        *event_columns(spec),
     ]
 
 
@@ -78,6 +92,15 @@ def _history_for_entity(group: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame
     for rolling in spec.features.rolling:
         window = lagged.rolling(rolling.window_hours, min_periods=max(1, rolling.window_hours // 2))
         history[rolling_column(rolling.window_hours, rolling.stat)] = getattr(window, rolling.stat)()
+    for event in spec.features.events:
+        # A marker on any hour of a day holds for the whole day; a day without a marker (or without rows) is 0.
+        marks = group[event.column].fillna(0).ne(0).to_numpy(dtype="float64")
+        by_day = pd.Series(marks, index=pd.DatetimeIndex(group[TIMESTAMP]).floor("D")).groupby(level=0).max()
+        grid_days = pd.DatetimeIndex(grid.index).floor("D")
+        spread = pd.Series(by_day.reindex(grid_days).fillna(0).to_numpy(dtype="float64"), index=grid.index)
+        history[event.column] = spread
+        for hours in spec.features.target_lags_hours if event.lagged else []:
+            history[event_lag_column(event.column, hours)] = spread.shift(hours).fillna(0)
     return history
 
 
@@ -89,11 +112,15 @@ def build_features(window: pd.DataFrame, day: date, spec: PipelineSpec) -> Featu
     if not day_mask.any():
         return FeatureResult(_empty(schema), 0)
 
-    parts = []
+    parts, duplicates = [], 0
     groups = window.groupby(entities, sort=False) if entities else [((), window)]
     for _, group in groups:
-        history = _history_for_entity(group.drop_duplicates(TIMESTAMP, keep="last"), spec)
-        rows = group[group[TIMESTAMP].dt.date == day]
+        # One row per hour (the spec's duplicates policy has already merged them unless it is 'error' with the
+        # uniqueness expectation off): an hour counted twice would weigh twice in training and metrics.
+        unique = group.drop_duplicates(TIMESTAMP, keep="last")
+        history = _history_for_entity(unique, spec)
+        rows = unique[unique[TIMESTAMP].dt.date == day].drop(columns=[e.column for e in spec.features.events])
+        duplicates += int((group[TIMESTAMP].dt.date == day).sum()) - len(rows)
         parts.append(rows.join(history, on=TIMESTAMP))
     frame = pd.concat(parts, ignore_index=True)
     for name in spec.features.calendar:
@@ -103,7 +130,7 @@ def build_features(window: pd.DataFrame, day: date, spec: PipelineSpec) -> Featu
     required = [c for c in numeric_feature_columns(spec) if c not in spec.features.numeric]
     complete = frame[required].notna().all(axis=1) if required else pd.Series(True, index=frame.index)
     kept = frame[complete].sort_values([*entities, TIMESTAMP]).reset_index(drop=True)
-    return FeatureResult(kept, int((~complete).sum()))
+    return FeatureResult(kept, int((~complete).sum()), duplicates)
 
 
 def _empty(schema: dict[str, str]) -> pd.DataFrame:

@@ -12,9 +12,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from kernel.schema import TIMESTAMP, raw_dtypes
-from kernel.spec import PipelineSpec
+from kernel.spec import PipelineSpec, TimestampParts
 
 MAX_ERROR_EXAMPLES = 5
+# pandas' default missing-value strings (read_csv's `na_values` docs). Numbers keep them; text columns do not,
+# since "NA", "None" or "null" can be a real category (an empty cell stays missing everywhere).
+DEFAULT_NA_STRINGS = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>"),
+    *("N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
 # Malformed landing files go to `<landing base>/_quarantine/<pipeline>/` unless a quarantine URI is configured;
 # no landing glob ever matches a path with this folder in it.
 QUARANTINE_DIR = "_quarantine"
@@ -45,6 +51,14 @@ class Normalised:
 
     frame: pd.DataFrame
     coercion_errors: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+@dataclass
+class Collapsed:
+    """Rows left after applying the spec's duplicates policy, and how many rows it merged away per day."""
+
+    frame: pd.DataFrame
+    rows_collapsed: dict[str, int]
 
 
 def resolve_source(uri: str, project_root: Path) -> tuple[pafs.FileSystem, str]:
@@ -124,16 +138,46 @@ def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.Da
         check_size(path, handle.size(), spec)
         try:
             if spec.source.format == "csv":
-                # Identifiers and categories stay text even when a blank cell would make pandas read floats.
+                # Identifiers and categories stay text even when a blank cell would make pandas read floats, and
+                # keep "NA"/"None"/"null" as written: only an empty cell is missing there.
                 text_columns = [*spec.source.entity_columns, *spec.features.categorical]
-                return pd.read_csv(handle, dtype=dict.fromkeys(text_columns, "str"))
+                na_values = {c: [""] if c in text_columns else list(DEFAULT_NA_STRINGS) for c in _named(spec)}
+                return pd.read_csv(
+                    handle, dtype=dict.fromkeys(text_columns, "str"), keep_default_na=False, na_values=na_values
+                )
             return pd.read_parquet(handle)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
             raise SourceFormatError(f"{path}: not a readable {spec.source.format} file: {exc}") from exc
 
 
+def _named(spec: PipelineSpec) -> list[str]:
+    """Every source column the spec reads."""
+    return [*spec.source.timestamp.columns, *spec.source.entity_columns, *spec.source_columns]
+
+
+def _parse_parts(frame: pd.DataFrame, parts: TimestampParts, origin: str) -> pd.Series:
+    """A timestamp from year, month, day and hour columns; a part that is not a whole number in its range (month
+    13, hour 24, 30 February) is a `SourceFormatError` naming the rows' values."""
+    named = {"year": parts.year, "month": parts.month, "day": parts.day, "hour": parts.hour}
+    numbers = pd.DataFrame({part: pd.to_numeric(frame[column], errors="coerce") for part, column in named.items()})
+    # pandas rolls hour 24 over to the next day; a source that writes it has its own convention, not ours.
+    whole = numbers.notna().all(axis=1) & (numbers % 1 == 0).all(axis=1) & numbers["hour"].between(0, 23)
+    parsed = pd.to_datetime(numbers.where(whole), errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        examples = frame.loc[bad, list(named.values())].head(MAX_ERROR_EXAMPLES).astype("str").to_dict("records")
+        raise SourceFormatError(
+            f"{origin}: {int(bad.sum())} row(s) whose timestamp parts {named} are not a valid date and hour 0-23, "
+            f"e.g. {examples}"
+        )
+    return parsed.astype("datetime64[ns]")
+
+
 def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> pd.Series:
     ts_spec = spec.source.timestamp
+    if ts_spec.parts is not None:
+        return _parse_parts(frame, ts_spec.parts, origin)
+    assert ts_spec.column is not None and ts_spec.format is not None, "the spec validates one timestamp shape"
     raw = frame[ts_spec.column].astype("str")
     parsed = pd.to_datetime(raw, format=ts_spec.format, errors="coerce")
     bad = parsed.isna()
@@ -163,9 +207,7 @@ def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -
     Values that do not fit a numeric column become NaN and are reported in `coercion_errors`
     (the not-null expectation then blocks the partition), so a bad cell never passes unnoticed.
     """
-    ts_spec = spec.source.timestamp
-    needed = [ts_spec.column, *([ts_spec.hour_column] if ts_spec.hour_column else [])]
-    needed += [*spec.source.entity_columns, *spec.source_columns]
+    needed = _named(spec)
     if missing := [column for column in needed if column not in frame.columns]:
         raise SourceFormatError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
 
@@ -187,6 +229,25 @@ def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -
             out[column] = frame[column].astype("str").where(frame[column].notna(), None).astype("str")
     out = out.sort_values([*spec.source.entity_columns, TIMESTAMP], kind="stable").reset_index(drop=True)
     return Normalised(out, errors)
+
+
+def collapse_duplicates(frame: pd.DataFrame, spec: PipelineSpec) -> Collapsed:
+    """Apply `source.duplicates` to rows sharing an (entity, timestamp): 'error' keeps them all (the
+    unique-timestamp expectation then rejects their day); 'first'/'last' keep that row in source order; 'mean'
+    averages numbers (missing values skipped) and keeps the first non-missing text. Counts merged rows per day."""
+    keys = [*spec.source.entity_columns, TIMESTAMP]
+    duplicated = frame.duplicated(keys, keep="first")
+    if spec.source.duplicates == "error" or not duplicated.any():
+        return Collapsed(frame, {})
+    per_day = frame.loc[duplicated, TIMESTAMP].dt.strftime("%Y-%m-%d").value_counts().sort_index()
+    if spec.source.duplicates == "mean":
+        dtypes = raw_dtypes(spec)
+        aggregations = {c: "mean" if t == "float64" else "first" for c, t in dtypes.items() if c not in keys}
+        collapsed = frame.groupby(keys, sort=False, as_index=False, dropna=False).agg(aggregations)[list(dtypes)]
+    else:
+        collapsed = frame.drop_duplicates(keys, keep=spec.source.duplicates)
+    collapsed = collapsed.sort_values(keys, kind="stable").reset_index(drop=True)
+    return Collapsed(collapsed, {str(day): int(n) for day, n in per_day.items()})
 
 
 def empty_raw(spec: PipelineSpec) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,6 +20,10 @@ from ml.features import feature_columns, lag_column, numeric_feature_columns
 
 class TrainingDataError(ValueError):
     """A training window without enough usable rows."""
+
+
+class CandidateParamsError(ValueError):
+    """A candidate's params that its scikit-learn estimator does not accept."""
 
 
 @dataclass
@@ -40,6 +44,7 @@ class TrainingWindow:
     holdout_days: list[str]
     missing_days: list[str]
     rejected_days: list[str] = field(default_factory=list)
+    missing_target_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,11 @@ def split_window(frames: Mapping[str, pd.DataFrame | Rejected], end_day: date, s
         missing_days=[str(d) for d in window_days if d not in present and str(d) not in rejected],
         rejected_days=rejected,
     )
-    train = _concat([present[date.fromisoformat(d)] for d in window.train_days])
-    holdout = _concat([present[date.fromisoformat(d)] for d in window.holdout_days])
+    train, train_unknown = _with_target(_concat([present[date.fromisoformat(d)] for d in window.train_days]), spec)
+    holdout, holdout_unknown = _with_target(
+        _concat([present[date.fromisoformat(d)] for d in window.holdout_days]), spec
+    )
+    window = replace(window, missing_target_rows=train_unknown + holdout_unknown)
     if len(train) < spec.training.min_rows:
         raise TrainingDataError(
             f"window ending {end_day}: {len(train)} training rows < training.min_rows={spec.training.min_rows} "
@@ -117,12 +125,19 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _with_target(frame: pd.DataFrame, spec: PipelineSpec) -> tuple[pd.DataFrame, int]:
+    """Rows whose target is known (an hour the source left empty can be neither learnt nor scored), and how many
+    were left out."""
+    if frame.empty:
+        return frame, 0
+    known = frame[spec.target].notna()
+    return frame[known].reset_index(drop=True), int((~known).sum())
+
+
 def make_estimator(candidate: CandidateSpec, spec: PipelineSpec, seed: int = 0) -> Any:
     """A scikit-learn pipeline: impute + one-hot encode, then the candidate's regressor."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -134,13 +149,36 @@ def make_estimator(candidate: CandidateSpec, spec: PipelineSpec, seed: int = 0) 
     if categorical:
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
         transformers.append(("categorical", encoder, categorical))
-    params: dict[str, Any] = dict(candidate.params)
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("regressor", _regressor(candidate, seed))])
+
+
+def _regressor(candidate: CandidateSpec, seed: int = 0) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import Ridge
+
     regressors = {
-        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed, **params),
-        "random_forest": lambda: RandomForestRegressor(random_state=seed, n_jobs=1, **params),
-        "ridge": lambda: Ridge(**params),
+        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed),
+        "random_forest": lambda: RandomForestRegressor(random_state=seed, n_jobs=1),
+        "ridge": Ridge,
     }
-    return Pipeline([("prepare", ColumnTransformer(transformers)), ("regressor", regressors[candidate.family]())])
+    return regressors[candidate.family]().set_params(**candidate.params)
+
+
+def check_candidates(spec: PipelineSpec) -> None:
+    """Refuse a candidate whose params its estimator does not have or does not accept, naming the spec's file and
+    field: checked before anything trains (scikit-learn only checks values once `fit` runs, inside a Ray task)."""
+    for index, candidate in enumerate(spec.training.candidates):
+        where = f"invalid pipeline spec {spec.file}: training.candidates.{index}.params"
+        known = _regressor(CandidateSpec(family=candidate.family)).get_params()
+        if unknown := sorted(set(candidate.params) - set(known)):
+            raise CandidateParamsError(
+                f"{where}: {candidate.family} has no parameter(s) {unknown}; it has {sorted(known)}"
+            )
+        try:
+            # What `fit` runs first; public since scikit-learn 1.2 in all but name.
+            _regressor(candidate)._validate_params()
+        except ValueError as exc:
+            raise CandidateParamsError(f"{where}: {exc}") from exc
 
 
 def train_candidate(

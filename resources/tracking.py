@@ -231,6 +231,7 @@ def _model_record(
         holdout_days=window.holdout_days,
         missing_days=window.missing_days,
         rejected_days=window.rejected_days,
+        missing_target_rows=window.missing_target_rows,
         train_rows=len(split.train),
         holdout_rows=len(split.holdout),
         dagster_run_id=run_id,
@@ -265,6 +266,7 @@ def _log_run_contents(
             "holdout_days": window.holdout_days,
             "missing_days": window.missing_days,
             "rejected_days": window.rejected_days,
+            "missing_target_rows": window.missing_target_rows,
         },
         "training_window.json",
     )

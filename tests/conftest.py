@@ -31,6 +31,8 @@ os.environ.update(RAY_LOOPBACK_ENV)
 
 BIKE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
 BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"
+AIR_SPEC = PROJECT_ROOT / "pipelines" / "air_quality.yaml"
+AIR_CSV = PROJECT_ROOT / "data" / "beijing_pm25" / "PRSA_data_2010.1.1-2014.12.31.csv"
 # Far enough in the future that a rebasing spec never shifts in tests unless a test asks for it.
 TODAY = date(2013, 1, 1)
 

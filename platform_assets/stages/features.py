@@ -56,6 +56,8 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "days_rejected": len(rejected),
             "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
             "rows_without_history": sum(r.dropped_rows for r in results),
+            "duplicate_hours_dropped": sum(r.duplicate_rows for r in results),
+            "rows_missing_target": sum(int(r.frame[spec.target].isna().sum()) for r in results),
             "ray_tasks": len(results),
             "ray_worker_pids": dg.MetadataValue.json(sorted({r.worker_pid for r in results})),
             "ray_cluster": ray_cluster.name,

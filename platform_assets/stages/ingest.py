@@ -9,8 +9,9 @@ from kernel.pipeline import Pipeline, run_days
 from ml import ingest
 
 
-def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.SourceFile]]:
-    """Read, normalise and rebase every source file of a pipeline."""
+def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.SourceFile], dict[str, int]]:
+    """Read, normalise and rebase every source file of a pipeline, then apply its duplicates policy (across
+    files: a later file may repeat an hour); also returns the rows it merged away per (rebased) day."""
     spec = pipeline.spec
     files = ingest.list_source_files(spec.source.uri, pipeline.root)
     if not files:
@@ -21,7 +22,8 @@ def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.Sour
         parts.append(normalised.frame)
         errors |= {f"{source.path}:{column}": value for column, value in normalised.coercion_errors.items()}
     frame = ingest.rebase(pd.concat(parts, ignore_index=True), pipeline.shift_days)
-    return ingest.Normalised(frame, errors), files
+    collapsed = ingest.collapse_duplicates(frame, spec)
+    return ingest.Normalised(collapsed.frame, errors), files, collapsed.rows_collapsed
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -35,16 +37,20 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     )
     def raw(context: dg.AssetExecutionContext) -> dg.Output[dict[str, pd.DataFrame]]:
         """One day of source rows, typed to the raw schema."""
-        normalised, files = load_source(pipeline)
+        normalised, files, collapsed = load_source(pipeline)
         days = run_days(context)
         by_day = ingest.split_days(normalised.frame, days, spec)
         rows = {key: len(frame) for key, frame in by_day.items()}
+        collapsed = {day: count for day, count in collapsed.items() if day in by_day}
         metadata = frame_metadata(pd.concat(by_day.values(), ignore_index=True))
         metadata |= {
             "rows_per_partition": dg.MetadataValue.json(rows),
             "empty_partitions": sum(1 for count in rows.values() if count == 0),
             "source_files": dg.MetadataValue.json([f.path for f in files]),
             "coercion_errors": dg.MetadataValue.json(normalised.coercion_errors),
+            "duplicates_policy": spec.source.duplicates,
+            "duplicate_rows_collapsed": sum(collapsed.values()),
+            "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(collapsed),
             "rebase_shift_days": pipeline.shift_days,
         }
         return dg.Output(by_day, metadata=metadata)

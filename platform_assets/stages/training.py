@@ -37,6 +37,7 @@ def model_metadata(newest: ModelRecord, images: dict[str, bytes], mlflow: Mlflow
         "family": newest.family,
         "training_window": newest.training_window,
         "missing_days_in_window": len(newest.missing_days),
+        "missing_target_rows": newest.missing_target_rows,
     }
     # In place on the asset's page: the very PNGs logged to the MLflow run, fetched from the MLflow UI.
     metadata |= {
@@ -82,6 +83,10 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         features: dict[str, pd.DataFrame | Rejected],
     ) -> dg.Output[dict[str, ModelRecord | Rejected]]:
         """Candidate model trained on the passing days of the window ending each day (walk-forward)."""
+        try:
+            training.check_candidates(spec)
+        except training.CandidateParamsError as exc:
+            raise dg.Failure(str(exc)) from exc
         days = run_days(context)
         windows, rejected = split_windows(features, days, pipeline)
         calls = [(c, split.train, split.holdout, spec) for split in windows.values() for c in spec.training.candidates]

@@ -19,6 +19,7 @@ import pytest
 
 from . import schemas
 
+PIPELINES = ("bike_demand", "air_quality")  # every shipped pipelines/*.yaml
 LOADER = textwrap.dedent(
     """
     import json, socket, sys, warnings
@@ -109,12 +110,13 @@ def test_loads_without_any_network_access(loaded: dict[str, Any]) -> None:
 
 def test_asset_keys(loaded: dict[str, Any]) -> None:
     stages = ("raw", "features", "model", "champion", "predictions", "backtest", "backtest_report")
-    assert set(loaded["assets"]) == {f"bike_demand/{stage}" for stage in stages}
+    assert set(loaded["assets"]) == {f"{p}/{stage}" for p in PIPELINES for stage in stages}
 
 
 def test_every_job_uses_the_k8s_job_executor(loaded: dict[str, Any]) -> None:
     assert loaded["executor"] == "k8s" and loaded["executor_is_k8s_job_executor"] is True
-    assert loaded["jobs"] == {"__ASSET_JOB": "k8s", "delete_kuberay_clusters": "k8s", "bike_demand_rollback": "k8s"}
+    rollbacks = {f"{p}_rollback": "k8s" for p in PIPELINES}
+    assert loaded["jobs"] == {"__ASSET_JOB": "k8s", "delete_kuberay_clusters": "k8s", **rollbacks}
 
 
 def test_kuberay_cleanup_sensor_runs_by_default(loaded: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIKE_CSV, BIKE_SPEC
+from conftest import AIR_CSV, AIR_SPEC, BIKE_CSV, BIKE_SPEC
 
 from kernel.spec import PipelineSpec, SpecError, load_spec, load_specs
 
@@ -65,7 +65,9 @@ def test_shipped_spec_loads() -> None:
 
 
 def test_round_trip_of_the_shipped_document_is_equal(write_spec: Writer) -> None:
-    assert load_spec(write_spec(shipped_document())) == load_spec(BIKE_SPEC)
+    path = write_spec(shipped_document())
+    assert load_spec(path).model_dump() == load_spec(BIKE_SPEC).model_dump()
+    assert (load_spec(path).file, load_spec(BIKE_SPEC).file) == (str(path), str(BIKE_SPEC))
 
 
 def test_field_error_names_file_dotted_field_and_reason(write_spec: Writer) -> None:
@@ -253,3 +255,151 @@ def test_load_specs_propagates_the_bad_file(tmp_path: Path) -> None:
     message = str(caught.value)
     assert str(tmp_path / "bad.yaml") in message
     assert "name: String should match pattern" in message
+
+
+# Options for real, messy data: each is used by the shipped air-quality spec or rejected with file, field, reason.
+
+
+def air_document() -> Document:
+    document = yaml.safe_load(AIR_SPEC.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def test_shipped_air_quality_spec_reads_its_file() -> None:
+    spec = load_spec(AIR_SPEC)
+    header = AIR_CSV.read_text().splitlines()[0].split(",")
+    parts = spec.source.timestamp.parts
+    assert parts is not None
+    assert spec.source.timestamp.columns == [parts.year, parts.month, parts.day, parts.hour]
+    assert set(spec.source.timestamp.columns) | set(spec.source_columns) <= set(header)
+    # Persistence (same hour yesterday) is its baseline; a few empty target hours are tolerated per day.
+    assert spec.evaluation.baseline_season_hours == 24
+    assert 0 < spec.expectations.columns[spec.target].mostly < 1
+
+
+def test_duplicates_policy_defaults_to_error_and_accepts_the_documented_ones(write_spec: Writer) -> None:
+    assert load_spec(BIKE_SPEC).source.duplicates == "error"
+    for policy in ("first", "last", "mean", "error"):
+        document = shipped_document()
+        document["source"]["duplicates"] = policy
+        assert load_spec(write_spec(document)).source.duplicates == policy
+
+
+def test_unknown_duplicates_policy_is_rejected(write_spec: Writer) -> None:
+    document = shipped_document()
+    document["source"]["duplicates"] = "max"
+    path = write_spec(document)
+    message = spec_error(path)
+    assert str(path) in message
+    assert "source.duplicates: Input should be 'error', 'first', 'last' or 'mean'" in message
+
+
+PARTS = {"year": "year", "month": "month", "day": "day", "hour": "hour"}
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ({k: v for k, v in PARTS.items() if k != "hour"}, "source.timestamp.parts.hour: Field required"),
+        (PARTS | {"minute": "min"}, "source.timestamp.parts.minute: Extra inputs are not permitted"),
+        (PARTS | {"day": "month"}, "['month'] is named by more than one part"),
+    ],
+)
+def test_bad_timestamp_parts_are_rejected(write_spec: Writer, parts: dict[str, str], reason: str) -> None:
+    document = air_document()
+    document["source"]["timestamp"] = {"parts": parts}
+    path = write_spec(document)
+    message = spec_error(path)
+    assert str(path) in message
+    assert reason in message
+
+
+def test_a_timestamp_part_written_twice_is_rejected(tmp_path: Path) -> None:
+    text = AIR_SPEC.read_text().replace("{parts: {year: year,", "{parts: {year: year, year: No,")
+    assert "year: No" in text
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    message = spec_error(path)
+    assert str(path) in message
+    assert "found key 'year' twice" in message
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [
+        ({"column": "dteday", "format": "%m/%d/%y", "parts": PARTS}, "not both"),
+        ({"column": "dteday"}, "give column + format"),
+        ({}, "give column + format"),
+    ],
+)
+def test_timestamp_needs_exactly_one_shape(write_spec: Writer, timestamp: dict[str, Any], reason: str) -> None:
+    document = shipped_document()
+    document["source"]["timestamp"] = timestamp
+    message = spec_error(write_spec(document))
+    assert "source.timestamp" in message
+    assert reason in message
+
+
+def set_mostly(value: float) -> Callable[[Document], None]:
+    def mutate(document: Document) -> None:
+        document["expectations"]["columns"]["cnt"]["mostly"] = value
+
+    return mutate
+
+
+def event_also_listed_as(kind: str) -> Callable[[Document], None]:
+    def mutate(document: Document) -> None:
+        document["features"][kind].append("holiday_marker")
+        document["features"]["events"] = [{"column": "holiday_marker", "lagged": True}]
+
+    return mutate
+
+
+EVENT_CLASH = "event columns ['holiday_marker'] are also the target or a numeric/categorical feature"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        *((set_mostly(v), "expectations.columns.cnt.mostly: Input should be") for v in (0, -0.5, 1.01, 2)),
+        *((event_also_listed_as(kind), EVENT_CLASH) for kind in ("numeric", "categorical")),
+    ],
+)
+def test_nonsense_in_a_real_data_option_names_file_field_and_reason(
+    write_spec: Writer, mutate: Callable[[Document], None], reason: str
+) -> None:
+    document = shipped_document()
+    mutate(document)
+    path = write_spec(document)
+    message = spec_error(path)
+    assert str(path) in message
+    assert reason in message
+
+
+def test_mostly_of_one_is_the_default_and_allowed(write_spec: Writer) -> None:
+    document = shipped_document()
+    document["expectations"]["columns"]["cnt"]["mostly"] = 1
+    assert load_spec(write_spec(document)).expectations.columns["cnt"].mostly == 1
+    assert load_spec(BIKE_SPEC).expectations.columns["temp"].mostly == 1
+
+
+def test_event_column_becomes_a_source_column(write_spec: Writer) -> None:
+    document = shipped_document()
+    document["features"]["numeric"].remove("holiday")
+    document["features"]["events"] = [{"column": "holiday", "lagged": True}]
+    document["expectations"]["columns"]["holiday"] = {"not_null": False, "min": 0, "max": 1}
+    spec = load_spec(write_spec(document))
+    assert spec.source_columns[-1] == "holiday"
+    assert spec.features.events[0].lagged
+
+
+def test_gradient_boosting_fits_absolute_error_unless_the_spec_says_otherwise(write_spec: Writer) -> None:
+    document = shipped_document()
+    candidates = document["training"]["candidates"]
+    assert all("loss" not in c.get("params", {}) for c in candidates)
+    candidates.append({"family": "hist_gradient_boosting", "params": {"loss": "squared_error"}})
+    candidates.append({"family": "hist_gradient_boosting"})
+    spec = load_spec(write_spec(document))
+    losses = [c.params.get("loss") for c in spec.training.candidates]
+    assert losses == ["absolute_error", None, "squared_error", "absolute_error"]  # random_forest gets no default

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIKE_CSV, BIKE_SPEC
+from conftest import AIR_CSV, AIR_SPEC, BIKE_CSV, BIKE_SPEC
 
 from kernel.spec import PipelineSpec, load_spec
 from ml import features as F
@@ -27,6 +27,7 @@ def synthetic_spec(
     lags: list[int] | None = None,
     rolling: list[dict[str, Any]] | None = None,
     entities: list[str] | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> PipelineSpec:
     lags = lags or [24, 48]
     return PipelineSpec.model_validate(
@@ -47,6 +48,7 @@ def synthetic_spec(
                 "rolling": rolling
                 if rolling is not None
                 else [{"window_hours": 24, "stat": "mean"}, {"window_hours": 6, "stat": "max"}],
+                "events": events or [],
             },
             "partitioning": {"start_date": "2024-01-01"},
             "training": {"window_days": 10, "candidates": [{"family": "ridge"}]},
@@ -325,3 +327,86 @@ def test_real_bike_day_after_hurricane_sandy_drops_rows_without_history(
     assert result.dropped_rows == len(rows) - len(expected_kept)
     assert result.dropped_rows > 0
     assert result.frame["timestamp"].tolist() == expected_kept
+
+
+# Real-data options: events spread over their day, hours with no target, hours that arrive twice.
+
+
+def with_marks(frame: pd.DataFrame, column: str, hours: list[str]) -> pd.DataFrame:
+    """A sparse event column: 1 on the given hours, missing everywhere else (as a source writes it)."""
+    out = frame.copy()
+    out[column] = np.where(out["timestamp"].isin(pd.to_datetime(hours)), 1.0, np.nan)
+    return out
+
+
+def test_event_marks_every_hour_of_its_day_and_its_lags() -> None:
+    spec = synthetic_spec(events=[{"column": "holiday", "lagged": True}, {"column": "promo"}])
+    raw = with_marks(hourly("2024-01-01", 5), "holiday", ["2024-01-02 15:00", "2024-01-04 13:00"])
+    raw = with_marks(raw, "promo", ["2024-01-03 02:00"])
+    result = F.build_features(raw, DAY, spec)
+    frame = result.frame
+    assert len(frame) == 24
+    assert F.event_columns(spec) == ["holiday", "promo", "holiday_lag_24h", "holiday_lag_48h"]
+    assert {column: str(dtype) for column, dtype in frame.dtypes.items()} == F.feature_schema(spec)
+    # Marked on 13:00 of DAY, so "holiday today" holds from midnight on; the 15:00 mark two days earlier is
+    # "holiday two days ago" for every hour, and yesterday had none.
+    assert frame["holiday"].tolist() == [1.0] * 24
+    assert frame["holiday_lag_24h"].tolist() == [0.0] * 24
+    assert frame["holiday_lag_48h"].tolist() == [1.0] * 24
+    # An event that is not lagged is only "today": yesterday's promo leaves today at 0.
+    assert frame["promo"].tolist() == [0.0] * 24
+    assert "promo_lag_24h" not in frame.columns
+
+
+def test_a_day_without_an_event_mark_is_zero_on_every_hour() -> None:
+    spec = synthetic_spec(events=[{"column": "holiday", "lagged": True}])
+    raw = with_marks(hourly("2024-01-01", 5), "holiday", ["2024-01-01 08:00"])
+    frame = F.build_features(raw, DAY, spec).frame
+    assert set(frame["holiday"]) == set(frame["holiday_lag_24h"]) == set(frame["holiday_lag_48h"]) == {0.0}
+    assert F.non_finite_counts(frame, spec) == dict.fromkeys(F.numeric_feature_columns(spec), 0)
+
+
+def test_hour_with_no_target_is_kept_and_the_rows_lagging_it_are_dropped() -> None:
+    spec = synthetic_spec(rolling=[])
+    raw = hourly("2024-01-01", 5)
+    raw.loc[raw["timestamp"] == pd.Timestamp("2024-01-03 09:00"), "y"] = np.nan
+    raw.loc[raw["timestamp"] == pd.Timestamp("2024-01-04 20:00"), "y"] = np.nan
+    result = F.build_features(raw, DAY, spec)
+    # DAY's own 20:00 has no target: a feature row all the same (it can be forecast, not learnt or scored).
+    by_time = {row["timestamp"]: row for row in records(result.frame)}
+    assert np.isnan(by_time[pd.Timestamp("2024-01-04 20:00")]["y"])
+    # 09:00 of DAY would need yesterday's empty 09:00 as its 24 h lag: dropped and counted, not filled.
+    assert pd.Timestamp("2024-01-04 09:00") not in by_time
+    assert result.dropped_rows == 1
+    assert len(result.frame) == 23
+
+
+def test_an_hour_that_arrives_twice_is_one_feature_row() -> None:
+    spec = synthetic_spec()
+    raw = hourly("2024-01-01", 5)
+    twice = where(raw, raw["timestamp"].isin([pd.Timestamp("2024-01-04 06:00"), pd.Timestamp("2024-01-04 07:00")]))
+    later = twice.assign(y=twice["y"] + 0.25)
+    result = F.build_features(pd.concat([raw, later], ignore_index=True), DAY, spec)
+    assert len(result.frame) == 24
+    assert result.frame["timestamp"].is_unique
+    assert result.duplicate_rows == 2
+    by_time = {row["timestamp"]: row["y"] for row in records(result.frame)}
+    assert by_time[pd.Timestamp("2024-01-04 06:00")] == lookup(raw)[pd.Timestamp("2024-01-04 06:00")] + 0.25
+
+
+def test_real_air_day_with_scattered_empty_hours() -> None:
+    """2010-02-14 has one empty PM2.5 hour: it stays a row without a target, and the hours of the next two days
+    that would lag it are the only ones dropped."""
+    spec = load_spec(AIR_SPEC)
+    raw = ingest.normalise(pd.read_csv(AIR_CSV, nrows=24 * 60), spec).frame
+    empty = raw.loc[(raw["timestamp"].dt.date == date(2010, 2, 14)) & raw["pm2.5"].isna(), "timestamp"].tolist()
+    assert len(empty) == 1
+    lookback = timedelta(hours=spec.features.lookback_hours)
+    for day, offset in [(date(2010, 2, 14), 0), (date(2010, 2, 15), 24), (date(2010, 2, 16), 48)]:
+        window = where(raw, (raw["timestamp"] >= pd.Timestamp(day) - lookback) & (raw["timestamp"].dt.date <= day))
+        result = F.build_features(window, day, spec)
+        assert result.dropped_rows == (1 if offset else 0)
+        assert len(result.frame) == (24 if not offset else 23)
+        assert nulls(result.frame["pm2.5"]) == (1 if not offset else 0)
+        if offset:
+            assert empty[0] + pd.Timedelta(hours=offset) not in set(result.frame["timestamp"])

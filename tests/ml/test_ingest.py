@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import BIKE_CSV, BIKE_SPEC
+from conftest import AIR_CSV, AIR_SPEC, BIKE_CSV, BIKE_SPEC
 
 from kernel.days import day_range
 from kernel.spec import PipelineSpec, load_spec
@@ -283,3 +283,138 @@ def test_read_source_file_reads_the_real_csv(spec: PipelineSpec) -> None:
     frame = ingest.read_source_file(file.path, spec, root)
     assert len(frame) == 17_379
     assert {"dteday", "hr", "cnt", "weathersit"} <= set(frame.columns)
+
+
+# Real, messy hourly data: the Beijing PM2.5 file and generated files with what it lacks.
+
+
+@pytest.fixture(scope="module")
+def air_spec() -> PipelineSpec:
+    return load_spec(AIR_SPEC)
+
+
+def air_lines(count: int) -> list[str]:
+    """The header and the first `count` rows of the Beijing file, as written."""
+    return AIR_CSV.read_text().splitlines()[: count + 1]
+
+
+def write_lines(tmp_path: Path, lines: list[str], name: str = "slice.csv") -> str:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_real_air_file_builds_its_timestamp_from_four_columns(air_spec: PipelineSpec) -> None:
+    frame = ingest.read_source_file(str(AIR_CSV), air_spec, AIR_CSV.parents[2])
+    out = ingest.normalise(frame, air_spec, origin=str(AIR_CSV)).frame
+    assert len(out) == 43_824 == 5 * 365 * 24 + 24  # 2010-01-01 .. 2014-12-31 (2012 is a leap year)
+    assert out["timestamp"].is_unique
+    assert (out["timestamp"].min(), out["timestamp"].max()) == (
+        pd.Timestamp("2010-01-01 00:00"),
+        pd.Timestamp("2014-12-31 23:00"),
+    )
+    expected = pd.to_datetime(frame[["year", "month", "day", "hour"]]).astype("datetime64[ns]")
+    assert (out["timestamp"].to_numpy() == expected.sort_values().to_numpy()).all()
+    # Its README: 2,067 empty target hours, kept as missing (not a coercion error); four wind directions.
+    assert nulls(out["pm2.5"]) == 2_067
+    assert ingest.normalise(frame, air_spec).coercion_errors == {}
+    assert set(out["cbwd"]) == {"NE", "NW", "SE", "cv"}
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("month", "13"), ("hour", "24"), ("day", "30"), ("hour", "1.5"), ("year", ""), ("day", "x")]
+)
+def test_timestamp_part_out_of_range_is_a_format_error(
+    air_spec: PipelineSpec, tmp_path: Path, column: str, value: str
+) -> None:
+    lines = air_lines(30)
+    header = lines[0].split(",")
+    cells = lines[7].split(",")
+    cells[header.index("month")] = "2"  # 30 February when the day is 30
+    cells[header.index(column)] = value
+    if column != "day":
+        cells[header.index("day")] = "3"
+    lines[7] = ",".join(cells)
+    path = write_lines(tmp_path, lines)
+    frame = ingest.read_source_file(path, air_spec, tmp_path)
+    with pytest.raises(ingest.SourceFormatError) as caught:
+        ingest.normalise(frame, air_spec, origin=path)
+    message = str(caught.value)
+    assert path in message
+    assert "1 row(s) whose timestamp parts" in message
+    assert "not a valid date and hour 0-23" in message
+
+
+def test_missing_timestamp_part_column_is_a_format_error(air_spec: PipelineSpec) -> None:
+    frame = pd.read_csv(AIR_CSV, nrows=48).drop(columns=["hour"])
+    with pytest.raises(ingest.SourceFormatError, match=r"missing column\(s\) \['hour'\]"):
+        ingest.normalise(frame, air_spec, origin="slice")
+
+
+def test_text_that_pandas_would_call_missing_stays_text(air_spec: PipelineSpec, tmp_path: Path) -> None:
+    lines = air_lines(48)
+    header = lines[0].split(",")
+    for row, word in zip(range(1, 7), ["None", "NA", "null", "N/A", "nan", ""], strict=True):
+        cells = lines[row].split(",")
+        cells[header.index("cbwd")] = word
+        lines[row] = ",".join(cells)
+    cells = lines[30].split(",")
+    cells[header.index("TEMP")] = "NA"  # a number column keeps pandas' missing words
+    lines[30] = ",".join(cells)
+    path = write_lines(tmp_path, lines)
+    result = ingest.normalise(ingest.read_source_file(path, air_spec, tmp_path), air_spec, origin=path)
+    assert result.frame["cbwd"].head(6).tolist()[:5] == ["None", "NA", "null", "N/A", "nan"]
+    assert nulls(result.frame["cbwd"]) == 1  # only the empty cell
+    assert nulls(result.frame["TEMP"]) == 1
+    assert nulls(result.frame["pm2.5"]) == 24  # the file's own empty first day
+    assert result.coercion_errors == {}
+
+
+def duplicated_hours(air_spec: PipelineSpec, policy: str) -> tuple[PipelineSpec, pd.DataFrame]:
+    """Two days of the real file (from 2010-01-02) where hours 3 and 5 of the first day arrive twice, the
+    second copy with other values, and hour 5's first copy has no target."""
+    spec = air_spec.model_copy(update={"source": air_spec.source.model_copy(update={"duplicates": policy})})
+    frame = ingest.normalise(pd.read_csv(AIR_CSV, skiprows=range(1, 25), nrows=48), spec).frame
+    frame.loc[5, "pm2.5"] = np.nan
+    again = frame.iloc[[3, 5]].copy()
+    again["pm2.5"] = [500.0, 300.0]
+    again["TEMP"] = [10.0, 20.0]
+    again["cbwd"] = pd.Series(["XX", "YY"], index=again.index, dtype="str")
+    return spec, pd.concat([frame, again], ignore_index=True)
+
+
+def test_duplicates_error_keeps_every_row(air_spec: PipelineSpec) -> None:
+    spec, frame = duplicated_hours(air_spec, "error")
+    result = ingest.collapse_duplicates(frame, spec)
+    assert len(result.frame) == 50
+    assert result.rows_collapsed == {}
+
+
+@pytest.mark.parametrize("policy", ["first", "last", "mean"])
+def test_duplicates_are_collapsed_and_counted_per_day(air_spec: PipelineSpec, policy: str) -> None:
+    spec, frame = duplicated_hours(air_spec, policy)
+    first = frame.iloc[:48]
+    result = ingest.collapse_duplicates(frame, spec)
+    out = result.frame
+    assert len(out) == 48
+    assert out["timestamp"].is_monotonic_increasing
+    assert out["timestamp"].is_unique
+    assert result.rows_collapsed == {"2010-01-02": 2}
+    hour3, hour5 = out.iloc[3], out.iloc[5]
+    expected = {
+        "first": (first.iloc[3]["pm2.5"], first.iloc[3]["TEMP"], first.iloc[3]["cbwd"], True, first.iloc[5]["TEMP"]),
+        "last": (500.0, 10.0, "XX", False, 20.0),
+        # numbers: the mean of what is known (hour 5's missing target is skipped); text: the first known value
+        "mean": (
+            (first.iloc[3]["pm2.5"] + 500) / 2,
+            (first.iloc[3]["TEMP"] + 10) / 2,
+            first.iloc[3]["cbwd"],
+            False,
+            (first.iloc[5]["TEMP"] + 20) / 2,
+        ),
+    }[policy]
+    assert (hour3["pm2.5"], hour3["TEMP"]) == pytest.approx(expected[:2])
+    assert hour3["cbwd"] == expected[2]
+    assert bool(np.isnan(hour5["pm2.5"])) is expected[3]
+    assert hour5["TEMP"] == pytest.approx(expected[4])
+    assert out.iloc[24:].reset_index(drop=True).equals(first.iloc[24:].reset_index(drop=True))

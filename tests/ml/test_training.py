@@ -6,12 +6,16 @@ import math
 import os
 from collections.abc import Collection
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from conftest import AIR_SPEC
 
-from kernel.spec import CandidateSpec, PipelineSpec
+from kernel.paths import PROJECT_ROOT
+from kernel.spec import CandidateSpec, PipelineSpec, load_spec, load_specs
 from ml import features as F
 from ml import training as T
 
@@ -271,3 +275,75 @@ def test_feature_importance_covers_every_feature(
     assert list(importance) == F.feature_columns(spec)
     # The daily shape is carried by the lags: shuffling them must hurt more than shuffling noise.
     assert importance["lag_24h"] + importance["lag_48h"] > importance["x"]
+
+
+# Hours without a target, and candidate params checked against the estimator.
+
+
+def test_split_window_leaves_out_and_counts_hours_without_a_target(window_spec: PipelineSpec) -> None:
+    frames = window_frames()
+    train_day, holdout_day = str(END - timedelta(days=10)), str(END - timedelta(days=1))
+    for day, hours in [(train_day, [2, 3, 4]), (holdout_day, [23])]:
+        frame = frames[day].copy()
+        frame.loc[hours, "y"] = np.nan
+        frames[day] = frame
+    result = T.split_window(frames, END, window_spec)
+    assert result.window.missing_target_rows == 4
+    assert len(result.train) == 11 * 24 - 3
+    assert len(result.holdout) == 3 * 24 - 1
+    assert result.train["y"].notna().all() and result.holdout["y"].notna().all()
+    assert result.window.train_days[3] == train_day, "a day with some empty hours is still a training day"
+
+
+def test_a_holdout_without_any_known_target_is_refused(window_spec: PipelineSpec) -> None:
+    frames = window_frames()
+    for index in (11, 12, 13):
+        day = str(END - timedelta(days=13 - index))
+        frames[day] = frames[day].assign(y=np.nan)
+    with pytest.raises(T.TrainingDataError, match="no hold-out rows"):
+        T.split_window(frames, END, window_spec)
+
+
+def test_metrics_of_a_candidate_count_only_hours_with_a_target(spec: PipelineSpec) -> None:
+    raw = daily_pattern(24)
+    raw.loc[raw.index[-30:-20], "y"] = np.nan  # ten hours of the last day not measured
+    days = [END - timedelta(days=k) for k in range(20, -1, -1)]
+    frames = {str(day): F.build_features(raw, day, spec).frame for day in days}
+    split = T.split_window(frames, END, spec)
+    assert split.window.missing_target_rows > 0
+    result = T.train_candidate(spec.training.candidates[1], split.train, split.holdout, spec)
+    assert np.isfinite(result.metrics.mae)
+    predicted = T.predict(result.model, split.holdout, spec)
+    assert result.metrics.mae == pytest.approx(float(np.mean(np.abs(predicted - split.holdout["y"].to_numpy()))))
+
+
+def test_every_shipped_spec_has_candidates_its_estimators_accept() -> None:
+    specs = load_specs(PROJECT_ROOT / "pipelines")
+    assert {"bike_demand", "air_quality"} <= {spec.name for spec in specs}
+    for spec in specs:
+        T.check_candidates(spec)
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"losss": "absolute_error"}, "hist_gradient_boosting has no parameter(s) ['losss']; it has ["),
+        ({"loss": "huber"}, "The 'loss' parameter of HistGradientBoostingRegressor must be a str among"),
+        ({"max_iter": 0}, "The 'max_iter' parameter of HistGradientBoostingRegressor must be an int in the range"),
+        ({"learning_rate": "fast"}, "The 'learning_rate' parameter"),
+    ],
+)
+def test_candidate_params_the_estimator_refuses_name_file_and_field(
+    tmp_path: Path, params: dict[str, object], reason: str
+) -> None:
+    document = yaml.safe_load(AIR_SPEC.read_text())
+    document["training"]["candidates"].append({"family": "hist_gradient_boosting", "params": params})
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(document))
+    spec = load_spec(path)  # the kernel does not import scikit-learn: the spec itself loads
+    index = len(document["training"]["candidates"]) - 1
+    with pytest.raises(T.CandidateParamsError) as caught:
+        T.check_candidates(spec)
+    message = str(caught.value)
+    assert f"invalid pipeline spec {path}: training.candidates.{index}.params: " in message
+    assert reason in message

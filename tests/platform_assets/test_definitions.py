@@ -67,9 +67,10 @@ def test_definitions_load_and_validate(tmp_path: Path) -> None:
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     stages = {"raw", "features", "model", "champion", "predictions", "backtest", "backtest_report"}
-    assert keys == {f"bike_demand/{stage}" for stage in stages}
+    pipelines = ("bike_demand", "air_quality")  # every pipelines/*.yaml, each its own group
+    assert keys == {f"{p}/{stage}" for p in pipelines for stage in stages}
     sensors = {sensor.name for sensor in defs.sensors or []}
-    assert sensors == {"automation_sensor", "run_failure_alert", "bike_demand_landing_sensor"}
+    assert sensors == {"automation_sensor", "run_failure_alert", *(f"{p}_landing_sensor" for p in pipelines)}
 
 
 def test_asset_graph_matches_the_snapshot(tmp_path: Path) -> None:
@@ -119,9 +120,9 @@ def test_loading_the_code_location_imports_no_heavy_library(tmp_path: Path) -> N
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-def _raw_partitions(settings: Settings, today: date) -> list[str]:
+def _raw_partitions(settings: Settings, today: date, pipeline: str = "bike_demand") -> list[str]:
     graph = build_definitions(settings, today=today).resolve_asset_graph()
-    partitions = graph.get(dg.AssetKey(["bike_demand", "raw"])).partitions_def
+    partitions = graph.get(dg.AssetKey([pipeline, "raw"])).partitions_def
     assert partitions is not None
     return list(partitions.get_partition_keys())
 
@@ -143,3 +144,10 @@ def test_sample_data_is_rebased_by_whole_weeks_and_pinned_locally_only(tmp_path:
         env="prod", root=PROJECT_ROOT, home=tmp_path / "prod", specs_dir=PROJECT_ROOT / "pipelines", mlflow_ui_url="x"
     )
     assert _raw_partitions(prod, today)[0] == "2011-01-01"
+
+    # The air-quality sample (2010..2014) is rebased the same way, pinned on its own.
+    air = _raw_partitions(local, today, "air_quality")
+    assert len(air) == 1_826
+    assert today - timedelta(days=7) <= date.fromisoformat(air[-1]) < today
+    assert (date.fromisoformat(air[-1]) - date(2014, 12, 31)).days % 7 == 0
+    assert _raw_partitions(prod, today, "air_quality")[0] == "2010-01-01"

@@ -1,7 +1,9 @@
 """A second dataset, different in every way that matters, works by writing a spec only.
 
 Generated here: three stations sharing timestamps (so timestamps repeat), string and categorical
-columns, a day-first timestamp format and a three-month hole in the middle.
+columns, a day-first timestamp format and a three-month hole in the middle; and the mess of real files,
+each handled by a spec option: hours delivered twice (`duplicates: mean`), a few empty target hours
+(`mostly`), and a market day marked on one hour only (an event column).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from resources.tracking import MlflowTracking
 NAME = "station_rides"
 STATIONS = ["north", "south", "river"]
 GAP = ("2021-03-01", "2021-05-31")
+TWICE = ["2021-06-20 07:00", "2021-06-20 08:00", "2021-06-20 09:00"]  # north's hours sent again, counted anew
+EMPTY = ["2021-06-25 03:00", "2021-06-25 04:00"]  # north's target not measured
+MARKET = "2021-06-26 11:00"  # the one hour the market-day flag is set on
 
 
 def generate(path: Path) -> pd.DataFrame:
@@ -49,7 +54,13 @@ def generate(path: Path) -> pd.DataFrame:
                 }
             )
         )
-    frame = pd.concat(rows).sample(frac=1.0, random_state=1)  # files are rarely sorted
+    frame = pd.concat(rows)
+    frame["market"] = np.where(frame["ts"] == pd.Timestamp(MARKET).strftime("%d.%m.%Y %H:%M"), 1, np.nan)
+    north = frame["station"] == "north"
+    stamps = {h: pd.Timestamp(h).strftime("%d.%m.%Y %H:%M") for h in [*TWICE, *EMPTY]}
+    again = frame[north & frame["ts"].isin([stamps[h] for h in TWICE])].assign(rides=lambda f: f["rides"] + 10)
+    frame["rides"] = frame["rides"].astype("float64").mask(north & frame["ts"].isin([stamps[h] for h in EMPTY]))
+    frame = pd.concat([frame, again]).sample(frac=1.0, random_state=1)  # files are rarely sorted
     frame.to_csv(path, index=False)
     return frame
 
@@ -63,6 +74,7 @@ def spec(source: Path) -> dict[str, object]:
             "uri": str(source.parent / "*.csv"),
             "timestamp": {"column": "ts", "format": "%d.%m.%Y %H:%M"},
             "entity_columns": ["station"],
+            "duplicates": "mean",
         },
         "target": "rides",
         "features": {
@@ -71,6 +83,7 @@ def spec(source: Path) -> dict[str, object]:
             "calendar": ["hour", "day_of_week"],
             "target_lags_hours": [24, 168],
             "rolling": [{"window_hours": 24, "stat": "mean"}],
+            "events": [{"column": "market", "lagged": True}],
         },
         "partitioning": {"start_date": "2021-01-01", "end_date": "2021-08-01"},
         "training": {
@@ -81,7 +94,7 @@ def spec(source: Path) -> dict[str, object]:
         "promotion": {"min_improvement_over_baseline": 0.05, "max_regression_vs_champion": 0.1},
         "expectations": {
             "columns": {
-                "rides": {"min": 0, "max": 1000},
+                "rides": {"min": 0, "max": 1000, "mostly": 0.9},
                 "weather": {"allowed_values": ["sun", "rain", "snow"]},
                 "station": {"allowed_values": STATIONS},
             },
@@ -123,6 +136,18 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     assert incomplete == hole, "the hole in the data is reported"
     assert {v.severity for v in checks["complete_days"].values()} == {dg.AssetCheckSeverity.WARN}
 
+    # Hours sent twice are averaged into one row, and counted on their day in the raw asset's metadata.
+    raw_event = next(m for m in ingest.get_asset_materialization_events() if m.asset_key == dg.AssetKey([NAME, "raw"]))
+    metadata = raw_event.materialization.metadata
+    assert metadata["duplicate_rows_collapsed"].value == len(TWICE)
+    assert metadata["duplicate_rows_collapsed_per_day"].value == {"2021-06-20": len(TWICE)}
+    twice = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-20")
+    assert len(twice) == 24 * len(STATIONS)
+    assert expectations["2021-06-20"].passed
+    # Two empty target hours of 72 pass `mostly: 0.9`; the day's hours without a target stay, as missing.
+    assert expectations["2021-06-25"].passed
+    assert store.read(dg.AssetKey([NAME, "raw"]), "2021-06-25")["rides"].isna().sum() == len(EMPTY)
+
     raw = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-15")
     assert len(raw) == 24 * len(STATIONS)
     assert raw["timestamp"].duplicated().sum() == 24 * (len(STATIONS) - 1), "timestamps repeat across stations"
@@ -135,6 +160,13 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     north_raw = north_raw[north_raw["station"] == "north"].set_index("timestamp")["rides"]
     expected = north_raw.reindex(north.index - pd.Timedelta(hours=24)).to_numpy()
     np.testing.assert_array_equal(north["lag_24h"].to_numpy(), expected)
+    # The market flag set on one hour marks its whole day, and the next day sees it as "a day ago".
+    market = store.read(dg.AssetKey([NAME, "features"]), "2021-06-26")
+    assert set(market["market"]) == {1.0}
+    # North's hours a day after its empty ones have no 24 h lag: dropped (and counted), not filled.
+    assert len(market) == 24 * len(STATIONS) - len(EMPTY)
+    day_after = store.read(dg.AssetKey([NAME, "features"]), "2021-06-27")
+    assert (set(day_after["market"]), set(day_after["market_lag_24h"])) == ({0.0}, {1.0})
 
     # Features need their whole 7-day look-back (lag 168 h): the gap's last day rejects them up to 2021-06-07.
     assert isinstance(store.read(dg.AssetKey([NAME, "features"]), "2021-06-08"), pd.DataFrame)
@@ -148,6 +180,10 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     assert trained.success
     record = store.read(dg.AssetKey([NAME, "model"]), "2021-07-04")
     assert record["rejected_days"] == ["2021-06-07"], "a rejected day within the tolerance is skipped and recorded"
+    assert record["missing_target_rows"] == len(EMPTY), "hours without a target are neither learnt nor scored"
+    assert record["train_rows"] + record["holdout_rows"] + len(EMPTY) == sum(
+        len(store.read(dg.AssetKey([NAME, "features"]), day)) for day in record["train_days"] + record["holdout_days"]
+    )
     assert record["metrics"]["mae"] < record["baseline"]["mae"]
     assert tracking.alias_version(NAME, CHAMPION) == record["version"]
     predictions = store.read(dg.AssetKey([NAME, "predictions"]), "2021-07-04")
