@@ -37,9 +37,12 @@ def write_oos_spec(source: Path, specs_dir: Path) -> str:
     return document["name"]
 
 
-def section_oos(bench: Bench, days: int) -> dict[str, Any]:
-    """The out-of-sample figures of every shipped pipeline over its last `days` days."""
-    return {path.stem: pipeline_oos(bench, path, days) for path in shipped_specs()}
+def section_oos(bench: Bench, days: int, names: list[str]) -> dict[str, Any]:
+    """The out-of-sample figures of the shipped pipelines named (all when none is) over their last `days` days."""
+    specs = [path for path in shipped_specs() if not names or path.stem in names]
+    if unknown := sorted(set(names) - {path.stem for path in specs}):
+        raise StageFailed(f"--oos-pipelines names no shipped spec: {unknown}")
+    return {path.stem: pipeline_oos(bench, path, days) for path in specs}
 
 
 def pipeline_oos(bench: Bench, source: Path, days: int) -> dict[str, Any]:

@@ -197,6 +197,9 @@ def carry_over(report: dict[str, Any], path: Path) -> dict[str, Any]:
     previous = json.loads(path.read_text())
     carried = dict(previous.get("carried_over", {}))
     for section, figures in previous.get("figures", {}).items():
+        if section == "oos" and section in report["figures"]:  # one entry per pipeline: keep those not re-run
+            report["figures"][section] = {**figures, **report["figures"][section]}
+            continue
         if section in report["figures"]:
             carried.pop(section, None)
             continue

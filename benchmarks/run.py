@@ -57,6 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         help="comma-separated sections: a (backfill), b (load), c (cycle), oos (out-of-sample backtest; not default)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
+    parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
     parser.add_argument("--days", type=int, default=365, help="partitions in the (a) backfill (default 365)")
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
@@ -111,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "c" in sections:
                 report["figures"]["c"] = section_c(bench, args.cycle_day)
             if "oos" in sections:
-                report["figures"]["oos"] = section_oos(bench, args.oos_days)
+                names = [n.strip() for n in args.oos_pipelines.split(",") if n.strip()]
+                report["figures"]["oos"] = section_oos(bench, args.oos_days, names)
     except StageFailed as exc:
         report["failures"] = [str(exc)]
         code = 1
