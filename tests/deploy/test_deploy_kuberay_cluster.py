@@ -348,4 +348,4 @@ def test_spec_variant_helper_changes_only_compute(tmp_path: Path) -> None:
     original = ray_clusters.load_spec()
     variant = ray_clusters.load_spec(ray_clusters.spec_variant(tmp_path, training={"gpu": 1}))
     assert variant.compute.training.gpu == 1
-    assert variant.model_copy(update={"compute": original.compute}) == original
+    assert variant.model_copy(update={"compute": original.compute}).model_dump() == original.model_dump()
