@@ -174,7 +174,15 @@ class Bench:
             env["DAGSTER_HOME"] = str(state.dagster_home)
         return env
 
-    def run(self, label: str, command: list[str], env: Mapping[str, str], *, check: bool = True) -> Measured:
+    def run(
+        self,
+        label: str,
+        command: list[str],
+        env: Mapping[str, str],
+        *,
+        check: bool = True,
+        timeout: float = WORKER_TIMEOUT_S,
+    ) -> Measured:
         """Run a measured subprocess and wait for it (CPU time from the rusage of waited-for children)."""
         log = self.logs / f"{label}.log"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -185,11 +193,11 @@ class Bench:
             )
             with ProcessSampler(process.pid, self.ray_head_pid) as sampler:
                 try:
-                    code = process.wait(timeout=WORKER_TIMEOUT_S)
+                    code = process.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-                    raise StageFailed(f"{label}: timed out after {WORKER_TIMEOUT_S}s (log: {log})") from None
+                    raise StageFailed(f"{label}: timed out after {timeout}s (log: {log})") from None
             wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         waited = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -200,14 +208,16 @@ class Bench:
             raise StageFailed(f"{label}: exited with code {code} (log: {log}):\n{tail(log)}")
         return Measured(code, wall, cpu, sampler.summary(), log)
 
-    def worker(self, label: str, name: str, args: Mapping[str, Any], state: StatePaths) -> dict[str, Any]:
+    def worker(
+        self, label: str, name: str, args: Mapping[str, Any], state: StatePaths, *, timeout: float = WORKER_TIMEOUT_S
+    ) -> dict[str, Any]:
         """Run `run.py --worker NAME` measured and return its result plus what was measured from outside."""
         out = self.tmp / f"{label}.json"
         command = [sys.executable, str(RUN_SCRIPT), "--worker", name]
         command += ["--worker-args", json.dumps(args), "--worker-out", str(out)]
         print(f"  · {label} ...", end="", flush=True)
         load_before = os.getloadavg()[0]
-        measured = self.run(label, command, self.env(state))
+        measured = self.run(label, command, self.env(state), timeout=timeout)
         result: dict[str, Any] = json.loads(out.read_text())
         result["process_wall_s"] = round(measured.wall_s, 2)
         result["process_cpu_s"] = round(measured.cpu_s, 2)

@@ -158,6 +158,23 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(f"  ratio {b['ratio']} (target <= {b['target']}): {'OK' if b['meets_target'] else 'MISS'}")
         print(f"  heavy modules imported by the load: {b['loaded']['heavy_imported'] or 'none'}")
         print("  top imports:", ", ".join(f"{o['package']} {o['self_s']}s" for o in b["import_offenders"][:6]))
+    for name, oos in figures.get("oos", {}).items():
+        backtest, models = oos["backtest"], oos["model_backfill"]
+        print(f"\n(oos) {name}: out-of-sample backtest {oos['backtest_days']} ({oos['days']} days)")
+        improvement = oos["out_of_sample_improvement"]
+        rows = [
+            [
+                "out-of-sample improvement over the baseline",
+                _fmt(improvement),
+                f">= {oos['target_min']}",
+                oos["result"],
+            ],
+            ["in-window hold-out improvement (mean)", _fmt(backtest["in_window_improvement_mean"]), "", ""],
+            ["days scored / not scored", f"{backtest['days_scored']} / {backtest['days_not_scored']}", "", ""],
+            ["model backfill", f"{models['partitions']} partitions in {models['model_backfill_s']}s", "", ""],
+            ["model load per model (s)", _fmt(oos["model_load_s_per_model"]), "", ""],
+        ]
+        print(tabulate(rows, headers=["figure", "value", "target", "result"]))
     if "c" in figures:
         c = figures["c"]
         print(f"\n(c) daily cycle for {c['day']}")
@@ -170,6 +187,27 @@ def print_report(report: Mapping[str, Any]) -> None:
             f"  peak RSS: process {c['self_maxrss_mb']} MB (ru_maxrss); Ray workers max {rss['ray_worker_max_mb']} MB "
             f"each, {rss['ray_workers_sum_mb']} MB together ({rss['ray_workers_seen']} workers seen)"
         )
+
+
+def carry_over(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Keep the figures of sections this run did not measure from the file it replaces (a long section run alone
+    must not erase the others), each with the timestamp and commit it was measured at."""
+    if not path.exists():
+        return report
+    previous = json.loads(path.read_text())
+    carried = dict(previous.get("carried_over", {}))
+    for section, figures in previous.get("figures", {}).items():
+        if section == "oos" and section in report["figures"]:  # one entry per pipeline: keep those not re-run
+            report["figures"][section] = {**figures, **report["figures"][section]}
+            continue
+        if section in report["figures"]:
+            carried.pop(section, None)
+            continue
+        report["figures"][section] = figures
+        carried.setdefault(section, {"timestamp": previous.get("timestamp"), "git_commit": previous.get("git_commit")})
+    if carried:
+        report["carried_over"] = carried
+    return report
 
 
 def write_report(report: Mapping[str, Any], path: Path) -> None:

@@ -43,14 +43,21 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c")
+SECTIONS = ("a", "b", "c", "oos")
+DEFAULT_SECTIONS = "a,b,c"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     from benchmarks.common import DEFAULT_CYCLE_DAY, RESULTS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="a,b,c", help="comma-separated sections: a (backfill), b (load), c (cycle)")
+    parser.add_argument(
+        "--only",
+        default=DEFAULT_SECTIONS,
+        help="comma-separated sections: a (backfill), b (load), c (cycle), oos (out-of-sample backtest; not default)",
+    )
+    parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
+    parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
     parser.add_argument("--days", type=int, default=365, help="partitions in the (a) backfill (default 365)")
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
@@ -75,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := sorted(set(sections) - set(SECTIONS)):
-        parser.error(f"unknown section(s) {unknown}; choose from a, b, c")
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if args.days < 1 or args.repeats < 1 or args.a_repeats < 1:
         parser.error("--days, --repeats and --a-repeats must be positive")
 
     from benchmarks.common import RESULTS, StageFailed
     from benchmarks.harness import Bench, ray_head
-    from benchmarks.report import new_report, print_report, write_report
+    from benchmarks.oos import section_oos
+    from benchmarks.report import carry_over, new_report, print_report, write_report
     from benchmarks.sections import section_a, section_b, section_c
     from devtools.stack import RAY_LOOPBACK_ENV
 
@@ -103,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["b"] = section_b(bench, args.repeats)
             if "c" in sections:
                 report["figures"]["c"] = section_c(bench, args.cycle_day)
+            if "oos" in sections:
+                names = [n.strip() for n in args.oos_pipelines.split(",") if n.strip()]
+                report["figures"]["oos"] = section_oos(bench, args.oos_days, names)
     except StageFailed as exc:
         report["failures"] = [str(exc)]
         code = 1
@@ -118,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if code == 0:
         print_report(report)
-        write_report(report, args.output)
+        write_report(carry_over(report, args.output), args.output)
         print(f"\nwrote {args.output} ({report['duration_s']}s)")
     else:
         with contextlib.suppress(Exception):

@@ -12,13 +12,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import (
     BACKFILL_STAGES,
     CYCLE_STAGES,
+    PIPELINE,
     StageFailed,
     bench_pipeline,
     preimport_heavy,
@@ -27,6 +28,7 @@ from benchmarks.common import (
 )
 from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
 from benchmarks.script import worker_script
+from kernel.days import day_range
 from kernel.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -37,13 +39,13 @@ if TYPE_CHECKING:
     from resources.tracking import MlflowTracking
 
 
-def _definitions() -> tuple[dg.Definitions, Pipeline]:
+def _definitions(name: str = PIPELINE) -> tuple[dg.Definitions, Pipeline]:
     """The code location as Dagster loads it, and the benchmark pipeline in it."""
     from kernel.settings import Settings
     from platform_assets.definitions import build_definitions
 
     settings = Settings.from_environment()
-    return build_definitions(settings), bench_pipeline(settings.specs_dir, settings.root)
+    return build_definitions(settings), bench_pipeline(settings.specs_dir, settings.root, name)
 
 
 def _resources(defs: dg.Definitions) -> tuple[PartitionedParquetIOManager, MlflowTracking]:
@@ -304,6 +306,89 @@ def worker_cycle(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def worker_model_backfill(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Untimed raw+features for the history, then the timed part: one run of `model` over a range of days (a
+    walk-forward backfill, as the UI or `--partition-range` launches it), then the champion."""
+    import dagster as dg
+
+    defs, pipeline = _definitions(args["pipeline"])
+    instance = dg.DagsterInstance.get()
+    features = (date.fromisoformat(args["features_first"]), date.fromisoformat(args["features_last"]))
+    models = (date.fromisoformat(args["models_first"]), date.fromisoformat(args["models_last"]))
+    features_s, _, _ = _execute_in_process(defs, instance, pipeline, ["raw", "features"], features)
+    model_s, model_run, _ = _execute_in_process(defs, instance, pipeline, ["model"], models)
+    champion_s, _, _ = _execute_in_process(defs, instance, pipeline, ["champion"], None)
+    return {
+        "features": f"{features[0]}..{features[1]}",
+        "models": f"{models[0]}..{models[1]}",
+        "partitions": (models[1] - models[0]).days + 1,
+        "raw_features_s": round(features_s, 2),
+        "model_backfill_s": round(model_s, 2),
+        "champion_s": round(champion_s, 2),
+        "model_breakdown": run_breakdown(instance, model_run),
+        **rusage_mb(),
+    }
+
+
+def worker_backtest(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The backtest over a range of days in one run (each model loaded once), then the report: the platform's own
+    out-of-sample figures, as its asset store and materialisations hold them."""
+    import dagster as dg
+    import pandas as pd
+
+    from kernel.records import ModelRecord, Rejected
+
+    defs, pipeline = _definitions(args["pipeline"])
+    instance = dg.DagsterInstance.get()
+    days = (date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
+    backtest_s, backtest_run, _ = _execute_in_process(defs, instance, pipeline, ["backtest"], days)
+    report_s, _, _ = _execute_in_process(defs, instance, pipeline, ["backtest_report"], None)
+    store, _ = _resources(defs)
+    event = instance.get_latest_materialization_event(pipeline.key("backtest"))
+    scored = (
+        {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        if event and event.asset_materialization
+        else {}
+    )
+    report = instance.get_latest_materialization_event(pipeline.key("backtest_report"))
+    figures = (
+        {k: v.value for k, v in report.asset_materialization.metadata.items()}
+        if report and report.asset_materialization
+        else {}
+    )
+    table = store.read(pipeline.key("backtest_report"), None)
+    models = store.read_many(
+        pipeline.key("model"), [str(d) for d in day_range(days[0] - timedelta(days=1), days[1])], allow_missing=True
+    )
+    records = [ModelRecord.model_validate(v) for v in models.values() if not isinstance(v, Rejected)]
+    in_range = table[(table["day"] >= pd.Timestamp(days[0])) & (table["day"] <= pd.Timestamp(days[1]))]
+    return {
+        "days": f"{days[0]}..{days[1]}",
+        "backtest_s": round(backtest_s, 2),
+        "report_s": round(report_s, 2),
+        "backtest_breakdown": run_breakdown(instance, backtest_run),
+        "days_scored": scored.get("days_scored"),
+        "days_not_scored": scored.get("days_not_scored"),
+        "not_scored_days": scored.get("not_scored_days"),
+        "excluded_rows": scored.get("excluded_rows"),
+        "models_loaded": scored.get("models_loaded"),
+        "model_load_s": scored.get("model_load_s"),
+        "out_of_sample_improvement": figures.get("out_of_sample_improvement"),
+        "out_of_sample_mae": figures.get("out_of_sample_mae"),
+        "out_of_sample_baseline_mae": figures.get("out_of_sample_baseline_mae"),
+        "rolling_28d_improvement": {
+            "min": float(in_range["improvement_28d"].min()),
+            "max": float(in_range["improvement_28d"].max()),
+        },
+        "days_worse_than_baseline": int((in_range["improvement"] < 0).sum()),
+        "in_window_improvement_mean": float(pd.Series([r.improvement_over_baseline for r in records]).mean()),
+        "model_partitions": len(records),
+        "model_partitions_rejected": len(models) - len(records),
+        "families": {str(k): int(v) for k, v in pd.Series([r.family for r in records]).value_counts().items()},
+        **rusage_mb(),
+    }
+
+
 WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "setup": worker_setup,
     "dagster_inprocess": worker_dagster_inprocess,
@@ -312,6 +397,8 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "script": worker_script,
     "cycle": worker_cycle,
     "ray_connect": worker_ray_connect,
+    "model_backfill": worker_model_backfill,
+    "backtest": worker_backtest,
 }
 
 

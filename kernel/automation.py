@@ -59,3 +59,12 @@ def after_upstream_update() -> Condition:
     materialisations; they judge each partition's gates themselves, so one failed day never stops them."""
     updated = cast(Condition, AC.any_deps_updated())
     return _guarded(updated.since_last_handled(), "after_upstream_update")
+
+
+def scorable_missing(forecasters: dg.AssetKey) -> Condition:
+    """For the backtest: a day not yet scored once its features day and every model partition that forecasts it
+    exist and at least one does, on the edge; any day, not only the latest, so a backfill of model partitions is
+    followed by their backtest days (and nothing is trained for it)."""
+    some_model = AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(forecasters))
+    scorable = cast(Condition, AC.missing() & ~AC.any_deps_missing() & some_model)
+    return _guarded(scorable.newly_true().since_last_handled(), "scorable_missing")

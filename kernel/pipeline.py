@@ -83,9 +83,25 @@ class Pipeline:
             dagster_type=ANY_VALUE,
         )
 
-    def day_input(self, stage: str) -> dg.AssetIn:
-        """The same day of `stage`; a day its blocking checks rejected loads as `Rejected`."""
-        return dg.AssetIn(key=self.key(stage), metadata={GATE_CHECKS: list(GATES[stage])}, dagster_type=ANY_VALUE)
+    def day_input(self, stage: str, *, allow_missing: bool = False) -> dg.AssetIn:
+        """The same day of `stage`; a day its blocking checks rejected loads as `Rejected` (and, if allowed, a day
+        never materialised is left out)."""
+        metadata: dict[str, Any] = {GATE_CHECKS: list(GATES[stage])}
+        if allow_missing:
+            metadata[ALLOW_MISSING_PARTITIONS] = True
+        return dg.AssetIn(key=self.key(stage), metadata=metadata, dagster_type=ANY_VALUE)
+
+    def preceding_input(self, stage: str, days: int) -> dg.AssetIn:
+        """The `days` partitions of `stage` just before each partition being built, never the day itself; as
+        stored (no gate: a backtest scores every model partition, gates passed or not); missing ones left out."""
+        return dg.AssetIn(
+            key=self.key(stage),
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-days, end_offset=-1, allow_nonexistent_upstream_partitions=True
+            ),
+            metadata={ALLOW_MISSING_PARTITIONS: True},
+            dagster_type=ANY_VALUE,
+        )
 
     def check_spec(self, stage: str, name: str, description: str, **own: Any) -> dg.AssetCheckSpec:
         """A per-day check of a stage: partitioned like the asset, blocking when it is one of the stage's gates."""

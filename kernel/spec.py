@@ -190,6 +190,12 @@ class TrainingSpec(_Model):
 class EvaluationSpec(_Model):
     holdout_days: int = Field(gt=0, description="Last days of the window held out for validation.")
     baseline_season_hours: int = Field(description="Seasonal-naive baseline: y(t) = y(t - season).")
+    horizon_days: int = Field(
+        default=1,
+        ge=1,
+        description="Days after its window a model partition is scored out of sample in the backtest: partition d "
+        "forecasts days d+1..d+horizon (each a day-ahead forecast from that day's features).",
+    )
 
 
 class PromotionSpec(_Model):
@@ -198,6 +204,13 @@ class PromotionSpec(_Model):
     )
     max_regression_vs_champion: float = Field(
         ge=0, description="Allowed relative MAE increase vs the champion on the same hold-out."
+    )
+    track_record_days: int = Field(
+        default=0,
+        ge=0,
+        description="Promote only if, over the last N scored backtest days up to the candidate's partition, the "
+        "daily models' out-of-sample MAE beat the baseline (by min_improvement_over_baseline) and the champion "
+        "(within max_regression_vs_champion). 0 turns it off.",
     )
 
 

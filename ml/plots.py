@@ -57,16 +57,26 @@ def importance(importances: dict[str, float], top: int = 15) -> bytes:
     return _render(draw, "Permutation importance (MAE increase)")
 
 
-def backtest(table: pd.DataFrame) -> bytes:
-    """Hold-out MAE per model partition against the seasonal-naive baseline."""
+def backtest(table: pd.DataFrame, overall: float | None, rolling_days: int) -> bytes:
+    """Out-of-sample improvement over the baseline per forecast day (daily and rolling) and overall, with the
+    in-window hold-out improvement of the model partitions as a secondary, dotted line."""
 
     def draw(axes) -> None:  # type: ignore[no-untyped-def]
-        axes.plot(table.index, table["mae"], marker=".", label="model")
-        axes.plot(table.index, table["baseline_mae"], marker=".", linestyle=":", label="seasonal naive")
-        axes.legend(loc="upper left", fontsize=7)
+        percent = 100 * table
+        if "in_window_improvement" in table:
+            axes.plot(table.index, percent["in_window_improvement"], linestyle=":", color="grey", label="in-window")
+        if "improvement" in table and table["improvement"].notna().any():
+            axes.plot(table.index, percent["improvement"], ".", markersize=3, alpha=0.4, label="out-of-sample, daily")
+            rolling = f"improvement_{rolling_days}d"
+            axes.plot(table.index, percent[rolling], linewidth=1.4, label=f"out-of-sample, {rolling_days}-day")
+        if overall is not None:
+            axes.axhline(100 * overall, linestyle="--", linewidth=0.8, label=f"out-of-sample overall {overall:.0%}")
+        axes.axhline(0, color="black", linewidth=0.5)
+        axes.set_ylabel("% lower MAE than seasonal naive", fontsize=7)
+        axes.legend(loc="lower left", fontsize=7)
         axes.tick_params(labelsize=7)
 
-    return _render(draw, "Walk-forward hold-out MAE")
+    return _render(draw, "Walk-forward backtest: improvement over the baseline")
 
 
 ACTUAL_COLOR, FORECAST_COLOR = "#1f77b4", "#ff7f0e"  # matplotlib's first two, as in the PNG plots

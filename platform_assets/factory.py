@@ -1,4 +1,4 @@
-"""Spec -> asset group: raw, features, model, champion, predictions and the backtest report, with checks and sensors."""
+"""Spec -> asset group: raw, features, model, champion, predictions, the backtest and its report, checks and sensors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from checks import features as feature_checks
 from checks import models as model_checks
 from checks import predictions as prediction_checks
 from kernel.pipeline import Pipeline
-from platform_assets.stages import features, ingest, predictions, report, rollback, training
+from platform_assets.stages import backtest, features, ingest, predictions, report, rollback, training
 from sensors import landing
 
 
@@ -33,6 +33,7 @@ def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> Pip
             training.build_model(pipeline),
             training.build_champion(pipeline),
             predictions.build(pipeline),
+            backtest.build(pipeline),
             report.build(pipeline),
         ],
         checks=[

@@ -18,7 +18,7 @@ from support import Listener, process_tree, tcp_listeners
 # The stack's one pipeline: the bike spec under its own name, over two months.
 NAME = "bike_dev"
 FIRST, LAST = "2012-05-01", "2012-06-30"
-STAGES = ("raw", "features", "model", "champion", "predictions", "backtest_report")
+STAGES = ("raw", "features", "model", "champion", "predictions", "backtest", "backtest_report")
 
 T = TypeVar("T")
 

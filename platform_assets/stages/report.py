@@ -1,4 +1,4 @@
-"""`<p>/backtest_report`: walk-forward metrics of every model partition, against the baseline."""
+"""`<p>/backtest_report`: the out-of-sample improvement over the baseline over time, with the in-window figures."""
 
 from typing import Any
 
@@ -8,42 +8,62 @@ import pandas as pd
 from kernel import automation
 from kernel.metadata import picture
 from kernel.pipeline import Pipeline
-from kernel.records import ModelRecord
-from ml import plots
+from kernel.records import ModelRecord, Rejected
+from ml import backtest, plots
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
 PLOT = "backtest.png"
 
 
-def backtest_table(records: list[ModelRecord]) -> pd.DataFrame:
-    """One row per model partition: its hold-out MAE, the baseline's and the relative improvement."""
-    rows = [
-        {
-            "partition": r.partition,
-            "version": r.version,
-            "family": r.family,
-            "mae": r.metrics.mae,
-            "baseline_mae": r.baseline.mae,
-            "smape": r.metrics.smape,
+def report_table(scores: list[pd.DataFrame], records: list[ModelRecord]) -> pd.DataFrame:
+    """One row per day: the out-of-sample figures of the day's forecasts (when it was scored) and, as a secondary
+    column, the in-window hold-out improvement of the model partition of that day (the figure that picked it)."""
+    table = backtest.summary(pd.concat(scores, ignore_index=True)) if scores else pd.DataFrame()
+    in_window = pd.Series(
+        [r.improvement_over_baseline for r in records],
+        index=pd.to_datetime([r.partition for r in records]),
+        name="in_window_improvement",
+        dtype="float64",
+    )
+    table = table.join(in_window, how="outer") if len(table) else in_window.to_frame()
+    table.index.name = "day"
+    return table.sort_index()
+
+
+def headline(scores: list[pd.DataFrame], table: pd.DataFrame) -> dict[str, float]:
+    """The figures logged to MLflow and shown first: overall and latest rolling out-of-sample improvement."""
+    figures = {"in_window_improvement_mean": float(table["in_window_improvement"].mean())}
+    if scores:
+        daily = backtest.daily_models(pd.concat(scores, ignore_index=True))
+        rolling = table[f"improvement_{backtest.ROLLING_DAYS}d"].dropna()
+        figures |= {
+            "out_of_sample_improvement": backtest.improvement(daily),
+            "out_of_sample_mae": float((daily["mae"] * daily["rows"]).sum() / daily["rows"].sum()),
+            "out_of_sample_baseline_mae": float((daily["baseline_mae"] * daily["rows"]).sum() / daily["rows"].sum()),
         }
-        for r in records
-    ]
-    table = pd.DataFrame(rows, columns=["partition", "version", "family", "mae", "baseline_mae", "smape"])
-    table["improvement"] = 1 - table["mae"] / table["baseline_mae"]
-    return table.sort_values("partition").reset_index(drop=True)
+        if len(rolling):
+            figures[f"out_of_sample_improvement_last_{backtest.ROLLING_DAYS}d"] = float(rolling.iloc[-1])
+    return figures
 
 
-def report_metadata(table: pd.DataFrame, png: bytes, logged: tuple[str, str], mlflow: MlflowTracking) -> dict[str, Any]:
+def report_metadata(
+    table: pd.DataFrame,
+    *,
+    figures: dict[str, float],
+    counts: dict[str, Any],
+    png: bytes,
+    logged: tuple[str, str],
+    mlflow: MlflowTracking,
+) -> dict[str, Any]:
     """Headline figures, the plot in place on the asset's page (the PNG logged to the report's MLflow run), a link."""
     experiment_id, run_id = logged
     metadata: dict[str, Any] = {
         "dagster/row_count": len(table),
-        "mean_mae": float(table["mae"].mean()),
-        "mean_baseline_mae": float(table["baseline_mae"].mean()),
-        "share_beating_baseline": float((table["improvement"] > 0).mean()),
+        **figures,
+        **counts,
         "backtest": picture("walk-forward backtest", png, mlflow.artifact_url(run_id, f"reports/{PLOT}")),
-        "preview": dg.MetadataValue.md(table.tail(10).to_markdown(index=False)),
+        "preview": dg.MetadataValue.md(table.tail(10).reset_index().to_markdown(index=False, floatfmt=".3f")),
     }
     if url := mlflow.run_url(experiment_id, run_id):
         metadata["mlflow_run"] = dg.MetadataValue.url(url)
@@ -53,10 +73,11 @@ def report_metadata(table: pd.DataFrame, png: bytes, logged: tuple[str, str], ml
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     @pipeline.asset(
         "backtest_report",
-        description=f"Walk-forward backtest of {pipeline.name}: hold-out MAE per model partition vs seasonal naive.",
+        description=f"Walk-forward backtest of {pipeline.name}: out-of-sample improvement over seasonal naive per "
+        "day, rolling and overall, beside each model partition's in-window hold-out figure.",
         kinds={"pandas", "mlflow"},
         partitioned=False,
-        deps=[pipeline.key("model")],
+        deps=[pipeline.key("backtest"), pipeline.key("model")],
         automation_condition=automation.after_upstream_update(),
     )
     def backtest_report(
@@ -64,21 +85,35 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> dg.Output[pd.DataFrame]:
-        """Hold-out MAE of every materialised model partition against the seasonal-naive baseline."""
+        """Out-of-sample improvement over the baseline (daily, rolling, overall) and in-window hold-out figures."""
         keys = pipeline.partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
         stored = io_manager.read_many(pipeline.key("model"), keys, allow_missing=True)
-        if not stored:
-            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no materialised partitions yet")
-        table = backtest_table(list(ModelRecord.many(stored).values()))
-        series = table.set_index(pd.to_datetime(table["partition"]))
-        png = plots.backtest(series)
+        records = [ModelRecord.model_validate(v) for v in stored.values() if not isinstance(v, Rejected)]
+        if not records:
+            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no trained partitions yet")
+        days = io_manager.read_many(pipeline.key("backtest"), keys, allow_missing=True)
+        scores = [v for v in days.values() if isinstance(v, pd.DataFrame)]
+        not_scored = {d: v.reason for d, v in days.items() if isinstance(v, Rejected)}
+        table = report_table(scores, records)
+        figures = headline(scores, table)
+        counts: dict[str, Any] = {
+            "days_scored": len(scores),
+            "days_not_scored": len(not_scored),
+            "not_scored_days": dg.MetadataValue.json(dict(sorted(not_scored.items())[:50])),
+            "excluded_rows": int(sum(int(frame["excluded_rows"].iloc[0]) for frame in scores)),
+        }
+        png = plots.backtest(table, figures.get("out_of_sample_improvement"), backtest.ROLLING_DAYS)
+        csv = table.reset_index().to_csv(index=False).encode()
         logged = mlflow.log_report(
             f"{pipeline.name}-backtest",
             f"{pipeline.name}-backtest-{context.run.run_id[:8]}",
-            files={PLOT: png, "backtest.csv": table.to_csv(index=False).encode()},
-            metrics={"mean_mae": float(table["mae"].mean()), "mean_baseline_mae": float(table["baseline_mae"].mean())},
+            files={PLOT: png, "backtest.csv": csv},
+            metrics={**figures, "days_scored": len(scores), "days_not_scored": len(not_scored)},
             tags={"pipeline": pipeline.name, "dagster_run_id": context.run.run_id},
         )
-        return dg.Output(table, metadata=report_metadata(table, png, logged, mlflow))
+        return dg.Output(
+            table.reset_index(),
+            metadata=report_metadata(table, figures=figures, counts=counts, png=png, logged=logged, mlflow=mlflow),
+        )
 
     return backtest_report

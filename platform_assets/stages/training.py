@@ -12,8 +12,8 @@ from kernel.metadata import picture
 from kernel.names import CHAMPION, MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ChampionRecord, ModelRecord, Rejected
+from ml import backtest, training
 from ml import evaluation as evaluation_fns
-from ml import training
 from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
@@ -146,13 +146,49 @@ def verify_lineage(record: ModelRecord, run_id: str, mlflow: MlflowTracking) -> 
         )
 
 
+def recent_scores(pipeline: Pipeline, store: PartitionedParquetIOManager, until: str, days: int) -> pd.DataFrame:
+    """The backtest rows of the last `days` scored days on or before `until` (days not scored are skipped)."""
+    keys = [key for key in pipeline.partitions_def.get_partition_keys() if key <= until]
+    scored: list[pd.DataFrame] = []
+    for key in reversed(keys):
+        if len(scored) == days:
+            break
+        if store.exists(pipeline.key("backtest"), key) and isinstance(
+            value := store.read(pipeline.key("backtest"), key), pd.DataFrame
+        ):
+            scored.append(value)
+    return pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=backtest.SCORE_COLUMNS)
+
+
+def judge_track_record(
+    pipeline: Pipeline, store: PartitionedParquetIOManager, candidate: ModelRecord
+) -> tuple[bool, str, dict[str, Any]]:
+    """`promotion.track_record_days`: whether the out-of-sample record up to the candidate's day allows promoting it."""
+    days = pipeline.spec.promotion.track_record_days
+    record = backtest.track_record(recent_scores(pipeline, store, candidate.partition, days), days)
+    passed, reason = backtest.judge_track_record(record, days, pipeline.spec.promotion)
+    scored = len(record.days) if record else 0
+    observed: dict[str, Any] = {"track_record_days": days, "track_record_scored_days": scored}
+    if record is not None:
+        observed |= {
+            "track_record_improvement": record.improvement,
+            "track_record_mae": record.model_mae,
+            "track_record_baseline_mae": record.baseline_mae,
+            "track_record_champion_mae": record.champion_mae if record.champion_mae is not None else "not scored",
+        }
+    return passed, reason, observed
+
+
 def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
+    gated = pipeline.spec.promotion.track_record_days > 0
+
     @pipeline.asset(
         "champion",
         description=f"The {pipeline.name} model that serves predictions: the MLflow 'champion' alias.",
         kinds={"mlflow"},
         partitioned=False,
-        deps=[pipeline.key("model")],
+        # With the track-record gate on, promotion reads the backtest too, and follows its updates.
+        deps=[pipeline.key("model"), *([pipeline.key("backtest")] if gated else [])],
         automation_condition=automation.after_upstream_update(),
     )
     def champion(
@@ -167,8 +203,12 @@ def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
         candidate, run_id = found
         verify_lineage(candidate, run_id, mlflow)
         current = mlflow.champion_record(pipeline.name)
+        passed, refusal, track = judge_track_record(pipeline, io_manager, candidate) if gated else (True, "", {})
+        refused = f"refusing to promote v{candidate.version} ({candidate.partition}): {refusal}"
+        if not passed and current is None:
+            raise dg.Failure(f"{refused}; there is no champion yet")
         moved = False
-        if current is None or current.partition <= candidate.partition:
+        if passed and (current is None or current.partition <= candidate.partition):
             moved = bool(mlflow.promote(pipeline.name, candidate.version)["changed"])
         serving = mlflow.champion_record(pipeline.name)
         if serving is None:
@@ -180,6 +220,8 @@ def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
             "previous_champion": serving.previous_champion or "none",
             "alias_moved": moved,
             "mae": candidate.metrics.mae,
+            **track,
+            **({"refused": f"{refused}; the champion stays"} if not passed else {}),
         }
         return dg.Output(serving, metadata=metadata)
 

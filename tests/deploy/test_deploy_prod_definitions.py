@@ -109,7 +109,7 @@ def test_loads_without_any_network_access(loaded: dict[str, Any]) -> None:
 
 
 def test_asset_keys(loaded: dict[str, Any]) -> None:
-    stages = ("raw", "features", "model", "champion", "predictions", "backtest_report")
+    stages = ("raw", "features", "model", "champion", "predictions", "backtest", "backtest_report")
     assert set(loaded["assets"]) == {f"{p}/{stage}" for p in PIPELINES for stage in stages}
 
 

@@ -53,7 +53,7 @@ class Evaluator:
         result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
         self.cursor = result.cursor
         requested = {}
-        for stage in ("raw", "features", "model", "champion", "predictions", "backtest_report"):
+        for stage in ("raw", "features", "model", "champion", "predictions", "backtest", "backtest_report"):
             if result.get_num_requested(key(stage)):
                 partitions = result.get_requested_partitions(key(stage))
                 requested[stage] = {str(p) for p in partitions if p is not None} or {"(unpartitioned)"}
@@ -138,3 +138,17 @@ def test_a_rejected_day_inside_the_look_back_stops_freshness_runs_of_the_days_th
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
     assert "features" not in ticks.tick(), "the latest day's features need every day of their look-back to pass"
+
+
+def test_a_backtest_day_is_requested_once_a_model_trained_before_it_exists(
+    fresh_features: tuple[dg.DagsterInstance, Evaluator],
+) -> None:
+    instance, ticks = fresh_features
+    assert "backtest" not in ticks.tick(), "no model partition yet: nothing to score, and nothing is trained for it"
+
+    yesterday = "2012-06-19"
+    assert run_range(ticks.defs, ["model"], NAME, (yesterday, yesterday), instance).success
+    requested = ticks.tick()
+    assert requested.get("backtest") == {LATEST}, "only the day after the model's window, not the days it trained on"
+    assert "model" not in requested
+    assert "backtest" not in ticks.tick(), "requested once"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import xml.etree.ElementTree as ET
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from kernel.metadata import INLINE_MARKDOWN_LIMIT, picture, svg_markdown
-from ml import plots
+from ml import backtest, plots
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -83,3 +84,18 @@ def test_a_picture_is_its_url_when_there_is_one_else_the_png_itself() -> None:
     )
     inline = str(picture("residuals", png, None).value)
     assert inline == f"![residuals](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def test_the_backtest_plot_draws_with_and_without_out_of_sample_days() -> None:
+    rows = [
+        {"day": str(date(2024, 1, 1) + timedelta(days=k)), "partition": "p", "version": "1", "horizon_days": 1}
+        | {"champion": False, "passed_gates": True, "rows": 24, "excluded_rows": 0, "mae": 5.0 + k % 3}
+        | {"baseline_mae": 10.0}
+        for k in range(40)
+    ]
+    table = backtest.summary(pd.DataFrame(rows, columns=backtest.SCORE_COLUMNS))
+    table["in_window_improvement"] = 0.3
+    png = plots.backtest(table, 0.4, backtest.ROLLING_DAYS)
+    assert png.startswith(b"\x89PNG")
+    in_window_only = table[["in_window_improvement"]]
+    assert plots.backtest(in_window_only, None, backtest.ROLLING_DAYS).startswith(b"\x89PNG")

@@ -66,7 +66,7 @@ def test_definitions_load_and_validate(tmp_path: Path) -> None:
     defs = shipped_defs(tmp_path)
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    stages = {"raw", "features", "model", "champion", "predictions", "backtest_report"}
+    stages = {"raw", "features", "model", "champion", "predictions", "backtest", "backtest_report"}
     pipelines = ("bike_demand", "air_quality")  # every pipelines/*.yaml, each its own group
     assert keys == {f"{p}/{stage}" for p in pipelines for stage in stages}
     sensors = {sensor.name for sensor in defs.sensors or []}
