@@ -49,6 +49,21 @@ def bike_spec_document(**sections: Any) -> dict[str, Any]:
     return document
 
 
+def promotable_bikes(root: Path, name: str) -> Settings:
+    """Local settings under `root` (specs in `root/specs`, state in `root/home`) with one bike spec named `name`:
+    a 56-day window, one cheap candidate and gates loose enough that its model partitions from 2012-06 pass."""
+    specs = root / "specs"
+    specs.mkdir()
+    document = bike_spec_document(
+        name=name,
+        partitioning={"start_date": "2012-03-01", "end_date": "2012-08-01", "rebase_to_yesterday": False},
+        training={"window_days": 56, "candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": 100}}]},
+        promotion={"min_improvement_over_baseline": 0.0, "max_regression_vs_champion": 10.0},
+    )
+    (specs / f"{name}.yaml").write_text(yaml.safe_dump(document))
+    return Settings(env="local", root=PROJECT_ROOT, home=root / "home", specs_dir=specs, mlflow_ui_url="x")
+
+
 @dataclass
 class FaultRow:
     """One line of the table: what was done to the platform and what became of it."""

@@ -6,6 +6,13 @@ Real processes: `dagster-daemon run` on the project's workspace.yaml with a DAGS
 two separate ranges of days (the single-run policy makes that two runs), and SIGKILL to the daemon as soon as
 its first run exists, while it is still submitting the others.
 
+Nothing else competes for the two run slots: the instance has automation off (`auto_materialize: enabled: false,
+use_sensors: false`: Dagster 1.13 then starts no asset daemon, so the automation sensor is never evaluated) and the
+landing sensor is stopped with `dagster sensor stop` before the daemon starts; otherwise they launch a raw+features
+run of the whole landing file and a model run beside the backfill (150 s alone, ~600 s on a busy machine), and the
+landing run's materialisations of the same days could hide a day the backfill lost. The test checks that every run
+of the instance is one of the backfill's.
+
 The backfill is submitted with `instance.add_backfill`, the call the UI's GraphQL mutation ends in: `dagster` has no
 public Python or CLI command for an asset backfill (API_NOTES §2), and the webserver is not what is under test.
 """
@@ -85,6 +92,8 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Settings, Daemon]]:
     (specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
     settings = Settings(env="local", root=PROJECT_ROOT, home=tmp_path / "home", specs_dir=specs, mlflow_ui_url="x")
     dagster_home = prepare_home(settings.home)
+    with (dagster_home / "dagster.yaml").open("a") as config:
+        config.write(yaml.safe_dump({"auto_materialize": {"enabled": False, "use_sensors": False}}))
     env = {
         **os.environ,
         "PLATFORM_ENV": "local",
@@ -92,6 +101,10 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Settings, Daemon]]:
         "PLATFORM_SPECS_DIR": str(specs),
         "DAGSTER_HOME": str(dagster_home),
     }
+    subprocess.run(
+        [str(BIN / "dagster"), "sensor", "stop", f"{NAME}_landing_sensor", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
     daemon = Daemon(env, tmp_path / "daemon.log")
     try:
         yield settings, daemon
@@ -143,11 +156,12 @@ def test_a_backfill_survives_a_daemon_killed_mid_submission_without_duplicate_or
             status = instance.get_backfill(backfill.backfill_id).status  # pyright: ignore[reportOptionalMemberAccess]
             return status not in (BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING)
 
-        wait_until("the backfill to finish", finished, 600, daemon.log, poll=1)  # slow when the 2 cores are busy
+        wait_until("the backfill to finish", finished, 600, daemon.log, poll=1)
         status = instance.get_backfill(backfill.backfill_id).status  # pyright: ignore[reportOptionalMemberAccess]
         final = runs()
         per_day = Counter(day for run in final for day in days_of(run.tags[RANGE_START], run.tags[RANGE_END]))
         materialised = instance.get_materialized_partitions(key)
+        others = [r.run_id for r in instance.get_runs() if r.tags.get(BACKFILL_TAG) != backfill.backfill_id]
     stored = {p.stem for p in (StatePaths(settings.home).assets / NAME / "raw").glob("*.parquet")}
     fault.duplicates = sum(count - 1 for count in per_day.values() if count > 1)
     fault.lost = sum(1 for day in wanted if day not in materialised or day not in stored)
@@ -156,6 +170,7 @@ def test_a_backfill_survives_a_daemon_killed_mid_submission_without_duplicate_or
     assert fault.lost == 0, (sorted(materialised), sorted(stored))
     assert sorted(per_day) == sorted(wanted) and len(final) == len(RANGES)
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in final)
+    assert not others, f"runs other than the backfill's competed for the slots: {others}"
     fault.result = (
         f"{at_kill} of {len(RANGES)} runs existed at the kill; after the restart the backfill COMPLETED_SUCCESS with "
         f"{len(final)} runs, one per range, {len(wanted)} days built once each"

@@ -16,18 +16,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 from support import run_range, run_unpartitioned
 
 from devtools.stack import prepare_home, recover_interrupted
 from kernel.names import CHAMPION, PREVIOUS_CHAMPION
 from kernel.paths import PROJECT_ROOT
-from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
-from .conftest import TODAY, FaultRow, bike_spec_document, run_and_kill_when
+from .conftest import TODAY, FaultRow, promotable_bikes, run_and_kill_when
 
 NAME = "promoted_bikes"
 FIRST, BEFORE, DAY = "2012-04-25", "2012-06-25", "2012-06-26"  # the 56-day window of the gates that pass
@@ -64,16 +62,7 @@ def test_a_promotion_killed_between_alias_and_record_converges_on_the_next_run(
 ) -> None:
     fault.scenario = "run killed mid-promotion"
     fault.injected = "kill -9 of the champion run right after the MLflow alias moved, before its stored record"
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    document = bike_spec_document(
-        name=NAME,
-        partitioning={"start_date": "2012-03-01", "end_date": "2012-08-01", "rebase_to_yesterday": False},
-        training={"window_days": 56, "candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": 100}}]},
-        promotion={"min_improvement_over_baseline": 0.0, "max_regression_vs_champion": 10.0},
-    )
-    (specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
-    settings = Settings(env="local", root=PROJECT_ROOT, home=tmp_path / "home", specs_dir=specs, mlflow_ui_url="x")
+    settings = promotable_bikes(tmp_path, NAME)
     dagster_home = prepare_home(settings.home)
     defs = build_definitions(settings, today=TODAY)
     resources = defs.resources or {}
@@ -90,7 +79,7 @@ def test_a_promotion_killed_between_alias_and_record_converges_on_the_next_run(
     assert first is not None and second != first
 
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
-    command = [sys.executable, "-c", SLOW_PROMOTION, str(settings.home), str(specs)]
+    command = [sys.executable, "-c", SLOW_PROMOTION, str(settings.home), str(settings.specs_dir)]
     run_and_kill_when(command, env, lambda: tracking.alias_version(NAME, CHAMPION) == second, "the alias moved")
 
     # The window: the registry says `second`, the stored record (what the UI shows) still says `first`.
