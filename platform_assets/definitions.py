@@ -13,6 +13,7 @@ from platform_assets.factory import build_pipeline
 from platform_assets.wiring import build_wiring
 from sensors.alerts import run_failure_alert
 from sensors.automation import automation_sensor
+from sensors.mlflow_runs import mlflow_runs_of_failed_runs
 
 
 def _pipeline(spec: PipelineSpec, settings: Settings, today: date) -> Pipeline:
@@ -31,7 +32,12 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
     today = today or date.today()
     specs = load_specs(settings.specs_dir)
     wiring = build_wiring(settings, specs)
-    assets, checks, jobs, sensors = [], [], [], [automation_sensor, run_failure_alert, *wiring.sensors]
+    assets, checks, jobs, sensors = (
+        [],
+        [],
+        [],
+        [automation_sensor, run_failure_alert, mlflow_runs_of_failed_runs, *wiring.sensors],
+    )
     for spec in specs:
         built = build_pipeline(_pipeline(spec, settings, today), settings.quarantine_uri)
         assets += built.assets

@@ -47,6 +47,18 @@ class MlflowTracking(dg.ConfigurableResource):
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def end_runs_of(self, dagster_run_id: str) -> list[str]:
+        """End FAILED the MLflow runs a Dagster run left RUNNING (its process was killed); their ids."""
+        client = self.client()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        if not experiments:
+            return []
+        query = f"tags.dagster_run_id = '{dagster_run_id}' and attributes.status = 'RUNNING'"
+        ended = [run.info.run_id for run in client.search_runs(experiments, filter_string=query)]
+        for run_id in ended:
+            client.set_terminated(run_id, status="FAILED")
+        return ended
+
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created on first use (under `artifact_root` when set)."""
         client = self.client()

@@ -70,7 +70,12 @@ def test_definitions_load_and_validate(tmp_path: Path) -> None:
     pipelines = ("bike_demand", "air_quality")  # every pipelines/*.yaml, each its own group
     assert keys == {f"{p}/{stage}" for p in pipelines for stage in stages}
     sensors = {sensor.name for sensor in defs.sensors or []}
-    assert sensors == {"automation_sensor", "run_failure_alert", *(f"{p}_landing_sensor" for p in pipelines)}
+    assert sensors == {
+        "automation_sensor",
+        "run_failure_alert",
+        "mlflow_runs_of_failed_runs",
+        *(f"{p}_landing_sensor" for p in pipelines),
+    }
 
 
 def test_asset_graph_matches_the_snapshot(tmp_path: Path) -> None:
