@@ -64,7 +64,15 @@ def backtest(table: pd.DataFrame, overall: float | None, rolling_days: int) -> b
     def draw(axes) -> None:  # type: ignore[no-untyped-def]
         percent = 100 * table
         if "in_window_improvement" in table:
-            axes.plot(table.index, percent["in_window_improvement"], linestyle=":", color="grey", label="in-window")
+            axes.plot(
+                table.index,
+                percent["in_window_improvement"],
+                linestyle=":",
+                marker="o",
+                markersize=2,
+                color="grey",
+                label="in-window",
+            )
         if "improvement" in table and table["improvement"].notna().any():
             axes.plot(table.index, percent["improvement"], ".", markersize=3, alpha=0.4, label="out-of-sample, daily")
             rolling = f"improvement_{rolling_days}d"
@@ -72,6 +80,8 @@ def backtest(table: pd.DataFrame, overall: float | None, rolling_days: int) -> b
         if overall is not None:
             axes.axhline(100 * overall, linestyle="--", linewidth=0.8, label=f"out-of-sample overall {overall:.0%}")
         axes.axhline(0, color="black", linewidth=0.5)
+        if len(table.index) == 1:  # a lone day: matplotlib's default date range would span years
+            axes.set_xlim(table.index[0] - pd.Timedelta(days=3), table.index[0] + pd.Timedelta(days=3))
         axes.set_ylabel("% lower MAE than seasonal naive", fontsize=7)
         axes.legend(loc="lower left", fontsize=7)
         axes.tick_params(labelsize=7)

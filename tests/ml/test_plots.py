@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,21 @@ def test_the_backtest_plot_draws_with_and_without_out_of_sample_days() -> None:
     assert png.startswith(b"\x89PNG")
     in_window_only = table[["in_window_improvement"]]
     assert plots.backtest(in_window_only, None, backtest.ROLLING_DAYS).startswith(b"\x89PNG")
+
+
+def test_a_lone_in_window_day_is_drawn_on_a_days_wide_axis(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.dates import num2date
+    from matplotlib.figure import Figure
+
+    drawn: list[tuple[float, float]] = []
+    save = Figure.savefig
+
+    def recording_savefig(figure: Figure, *args: Any, **kwargs: Any) -> None:
+        drawn.append(figure.axes[0].get_xlim())
+        save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    lone = pd.DataFrame({"in_window_improvement": [0.25]}, index=pd.to_datetime(["2024-03-10"]))
+    assert plots.backtest(lone, None, backtest.ROLLING_DAYS).startswith(b"\x89PNG")
+    low, high = (num2date(x).date() for x in drawn[0])
+    assert (low, high) == (date(2024, 3, 7), date(2024, 3, 13))
