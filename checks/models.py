@@ -17,11 +17,18 @@ def beats_baseline(record: ModelRecord, min_improvement: float) -> bool:
     return record.metrics.mae <= (1 - min_improvement) * record.baseline.mae
 
 
+def compared_mae(record: ModelRecord) -> float:
+    """The candidate's MAE on the hours its champion was scored on (records written before champions were scored
+    on part of the hold-out only carry the whole hold-out's)."""
+    champion = record.champion
+    return champion.candidate_mae if champion and champion.candidate_mae is not None else record.metrics.mae
+
+
 def within_champion(record: ModelRecord, max_regression: float) -> bool:
     champion = record.champion
     if champion is None or not champion.comparable or champion.mae is None:
         return True
-    return record.metrics.mae <= (1 + max_regression) * champion.mae
+    return compared_mae(record) <= (1 + max_regression) * champion.mae
 
 
 def _candidate(record: ModelRecord) -> dict[str, Any]:
@@ -55,7 +62,9 @@ def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) ->
     reason = (
         ""
         if passed
-        else f"MAE {candidate.metrics.mae:.3f} is worse than champion v{champion.version if champion else '?'}'s"
+        else f"MAE {compared_mae(candidate):.3f} is more than {promotion.max_regression_vs_champion:.0%} worse than "
+        f"champion v{champion.version if champion else '?'}'s {champion.mae if champion else '?'} on the same "
+        f"{champion.hours if champion else '?'} hold-out hours"
     )
     return Verdict(
         passed,
@@ -63,7 +72,8 @@ def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) ->
         {
             **_candidate(candidate),
             "threshold": promotion.max_regression_vs_champion,
-            "mae": candidate.metrics.mae,
+            "mae": compared_mae(candidate),
+            "compared_hours": champion.hours if champion and champion.hours is not None else "n/a",
             "champion_version": champion.version if champion else "none",
             "champion_mae": champion.mae if champion and champion.mae is not None else "n/a",
             "champion_comparable": champion.comparable if champion else "no champion yet",

@@ -39,11 +39,14 @@ class CandidateScore(_Record):
 
 
 class ChampionScore(_Record):
-    """The serving champion scored on a candidate's hold-out, when its features allow it."""
+    """The serving champion and the candidate scored on the same hold-out hours (those after the champion's own
+    window), when there are such hours and the champion's features allow it."""
 
     version: str
     comparable: bool
     mae: float | None = None
+    candidate_mae: float | None = None
+    hours: int | None = None
     reason: str | None = None
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kernel.records import ChampionScore, Metrics
+from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from ml import plots, training
 
@@ -29,10 +31,10 @@ def evaluate(
     results: list[training.CandidateResult],
     split: training.WindowSplit,
     spec: PipelineSpec,
-    champion: tuple[Any, str] | None = None,
+    champion: tuple[Any, str, date] | None = None,
 ) -> Evaluation:
-    """Pick the best candidate; score it, the seasonal-naive baseline and the serving champion (model,
-    version), when there is one, on the window's hold-out."""
+    """Pick the best candidate; score it, the seasonal-naive baseline and the serving champion (model, version,
+    partition), when there is one, on the window's hold-out."""
     best = training.best_candidate(results)
     holdout = split.holdout
     predicted = training.predict(best.model, holdout, spec)
@@ -53,17 +55,35 @@ def evaluate(
         importances=importances,
         non_finite_predictions=int((~np.isfinite(predicted)).sum()),
         images=images,
-        champion=None if champion is None else score_champion(*champion, holdout, spec),
+        champion=None if champion is None else score_champion(*champion, holdout, predicted=predicted, spec=spec),
     )
 
 
-def score_champion(champion: Any, version: str, holdout: pd.DataFrame, spec: PipelineSpec) -> ChampionScore:
-    """The serving champion's MAE on a candidate's hold-out, or why it cannot be compared."""
+def score_champion(
+    champion: Any, version: str, partition: date, holdout: pd.DataFrame, *, predicted: np.ndarray, spec: PipelineSpec
+) -> ChampionScore:
+    """The serving champion's MAE and the candidate's (`predicted`) on the hold-out hours after the champion's own
+    window (hours it was trained on would flatter it), or why they cannot be compared."""
+    after_window = (holdout[TIMESTAMP].dt.date > partition).to_numpy()
+    after = holdout[after_window]
+    if after.empty:
+        return ChampionScore(
+            version=version,
+            comparable=False,
+            reason=f"champion's window (ending {partition}) covers this whole hold-out: no day to score it out of "
+            "sample",
+        )
     try:
-        predicted = training.predict(champion, holdout, spec)
+        served = training.predict(champion, after, spec)
     except (KeyError, ValueError) as exc:
         return ChampionScore(
             version=version, comparable=False, reason=f"champion cannot score this window's features: {exc}"
         )
-    metrics = training.forecast_metrics(holdout[spec.target].to_numpy(dtype="float64"), predicted)
-    return ChampionScore(version=version, comparable=True, mae=metrics.mae)
+    actual = after[spec.target].to_numpy(dtype="float64")
+    return ChampionScore(
+        version=version,
+        comparable=True,
+        mae=training.forecast_metrics(actual, served).mae,
+        candidate_mae=training.forecast_metrics(actual, predicted[after_window]).mae,
+        hours=len(after),
+    )

@@ -193,6 +193,15 @@ def train_candidate(
     return CandidateResult(candidate, model, metrics, os.getpid())
 
 
+def refit(candidate: CandidateSpec, split: WindowSplit, spec: PipelineSpec) -> Any:
+    """The chosen candidate fitted again on the whole window, hold-out included (a Ray task): the model registered
+    and served has seen every day up to its partition; the hold-out scores that chose it were taken before."""
+    rows = _concat([split.train, split.holdout])
+    model = make_estimator(candidate, spec)
+    model.fit(rows[feature_columns(spec)], rows[spec.target].to_numpy(dtype="float64"))
+    return model
+
+
 def predict(model: Any, frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
     """Predictions clipped at 0: demand is never negative."""
     return np.clip(np.asarray(model.predict(frame[feature_columns(spec)]), dtype="float64"), 0, None)

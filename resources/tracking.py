@@ -103,9 +103,11 @@ class MlflowTracking(dg.ConfigurableResource):
         split: WindowSplit,
         results: list[CandidateResult],
         evaluation: Evaluation,
+        model: Any,
         run_id: str,
     ) -> ModelRecord:
-        """One MLflow run per model partition (params, metrics, plots, the model) and its registered version."""
+        """One MLflow run per model partition (params, metrics, plots, `model`: the best candidate refitted on the
+        whole window) and its registered version."""
         import mlflow
 
         window = split.window
@@ -119,7 +121,7 @@ class MlflowTracking(dg.ConfigurableResource):
         version: str | None = None
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-{day}", tags=tags) as run:
             _log_run_contents(spec, split, results, evaluation)
-            version = _log_sklearn_model(spec, evaluation.best.model, split.holdout)
+            version = _log_sklearn_model(spec, model, split.holdout)
         if version is None:
             raise dg.Failure(f"{spec.name} {day}: the MLflow run {run.info.run_id} ended before a model was registered")
         client = self.client()
@@ -267,6 +269,7 @@ def _log_run_contents(
             "holdout_days": spec.evaluation.holdout_days,
             "train_rows": len(split.train),
             "holdout_rows": len(split.holdout),
+            "refit_rows": len(split.train) + len(split.holdout),
         }
     )
     mlflow.log_metrics(best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_"))

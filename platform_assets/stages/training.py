@@ -64,6 +64,15 @@ def split_windows(
     return windows, rejected
 
 
+def served_champion(pipeline: Pipeline, mlflow: MlflowTracking) -> tuple[Any, str, date] | None:
+    """The model behind the 'champion' alias, its version and the partition (last day) of its window."""
+    loaded = mlflow.load_alias(pipeline.name, CHAMPION)
+    if loaded is None:
+        return None
+    model, version = loaded
+    return model, version, date.fromisoformat(mlflow.version_tags(pipeline.name, version)["partition"])
+
+
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
     spec = pipeline.spec
 
@@ -98,14 +107,35 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
             progress=context.log.info,
         )
         per_day = len(spec.training.candidates)
-        champion = mlflow.load_alias(pipeline.name, CHAMPION)
+        champion = served_champion(pipeline, mlflow)
+        per_day_results = [results[index * per_day : (index + 1) * per_day] for index in range(len(windows))]
+        evaluations = [
+            evaluation_fns.evaluate(day_results, split, spec, champion)
+            for day_results, split in zip(per_day_results, windows.values(), strict=True)
+        ]
+        served = ray_map(
+            training.refit,
+            [
+                (evaluation.best.candidate, split, spec)
+                for evaluation, split in zip(evaluations, windows.values(), strict=True)
+            ],
+            num_cpus=spec.compute.ray_cpus_per_task,
+            timeout=spec.compute.ray_task_timeout_seconds,
+            progress=context.log.info,
+        )
         records: dict[str, ModelRecord | Rejected] = dict(rejected)
         metadata: dict[str, Any] = {}
-        for index, (day, split) in enumerate(windows.items()):
-            day_results = results[index * per_day : (index + 1) * per_day]
-            evaluation = evaluation_fns.evaluate(day_results, split, spec, champion)
+        for (day, split), day_results, evaluation, model in zip(
+            windows.items(), per_day_results, evaluations, served, strict=True
+        ):
             record = mlflow.log_model_partition(
-                spec, day=day, split=split, results=day_results, evaluation=evaluation, run_id=context.run.run_id
+                spec,
+                day=day,
+                split=split,
+                results=day_results,
+                evaluation=evaluation,
+                model=model,
+                run_id=context.run.run_id,
             )
             records[str(day)], metadata = record, model_metadata(record, evaluation.images, mlflow)
         metadata["days_rejected"] = len(rejected)

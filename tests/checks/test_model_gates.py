@@ -95,3 +95,11 @@ def test_incomparable_champion_passes() -> None:
     assert within_champion(record(500.0, champion={"version": "3", "mae": 100.0}), 0.10)
     # The same numbers with a comparable champion fail, so the pass above is due to comparability.
     assert not within_champion(record(500.0, champion=champion(100.0)), 0.10)
+
+
+def test_within_champion_compares_the_hours_both_were_scored_on() -> None:
+    # On the whole hold-out the candidate's MAE is 200, but the champion (100) was scored on the hours after its
+    # own window only, where the candidate made 105: within 10%.
+    same_hours = {"version": "3", "mae": 100.0, "candidate_mae": 105.0, "hours": 24, "comparable": True}
+    assert within_champion(record(200.0, champion=same_hours), 0.10)
+    assert not within_champion(record(50.0, champion=same_hours | {"candidate_mae": 111.0}), 0.10)

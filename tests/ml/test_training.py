@@ -347,3 +347,45 @@ def test_candidate_params_the_estimator_refuses_name_file_and_field(
     message = str(caught.value)
     assert f"invalid pipeline spec {path}: training.candidates.{index}.params: " in message
     assert reason in message
+
+
+# The served model: refitted on the whole window; the champion compared on hours after its own window only.
+
+
+def test_refit_learns_the_holdout_too(split: T.WindowSplit, spec: PipelineSpec, ridge: T.CandidateResult) -> None:
+    candidate = spec.training.candidates[1]
+    refitted = T.refit(candidate, split, spec)
+    whole = pd.concat([split.train, split.holdout], ignore_index=True)
+    by_hand = T.make_estimator(candidate, spec).fit(whole[F.feature_columns(spec)], whole[spec.target])
+    assert np.allclose(T.predict(refitted, split.holdout, spec), T.predict(by_hand, split.holdout, spec))
+    # Seen on the hold-out, the refitted model fits it closer than the one chosen on it.
+    actual = split.holdout[spec.target].to_numpy(dtype="float64")
+    assert T.forecast_metrics(actual, T.predict(refitted, split.holdout, spec)).mae < ridge.metrics.mae
+
+
+def test_the_champion_is_scored_only_on_holdout_hours_after_its_own_window(
+    split: T.WindowSplit, spec: PipelineSpec, ridge: T.CandidateResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ml.evaluation import score_champion
+
+    partition = END - timedelta(days=3)  # its window covers 4 of the 7 hold-out days
+    holdout = split.holdout
+    seen = holdout["timestamp"].dt.date <= partition
+    scored: list[pd.DataFrame] = []
+
+    def memorised(model: object, frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
+        scored.append(frame)
+        return np.where(frame["timestamp"].dt.date <= partition, frame[spec.target], 0.0)
+
+    candidate = T.predict(ridge.model, holdout, spec)
+    monkeypatch.setattr(T, "predict", memorised)
+    score = score_champion(object(), "3", partition, holdout, predicted=candidate, spec=spec)
+    assert score.comparable and score.hours == int((~seen).sum()) == 3 * 24
+    assert bool((scored[0]["timestamp"].dt.date > partition).all())
+    after = holdout[~seen][spec.target].to_numpy(dtype="float64")
+    assert score.mae == pytest.approx(float(np.mean(np.abs(after))))  # the memorised days would have scored 0
+    assert score.candidate_mae == pytest.approx(float(np.mean(np.abs(candidate[~seen.to_numpy()] - after))))
+
+    covering = score_champion(object(), "3", END, holdout, predicted=candidate, spec=spec)
+    assert not covering.comparable and covering.mae is None
+    assert covering.reason is not None and f"ending {END}" in covering.reason

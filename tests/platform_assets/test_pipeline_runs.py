@@ -175,7 +175,10 @@ def test_predictions_carry_the_exact_model_version_and_run(bike: Trained) -> Non
     assert checks["complete"].passed
     assert checks["finite_non_negative"].passed
     model = bike.tracking.load_model(champion["model_uri"])
-    assert model is not None
+    # The served model was refitted on the whole window: its scaler saw the hold-out rows too.
+    scaler = model.named_steps["prepare"].named_transformers_["numeric"][-1]
+    record = bike.store.read(dg.AssetKey(["bike_e2e", "model"]), champion["partition"])
+    assert scaler.n_samples_seen_ == record["train_rows"] + record["holdout_rows"] > record["train_rows"]
     picture = str(materializations(result, "predictions")[0].metadata["forecast_vs_actual"].value)
     assert picture.startswith(f"![forecast vs actual, {LAST}](data:image/svg+xml;base64,")
     assert len(picture) < INLINE_MARKDOWN_LIMIT
