@@ -17,6 +17,7 @@ from test_pipeline_runs import materializations, small_spec
 from kernel.names import CHAMPION
 from kernel.records import ModelRecord, Rejected
 from ml.features import feature_columns
+from platform_assets.stages import training as training_stage
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
@@ -83,7 +84,9 @@ def scored(ray_address: str, platform_home: Path, tmp_path_factory: pytest.TempP
     defs = build_definitions(settings, today=TODAY)
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, ["raw", "features"], NAME, ("2012-04-25", "2012-06-30"), instance).success
-    assert run_range(defs, ["model", "champion"], NAME, MODELS, instance).success
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_stage, "DAYS_PER_ROUND", 2)  # the 5 trainable days go through Ray in 3 rounds
+        assert run_range(defs, ["model", "champion"], NAME, MODELS, instance).success
     run = run_range(defs, ["backtest"], NAME, SCORED, instance)
     assert run.success
     return Backtested(defs, instance, source, run)
@@ -236,3 +239,11 @@ def test_the_track_record_gate_refuses_a_short_record_and_follows_a_long_enough_
     else:
         assert "below the baseline" in str(champion["refused"].value)
         assert scored.tracking.alias_version(NAME, CHAMPION) == older.version
+
+
+def test_a_model_run_in_rounds_registers_each_trained_day_once(scored: Backtested) -> None:
+    trained = [d for d in days(*MODELS) if not isinstance(scored.read("model", d), Rejected)]
+    records = [ModelRecord.model_validate(scored.read("model", d)) for d in trained]
+    assert len(trained) == 5
+    assert len({r.version for r in records}) == len({r.mlflow_run_id for r in records}) == 5
+    assert [r.partition for r in records] == trained
