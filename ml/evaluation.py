@@ -59,6 +59,18 @@ def evaluate(
     )
 
 
+def evaluate_and_refit(
+    results: list[training.CandidateResult],
+    split: training.WindowSplit,
+    spec: PipelineSpec,
+    champion: tuple[Any, str, date] | None = None,
+) -> tuple[Evaluation, Any]:
+    """`evaluate`, then the best candidate refitted on the whole window (a Ray task: permutation importance and the
+    refit are most of a model partition's work after training)."""
+    evaluation = evaluate(results, split, spec, champion)
+    return evaluation, training.refit(evaluation.best.candidate, split, spec)
+
+
 def score_champion(
     champion: Any, version: str, partition: date, holdout: pd.DataFrame, *, predicted: np.ndarray, spec: PipelineSpec
 ) -> ChampionScore:

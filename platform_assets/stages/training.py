@@ -86,8 +86,8 @@ def train_round(
     champion: tuple[Any, str, date] | None,
     progress: Callable[[str], None],
 ) -> list[tuple[date, training.WindowSplit, list[training.CandidateResult], evaluation_fns.Evaluation, Any]]:
-    """Per day: its candidates trained (Ray tasks), the best evaluated against the baseline and the champion, and
-    refitted on the whole window (Ray tasks)."""
+    """Per day: its candidates trained (Ray tasks), then the best evaluated against the baseline and the champion
+    and refitted on the whole window (a Ray task per day)."""
     compute = spec.compute
     calls = [(c, split.train, split.holdout, spec) for split in windows.values() for c in spec.training.candidates]
     results = ray_map(
@@ -99,18 +99,17 @@ def train_round(
     )
     per_day = len(spec.training.candidates)
     by_day = [results[index * per_day : (index + 1) * per_day] for index in range(len(windows))]
-    evaluations = [
-        evaluation_fns.evaluate(day_results, split, spec, champion)
-        for day_results, split in zip(by_day, windows.values(), strict=True)
-    ]
-    served = ray_map(
-        training.refit,
-        [(e.best.candidate, split, spec) for e, split in zip(evaluations, windows.values(), strict=True)],
+    evaluated = ray_map(
+        evaluation_fns.evaluate_and_refit,
+        [(day_results, split, spec, champion) for day_results, split in zip(by_day, windows.values(), strict=True)],
         num_cpus=compute.ray_cpus_per_task,
         timeout=compute.ray_task_timeout_seconds,
         progress=progress,
     )
-    return list(zip(windows.keys(), windows.values(), by_day, evaluations, served, strict=True))
+    return [
+        (day, split, day_results, evaluation, model)
+        for (day, split), day_results, (evaluation, model) in zip(windows.items(), by_day, evaluated, strict=True)
+    ]
 
 
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
