@@ -69,7 +69,7 @@ def backtest(table: pd.DataFrame, overall: float | None, rolling_days: int) -> b
                 percent["in_window_improvement"],
                 linestyle=":",
                 marker="o",
-                markersize=2,
+                markersize=4,
                 color="grey",
                 label="in-window",
             )
