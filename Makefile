@@ -21,7 +21,7 @@ $(VENV): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen
 	touch $(VENV)
 
-dev: $(VENV)  ## set up and run Ray, MLflow UI and dagster dev on 127.0.0.1
+dev: $(VENV)  ## set up and run Ray, MLflow UI and Dagster (code server, daemon, guarded UI) on 127.0.0.1
 	.venv/bin/python -m devtools.stack
 
 test: $(VENV) lint typecheck pytest  ## set up, lint, type-check and run every test

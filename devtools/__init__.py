@@ -1,1 +1,1 @@
-"""Local tooling: the dev stack (Ray head, MLflow UI, dagster dev) shared by `make dev` and the tests."""
+"""Local tooling: the dev stack (Ray head, MLflow UI, Dagster's three services) shared by `make dev` and the tests."""

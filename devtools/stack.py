@@ -1,4 +1,8 @@
-"""Run the platform locally: one Ray head, the MLflow UI and `dagster dev`, all on 127.0.0.1.
+"""Run the platform locally: one Ray head, the MLflow UI and Dagster's three services, all on 127.0.0.1.
+
+Dagster runs as in production, one process each: the code server (`dagster code-server start`), the daemon and
+the webserver, the last behind the cross-site guard (`python -m webguard`, see webguard/guard.py). `dagster dev`
+cannot serve that: it always starts the stock webserver, which runs GraphQL mutations sent with GET from any page.
 
 Every listening socket is on loopback, Ray's internal ones included (GCS, raylet, agents, client
 server, workers): see `RAY_LOOPBACK_ENV`; tests/devtools/test_ray_loopback.py checks it on a real head.
@@ -45,6 +49,9 @@ RESTART_WINDOW = 600.0
 RESTART_BACKOFF = 2.0  # seconds before the first restart, doubled for each further exit within the window
 LOG_TAIL_LINES = 20
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
+PROJECT_WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+# Their output is the terminal itself (the others log to <home>/logs/).
+DAGSTER_SERVICES = ("code-server", "daemon", "webserver")
 
 # Warnings we know and accept, hidden in the dev stack only (other commands and production still show them).
 # Matched by the start of their message, because PYTHONWARNINGS resolves a category before site-packages
@@ -59,8 +66,6 @@ KNOWN_WARNINGS = (
     " is currently in beta",
     # Checks record one verdict per day (README: Days are the unit of truth); Dagster 1.13 pinned, tests pin it.
     "Specifying a partitions_def on an AssetCheckSpec is currently in preview",
-    # `dagster dev -w workspace.yaml` is deliberate: `dg dev` expects a dg project layout this repository doesn't use.
-    "Function `dev_command` is superseded",
 )
 
 # Keeps Ray on loopback (CVE-2023-48022: whoever reaches a Ray port runs code on this machine).
@@ -71,7 +76,7 @@ KNOWN_WARNINGS = (
 # for RAY_ADDRESS=127.0.0.1:port) passes it through `services.resolve_ip_for_localhost`, which swaps
 # loopback for the machine's routable IP unless `ray_constants.ENABLE_RAY_CLUSTER` is off, and this
 # variable turns it off (its other effects: `ray start` neither prints nor accepts `--address` joins).
-# So the head needs it, and so does every process that connects (dagster dev, its run workers, tests):
+# So the head needs it, and so does every process that connects (Dagster's services, run workers, tests):
 # without it a driver looks for the GCS on the routable IP, where nothing listens any more.
 RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -84,6 +89,7 @@ class Ports:
     ray_dashboard: int
     ray_client: int
     ray_agent: int
+    code_server: int = 4000
 
 
 def port_free(port: int) -> bool:
@@ -293,8 +299,10 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
             **RAY_LOOPBACK_ENV,
             "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
             "MLFLOW_TRACKING_URI": StatePaths(home).tracking_uri,
-            # Inherited by dagster dev's webserver, daemon, code server and every run worker.
+            # Inherited by Dagster's webserver, daemon, code server and every run worker.
             "PYTHONWARNINGS": quiet_warnings(os.environ.get("PYTHONWARNINGS")),
+            # The names the guarded webserver answers to: its own loopback URL only (webguard/__main__.py).
+            "PLATFORM_UI_HOSTS": f"127.0.0.1:{ports.dagster},localhost:{ports.dagster}",
         }
     )
     return env
@@ -316,8 +324,19 @@ def ray_head_command(ports: Ports, cpus: int) -> list[str]:
     ]  # fmt: skip
 
 
+def code_server_workspace(home: Path, ports: Ports) -> Path:
+    """A workspace file pointing the webserver and daemon at the one code server (as `dagster dev` writes one)."""
+    location = yaml.safe_load(PROJECT_WORKSPACE.read_text())["load_from"][0]["python_module"]
+    workspace = StatePaths(home).dagster_home / "workspace.yaml"
+    server = {"host": "127.0.0.1", "port": ports.code_server, "location_name": location["location_name"]}
+    write_text_atomically(workspace, yaml.safe_dump({"load_from": [{"grpc_server": server}]}))
+    return workspace
+
+
 def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
     state = StatePaths(home)
+    location = yaml.safe_load(PROJECT_WORKSPACE.read_text())["load_from"][0]["python_module"]
+    workspace = str(code_server_workspace(home, ports))
     return {
         "ray": ray_head_command(ports, ray_cpus),
         "mlflow": [
@@ -326,9 +345,13 @@ def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
             "--default-artifact-root", state.mlflow_artifacts.as_uri(),
             "--host", "127.0.0.1", "--port", str(ports.mlflow), "--workers", "1",
         ],
-        "dagster": [
-            str(BIN / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-            "-h", "127.0.0.1", "-p", str(ports.dagster),
+        "code-server": [
+            str(BIN / "dagster"), "code-server", "start", "-m", location["module_name"],
+            "--location-name", location["location_name"], "-h", "127.0.0.1", "-p", str(ports.code_server),
+        ],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        "webserver": [
+            sys.executable, "-m", "webguard", "-w", workspace, "-h", "127.0.0.1", "-p", str(ports.dagster),
         ],
     }  # fmt: skip
 
@@ -340,11 +363,12 @@ def print_lines(lines: list[str]) -> None:
 
 @dataclass
 class Service:
-    """One supervised process: its command, the port that says it is up, and its log (None: the terminal)."""
+    """One supervised process: its command, the port that says it is up (None: none, such as the daemon's), and its
+    log (None: the terminal)."""
 
     name: str
     command: list[str]
-    ready_port: int
+    ready_port: int | None
     log: Path | None
     ready_timeout: float = 180
     process: subprocess.Popen[bytes] | None = None
@@ -362,11 +386,12 @@ class Service:
 
     def wait_ready(self) -> None:
         assert self.process is not None
-        wait_for_port(self.ready_port, self.name, self.process, timeout=self.ready_timeout)
+        if self.ready_port is not None:
+            wait_for_port(self.ready_port, self.name, self.process, timeout=self.ready_timeout)
 
     def stop_group(self) -> None:
         """Stop what the dead service left in its process group: a killed `ray start` leaves its GCS and raylet
-        holding the ports, a killed `dagster dev` its daemon, webserver, code server and run workers."""
+        holding the ports, a killed code server its gRPC server and the run workers it started."""
         assert self.process is not None
         stop([p for p in psutil.process_iter() if _pgid(p) == self.process.pid])
 
@@ -396,10 +421,10 @@ def supervise(
     """Watch the services; report one that exits (exit code, log tail) and restart it alone, with backoff.
 
     The MLflow UI and the Ray head are safe to restart: runs write to MLflow's store, not through the UI, and a run
-    whose Ray tasks died with the head fails on its task time limit, the next run connects to the new head. Dagster
-    is restarted too, but only once its whole process group (daemon, webserver, code server, run workers) is
-    stopped and `on_restart` (the start's own recovery, run before every restart) has failed the runs that died
-    with it: a fresh `dagster dev` never runs beside an old daemon, which would launch a backfill's runs twice.
+    whose Ray tasks died with the head fails on its task time limit, the next run connects to the new head. Dagster's
+    services are restarted too, each only once its whole process group is stopped (the code server's holds its run
+    workers) and `on_restart` (the start's own recovery, run before every restart) has failed the runs that died
+    with it: a fresh daemon never runs beside an old one, which would launch a backfill's runs twice.
     A service that exits `RESTART_LIMIT` times within `RESTART_WINDOW` seconds is broken, not unlucky: then the
     stack stops everything (returns 1) with that message rather than loop. Returns only then.
     """
@@ -482,13 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     logs = StatePaths(home).logs
     logs.mkdir(exist_ok=True)
 
+    ready_ports = {
+        "ray": ports.ray_dashboard, "mlflow": ports.mlflow, "code-server": ports.code_server, "daemon": None,
+        "webserver": ports.dagster,
+    }  # fmt: skip
     services = [
-        Service(name, command, ready_port, None if name == "dagster" else logs / f"{name}.log")
-        for (name, command), ready_port in zip(
-            commands(home, ports, args.ray_cpus).items(),
-            (ports.ray_dashboard, ports.mlflow, ports.dagster),
-            strict=True,
-        )
+        Service(name, command, ready_ports[name], None if name in DAGSTER_SERVICES else logs / f"{name}.log")
+        for name, command in commands(home, ports, args.ray_cpus).items()
     ]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

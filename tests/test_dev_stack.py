@@ -1,6 +1,6 @@
-"""As a user runs it: the run command's `dagster dev`, a backfill through GraphQL, then automation on its own.
+"""As a user runs it: the run command's Dagster services, a backfill through GraphQL, then automation on its own.
 
-Throughout, every listening TCP socket of the whole process tree (dagster dev, its code server and run
+Throughout, every listening TCP socket of the whole process tree (webserver, daemon, code server and run
 workers, MLflow, the Ray head, its workers) is recorded; none may be reachable beyond loopback.
 """
 

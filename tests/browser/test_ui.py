@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import re
+import threading
+from pathlib import Path
 
 import pytest
 from dev_stack import FIRST, NAME, STAGES, Stack
@@ -127,3 +132,49 @@ def test_the_pictures_are_on_the_asset_pages(stack: Stack, page: Page, screensho
         first = page.locator(next(iter(expected.values())))
         first.evaluate("img => img.scrollIntoView({block: 'center', inline: 'nearest'})")
         screenshots.take(page, stage.replace("_", "-"))
+
+
+ATTACKER_PAGE = """<!doctype html><title>a page the user visits</title><script>
+const ui = "%(ui)s", wipe = %(wipe)s;
+const get = ui + "/graphql?query=" + encodeURIComponent(wipe);
+async function attack() {
+  await new Promise(done => { const img = new Image(); img.onload = img.onerror = done; img.src = get; });
+  const tries = [
+    [get, {method: "POST", mode: "no-cors", headers: {"Content-Type": "application/x-www-form-urlencoded"}}],
+    [ui + "/graphql", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+                       body: JSON.stringify({query: wipe})}],
+    [ui + "/graphql", {method: "POST", headers: {"Content-Type": "application/json"},
+                       body: JSON.stringify({query: wipe})}],
+  ];
+  for (const [url, init] of tries) { try { await fetch(url, init); } catch (refused) {} }
+  document.title = "attacked";
+}
+attack();
+</script>"""
+
+
+def test_a_page_from_another_origin_cannot_change_anything(stack: Stack, page: Page, tmp_path: Path) -> None:
+    """The user visits another site while the platform runs: its `<img>` GET mutation and no-cors/CORS POSTs to the
+    UI reach the webserver from the user's own browser, and none of them wipes the raw asset's materialisations."""
+    query = (
+        "query($path: [String!]!) { assetOrError(assetKey: {path: $path}) "
+        "{ ... on Asset { assetMaterializations(limit: 10000) { runId } } } }"
+    )
+    before = len(stack.graphql(query, {"path": [NAME, "raw"]})["assetOrError"]["assetMaterializations"])
+    assert before > 0, "the first test materialised raw"
+    raw = json.dumps([NAME, "raw"])
+    wipe = f"mutation {{ wipeAssets(assetPartitionRanges: [{{assetKey: {{path: {raw}}}}}]) {{ __typename }} }}"
+    (tmp_path / "index.html").write_text(ATTACKER_PAGE % {"ui": stack.url, "wipe": json.dumps(wipe)})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as site:
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        attacker = f"http://127.0.0.1:{site.server_address[1]}"
+        page.goto(attacker)
+        expect(page).to_have_title("attacked")
+        site.shutdown()
+
+    after = len(stack.graphql(query, {"path": [NAME, "raw"]})["assetOrError"]["assetMaterializations"])
+    assert after >= before, f"raw lost materialisations: {before} -> {after}"
+    log = stack.log.read_text()
+    assert "GraphQL mutation over GET refused" in log
+    assert f"cross-origin request from '{attacker}' refused" in log

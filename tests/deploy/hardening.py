@@ -25,10 +25,11 @@ from typing import Any, cast
 # Containers allowed a writable root filesystem: pattern on "<workload>:<container>" -> why.
 READ_ONLY_ROOT_FS_EXCEPTIONS: dict[str, str] = {
     "helm:dagsterWebserver*": (
-        "official dagster-celery-k8s image writes under $DAGSTER_HOME (.nux, .telemetry, storage/), which "
-        "the chart only provides as a ConfigMap subPath mount (its init containers share the securityContext)"
+        "the webserver (our image, for the cross-site guard) writes under $DAGSTER_HOME (.nux, .telemetry, "
+        "storage/), which the chart only provides as a ConfigMap subPath mount (its init containers share the "
+        "securityContext)"
     ),
-    "helm:dagsterDaemon*": ("same official image and $DAGSTER_HOME layout as the webserver (and its init container)"),
+    "helm:dagsterDaemon*": "official dagster-celery-k8s image: the same $DAGSTER_HOME writes (and its init container)",
     "RayCluster/*:ray-*": (
         "Ray writes session state, runtime_env caches, spill files and the dashboard's state under /tmp and $HOME"
     ),

@@ -15,7 +15,7 @@ from . import schemas
 DOCKER_DIR = schemas.DEPLOY_DIR / "docker"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 DOCKERIGNORE = DOCKER_DIR / "Dockerfile.dockerignore"
-CODE_DIRS = ("kernel", "ml", "platform_assets", "resources", "sensors", "checks", "pipelines", "data")
+CODE_DIRS = ("kernel", "ml", "platform_assets", "resources", "sensors", "checks", "webguard", "pipelines", "data")
 
 
 @dataclass

@@ -201,6 +201,7 @@ def test_our_image_is_always_referenced_with_the_commit_placeholder() -> None:
     for path in ("k8s/pool-limits-job.yaml",):
         assert f'sed "s/:GIT_SHA/:${{IMAGE_TAG}}/" deploy/{path} | kubectl apply -f -' in readme, path
     assert "--set dagster-user-deployments.deployments[0].image.tag=${IMAGE_TAG}" in readme
+    assert "--set dagsterWebserver.image.tag=${IMAGE_TAG}" in readme
 
 
 def test_no_static_ray_address_anywhere() -> None:

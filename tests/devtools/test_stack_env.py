@@ -16,7 +16,6 @@ from kernel.paths import PROJECT_ROOT
 RAISE_WARNINGS = """
 import warnings
 import dagster as dg
-from dagster._cli.dev import dev_command
 
 dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partitions=True)
 
@@ -24,11 +23,6 @@ dg.TimeWindowPartitionMapping(start_offset=-1, allow_nonexistent_upstream_partit
 def a() -> None: ...
 
 dg.AssetCheckSpec("c", asset="a", partitions_def=dg.DailyPartitionsDefinition("2024-01-01"))
-
-try:
-    dev_command.callback()  # warns on the call, then fails for the missing arguments
-except TypeError:
-    pass
 warnings.warn("Parameter `brand_new` of function `asset` is currently in beta", dg.BetaWarning)
 """
 

@@ -1,0 +1,1 @@
+"""The Dagster webserver behind a cross-site guard: `python -m webguard <dagster-webserver arguments>`."""
