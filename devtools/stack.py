@@ -299,6 +299,8 @@ def service_env(home: Path, ports: Ports) -> dict[str, str]:
             **RAY_LOOPBACK_ENV,
             "PLATFORM_MLFLOW_UI_URL": f"http://127.0.0.1:{ports.mlflow}",
             "MLFLOW_TRACKING_URI": StatePaths(home).tracking_uri,
+            # MLflow's own model loaders off: models load only through their verified lineage (load_verified).
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             # Inherited by Dagster's webserver, daemon, code server and every run worker.
             "PYTHONWARNINGS": quiet_warnings(os.environ.get("PYTHONWARNINGS")),
             # The names the guarded webserver answers to: its own loopback URL only (webguard/__main__.py).

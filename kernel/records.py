@@ -74,6 +74,8 @@ class ModelRecord(_Record):
     train_rows: int
     holdout_rows: int
     dagster_run_id: str
+    # sha256 of the registered model file: what `MlflowTracking.load_verified` checks before loading it.
+    artifact_sha256: str | None = None
     ray_worker_pids: list[int]
     champion: ChampionScore | None = None
 

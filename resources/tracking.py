@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,17 @@ from ml.training import CandidateResult, WindowSplit
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+# The only types a model of ours may hold beyond skops' defaults: the model families of `ml.training` need these
+# (tests/resources/test_model_lineage.py fits each family on real features and checks). Fixed here, never read from
+# the artifact: MLflow's skops loader trusts the list the artifact's own MLmodel file names, so a crafted artifact
+# could trust anything. A model holding another type is refused when logged and when loaded.
+SKOPS_TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+MODEL_FILE = "model.skops"  # mlflow.sklearn's file name for a model saved in the skops format
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -68,11 +80,52 @@ class MlflowTracking(dg.ConfigurableResource):
         location = f"{self.artifact_root.rstrip('/')}/{name}" if self.artifact_root else None
         return client.create_experiment(name, artifact_location=location)
 
-    def load_model(self, model_uri: str) -> Any:
-        """A registered scikit-learn model, e.g. `models:/name/3`."""
-        import mlflow.sklearn
+    def load_verified(self, record: ModelRecord) -> Any:
+        """The model of a gated record, loaded only if the registry and the artifact's bytes still match the record.
 
-        return mlflow.sklearn.load_model(model_uri)
+        Checked before any byte is deserialised: the record's `model_uri` names its own version; the registry
+        version's tags name the same pipeline, partition, Dagster run and artifact hash; the artifact is in the skops
+        format and its bytes hash to the record's `artifact_sha256`. Then skops loads it trusting only
+        `SKOPS_TRUSTED_TYPES`. MLflow's own loaders are never used (and `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`
+        turns them off in every environment). Any mismatch fails the run naming the version and what differs.
+        """
+        import skops.io
+        from skops.io.exceptions import UntrustedTypesFoundException
+
+        where = f"{record.model_name} v{record.version} ({record.partition})"
+        expected_uri = f"models:/{record.model_name}/{record.version}"
+        if record.model_uri != expected_uri:
+            raise dg.Failure(f"refusing to load {where}: its record points at {record.model_uri}, not {expected_uri}")
+        if record.artifact_sha256 is None:
+            raise dg.Failure(f"refusing to load {where}: its record has no artifact fingerprint (logged before them)")
+        tags = self.version_tags(record.model_name, record.version)
+        expected = {
+            "pipeline": record.pipeline,
+            "partition": record.partition,
+            "dagster_run_id": record.dagster_run_id,
+            "artifact_sha256": record.artifact_sha256,
+        }
+        differing = {
+            k: f"registry {tags.get(k, '<missing>')!r} != record {v!r}" for k, v in expected.items() if tags.get(k) != v
+        }
+        if differing:
+            raise dg.Failure(f"refusing to load {where}: registry tags do not match its gated record: {differing}")
+        with tempfile.TemporaryDirectory() as directory:
+            flavor, data = _model_file(record.model_name, record.version, Path(directory))
+        if flavor.get("serialization_format") != "skops" or flavor.get("pickled_model") != MODEL_FILE:
+            raise dg.Failure(
+                f"refusing to load {where}: its artifact is not a skops {MODEL_FILE} "
+                f"(format {flavor.get('serialization_format')!r}, file {flavor.get('pickled_model')!r})"
+            )
+        found = hashlib.sha256(data).hexdigest()
+        if found != record.artifact_sha256:
+            raise dg.Failure(
+                f"refusing to load {where}: artifact sha256 {found} != gated record {record.artifact_sha256}"
+            )
+        try:
+            return skops.io.loads(data, trusted=list(SKOPS_TRUSTED_TYPES))
+        except UntrustedTypesFoundException as exc:
+            raise dg.Failure(f"refusing to load {where}: {exc}") from exc
 
     def champion_record(self, model_name: str) -> ChampionRecord | None:
         """What the registry's `champion` alias serves now (the source of truth for gating, serving and rollback)."""
@@ -87,13 +140,6 @@ class MlflowTracking(dg.ConfigurableResource):
             partition=str((version.tags or {}).get("partition", "")),
             previous_champion=self.alias_version(model_name, PREVIOUS_CHAMPION),
         )
-
-    def load_alias(self, model_name: str, alias: str) -> tuple[Any, str] | None:
-        """The model an alias points at and its version, or None if there is no such alias yet."""
-        version = self.alias_version(model_name, alias)
-        if version is None:
-            return None
-        return self.load_model(f"models:/{model_name}/{version}"), version
 
     def log_model_partition(
         self,
@@ -124,8 +170,9 @@ class MlflowTracking(dg.ConfigurableResource):
             version = _log_sklearn_model(spec, model, split.holdout)
         if version is None:
             raise dg.Failure(f"{spec.name} {day}: the MLflow run {run.info.run_id} ended before a model was registered")
+        artifact_sha256 = self.artifact_sha256(spec.name, version)
         client = self.client()
-        for key, value in tags.items():
+        for key, value in {**tags, "artifact_sha256": artifact_sha256}.items():
             client.set_model_version_tag(spec.name, version, key, value)
         return _model_record(
             spec,
@@ -135,7 +182,13 @@ class MlflowTracking(dg.ConfigurableResource):
             evaluation=evaluation,
             ids={"version": version, "mlflow_run_id": run.info.run_id, "experiment_id": experiment_id},
             run_id=run_id,
+            artifact_sha256=artifact_sha256,
         )
+
+    def artifact_sha256(self, model_name: str, version: str) -> str:
+        """The sha256 of a registered version's model file, as stored (read back, not the bytes meant to be sent)."""
+        with tempfile.TemporaryDirectory() as directory:
+            return hashlib.sha256(_model_file(model_name, version, Path(directory))[1]).hexdigest()
 
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         if self.ui_url is None:
@@ -217,6 +270,19 @@ class MlflowTracking(dg.ConfigurableResource):
         return {"champion": previous, "previous_champion": current, "changed": True}
 
 
+def _model_file(model_name: str, version: str, directory: Path) -> tuple[dict[str, Any], bytes]:
+    """A registered version's sklearn flavour settings (from its MLmodel) and the bytes of its model file, if any."""
+    import mlflow.artifacts
+    import yaml
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(directory))
+    )
+    flavor = (yaml.safe_load((local / "MLmodel").read_text()).get("flavors") or {}).get("sklearn") or {}
+    model_file = local / str(flavor.get("pickled_model", MODEL_FILE))
+    return flavor, model_file.read_bytes() if model_file.is_file() else b""
+
+
 def _model_record(
     spec: PipelineSpec,
     *,
@@ -226,6 +292,7 @@ def _model_record(
     evaluation: Evaluation,
     ids: dict[str, str],
     run_id: str,
+    artifact_sha256: str,
 ) -> ModelRecord:
     """The typed record of a logged model partition: registry ids, metrics, candidates and lineage."""
     best, window = evaluation.best, split.window
@@ -249,6 +316,7 @@ def _model_record(
         train_rows=len(split.train),
         holdout_rows=len(split.holdout),
         dagster_run_id=run_id,
+        artifact_sha256=artifact_sha256,
         ray_worker_pids=sorted({r.worker_pid for r in results}),
         champion=evaluation.champion,
     )
@@ -302,7 +370,7 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) ->
         registered_model_name=spec.name,
         input_example=holdout[feature_columns(spec)].head(3),
         pip_requirements=_pip_requirements(),
-        skops_trusted_types=_trusted_types(model),
+        skops_trusted_types=_trusted_types(spec, model),
     )
     if info.registered_model_version is None:
         raise dg.Failure(f"{spec.name}: MLflow logged the model but registered no version")
@@ -322,8 +390,14 @@ def _pip_requirements() -> list[str]:
     ]
 
 
-def _trusted_types(model: Any) -> list[str]:
-    # The model was fitted in this run from our own pipeline: every type in it is ours to trust.
+def _trusted_types(spec: PipelineSpec, model: Any) -> list[str]:
+    """`SKOPS_TRUSTED_TYPES`, once the model is known to need no other: a model serving would refuse is not logged."""
     import skops.io
 
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    unknown = sorted(set(skops.io.get_untrusted_types(data=skops.io.dumps(model))) - set(SKOPS_TRUSTED_TYPES))
+    if unknown:
+        raise dg.Failure(
+            f"{spec.name}: the fitted model holds types outside SKOPS_TRUSTED_TYPES ({unknown}); add them to "
+            "resources/tracking.py only if they are safe to load"
+        )
+    return list(SKOPS_TRUSTED_TYPES)

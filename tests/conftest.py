@@ -26,6 +26,8 @@ from platform_assets.definitions import build_definitions
 # Every process of the test session (and its Ray workers) must agree; Ray 2.60 defaults to token auth.
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# As in every environment: MLflow's own (pickle, or skops trusting the artifact) loaders are off.
+os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 # The session's head listens on loopback only; its drivers must resolve 127.0.0.1 the same way.
 os.environ.update(RAY_LOOPBACK_ENV)
 

@@ -13,24 +13,27 @@ from kernel.names import MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ChampionRecord, ModelRecord, Rejected
 from ml import backtest
+from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from resources.verdicts import rejected_days
 
+from .serving import champion_model
+
 
 class ModelCache:
-    """Registered models loaded once per run, however many days they score, and what loading them cost."""
+    """Registered models loaded once per run (each through its verified lineage), and what loading them cost."""
 
     def __init__(self, mlflow: MlflowTracking) -> None:
         self.mlflow = mlflow
         self.models: dict[str, Any] = {}
         self.seconds = 0.0
 
-    def get(self, model_uri: str) -> Any:
-        if model_uri not in self.models:
+    def get(self, record: ModelRecord) -> Any:
+        if record.model_uri not in self.models:
             started = time.perf_counter()
-            self.models[model_uri] = self.mlflow.load_model(model_uri)
+            self.models[record.model_uri] = self.mlflow.load_verified(record)
             self.seconds += time.perf_counter() - started
-        return self.models[model_uri]
+        return self.models[record.model_uri]
 
 
 def forecasters_for(
@@ -38,7 +41,7 @@ def forecasters_for(
     *,
     models: Mapping[str, ModelRecord],
     gate_failed: Mapping[str, str],
-    champion: ChampionRecord | None,
+    champion: tuple[ChampionRecord, ModelRecord] | None,
     cache: ModelCache,
     horizon_days: int,
 ) -> list[backtest.Forecaster]:
@@ -47,20 +50,18 @@ def forecasters_for(
         backtest.Forecaster(
             partition=date.fromisoformat(record.partition),
             version=record.version,
-            model=cache.get(record.model_uri),
-            champion=champion is not None and champion.version == record.version,
+            model=cache.get(record),
+            champion=champion is not None and champion[0].version == record.version,
             passed_gates=record.partition not in gate_failed,
         )
         for covering in backtest.covering_partitions(day, horizon_days)
         if (record := models.get(str(covering))) is not None
     ]
-    if (
-        champion is not None
-        and champion.partition < str(day)
-        and all(f.version != champion.version for f in forecasters)
-    ):
-        model = cache.get(champion.model_uri)
-        forecasters.append(backtest.Forecaster(date.fromisoformat(champion.partition), champion.version, model, True))
+    if champion is not None:
+        serving, record = champion
+        if serving.partition < str(day) and all(f.version != serving.version for f in forecasters):
+            model = cache.get(record)
+            forecasters.append(backtest.Forecaster(date.fromisoformat(serving.partition), serving.version, model, True))
     return forecasters
 
 
@@ -106,6 +107,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     def backtest_days(
         context: dg.AssetExecutionContext,
         mlflow: MlflowTracking,
+        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
         features: dict[str, pd.DataFrame | Rejected],
         models: dict[str, Any],
     ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
@@ -114,8 +116,13 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         trained = {d: ModelRecord.model_validate(v) for d, v in models.items() if not isinstance(v, Rejected)}
         rejected_models = {d: v.reason for d, v in models.items() if isinstance(v, Rejected)}
         gate_failed = rejected_days(context.instance, pipeline.key("model"), MODEL_GATES, list(trained))
-        champion = mlflow.champion_record(pipeline.name)
         cache = ModelCache(mlflow)
+        served = champion_model(pipeline, io_manager, mlflow)
+        champion = None
+        if served is not None:
+            serving, record, model = served
+            cache.models[record.model_uri] = model
+            champion = (serving, record)
         values: dict[str, pd.DataFrame | Rejected] = {}
         for day in days:
             actuals = features.get(str(day))
@@ -136,7 +143,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "excluded_rows": int(sum(int(frame["excluded_rows"].iloc[0]) for frame in scored)),
             "models_loaded": len(cache.models),
             "model_load_s": round(cache.seconds, 2),
-            "champion_version": champion.version if champion else "none",
+            "champion_version": champion[0].version if champion else "none",
         }
         if scored:
             metadata["out_of_sample_improvement"] = backtest.improvement(

@@ -10,7 +10,10 @@ from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
 from ml import plots, training
 from resources.compute import ray_map
+from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
+
+from .serving import champion_model
 
 
 def newest_day_picture(built: dict[str, pd.DataFrame]) -> dict[str, dg.MetadataValue]:
@@ -38,13 +41,14 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
+        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
         features: dict[str, pd.DataFrame | Rejected],
     ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
         """Hourly forecasts from the model the registry's champion alias points at now, its version on every row."""
-        serving = mlflow.champion_record(pipeline.name)
-        if serving is None:
+        served = champion_model(pipeline, io_manager, mlflow)
+        if served is None:
             raise dg.Failure(f"{pipeline.name} has no champion in the MLflow registry yet: train and promote a model")
-        model = mlflow.load_model(serving.model_uri)
+        serving, _, model = served
         days = run_days(context)
         rejected = {
             str(day): Rejected(day=str(day), reason=f"not predicted: features rejected ({value.reason})")

@@ -10,7 +10,7 @@ from dagster_ray import RayResource
 
 from kernel import automation
 from kernel.metadata import picture
-from kernel.names import CHAMPION, MODEL_GATES
+from kernel.names import MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ChampionRecord, ModelRecord, Rejected
 from kernel.spec import PipelineSpec
@@ -20,6 +20,8 @@ from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from resources.verdicts import materialising_run, rejected_days
+
+from .serving import champion_model, keep_version_record
 
 PLOTS = {
     "forecast_vs_actual": "forecast vs actual",
@@ -66,13 +68,15 @@ def split_windows(
     return windows, rejected
 
 
-def served_champion(pipeline: Pipeline, mlflow: MlflowTracking) -> tuple[Any, str, date] | None:
-    """The model behind the 'champion' alias, its version and the partition (last day) of its window."""
-    loaded = mlflow.load_alias(pipeline.name, CHAMPION)
-    if loaded is None:
+def served_champion(
+    pipeline: Pipeline, store: PartitionedParquetIOManager, mlflow: MlflowTracking
+) -> tuple[Any, str, date] | None:
+    """The model behind the 'champion' alias (through its verified lineage), its version and its window's last day."""
+    served = champion_model(pipeline, store, mlflow)
+    if served is None:
         return None
-    model, version = loaded
-    return model, version, date.fromisoformat(mlflow.version_tags(pipeline.name, version)["partition"])
+    serving, _, model = served
+    return model, serving.version, date.fromisoformat(serving.partition)
 
 
 # Days trained, evaluated, refitted and logged together: enough Ray tasks to keep a cluster busy, few enough fitted
@@ -128,6 +132,7 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
+        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
         features: dict[str, pd.DataFrame | Rejected],
     ) -> dg.Output[dict[str, ModelRecord | Rejected]]:
         """Candidate model trained on the passing days of the window ending each day (walk-forward)."""
@@ -137,9 +142,14 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
             raise dg.Failure(str(exc)) from exc
         days = run_days(context)
         windows, rejected = split_windows(features, days, pipeline)
-        champion = served_champion(pipeline, mlflow)
-        records: dict[str, ModelRecord | Rejected] = dict(rejected)
+        unverified: dict[str, Any] = {}
+        try:
+            champion = served_champion(pipeline, io_manager, mlflow)
+        except dg.Failure as refused:  # training is how a bad alias gets replaced: go on, compare with nothing
+            context.log.warning(f"{refused.description}; candidates are not compared with a champion")
+            champion, unverified["champion_unverified"] = None, str(refused.description)
         metadata: dict[str, Any] = {}
+        records: dict[str, ModelRecord | Rejected] = dict(rejected)
         worker_pids: set[int] = set()
         rounds = list(windows.items())
         for start in range(0, len(rounds), DAYS_PER_ROUND):
@@ -155,8 +165,10 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
                     model=served,
                     run_id=context.run.run_id,
                 )
+                keep_version_record(io_manager, pipeline, record)
                 records[str(day)], metadata = record, model_metadata(record, evaluation.images, mlflow)
                 worker_pids |= {r.worker_pid for r in results}
+        metadata |= unverified
         metadata["days_rejected"] = len(rejected)
         metadata["rejected_days"] = dg.MetadataValue.json({d: r.reason for d, r in rejected.items()})
         metadata["ray_tasks"] = len(windows) * (len(spec.training.candidates) + 1)

@@ -21,6 +21,7 @@ from support import check_results, run_range
 
 from devtools.stack import BIN, stop
 from kernel.names import CHAMPION
+from kernel.records import ModelRecord
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
@@ -224,7 +225,9 @@ def test_artifacts_download_through_the_server(trained: Trained, tmp_path: Path)
         )
     )
     assert (model_dir / "MLmodel").is_file()
-    model = trained.tracking.load_model(f"models:/{NAME}@{CHAMPION}")
+    assert trained.tracking.alias_version(NAME, CHAMPION) == trained.version
+    # Through the server: registry tags and the artifact's sha256 checked against the record, then skops.
+    model = trained.tracking.load_verified(ModelRecord.model_validate(trained.record))
     assert hasattr(model, "predict")
 
 

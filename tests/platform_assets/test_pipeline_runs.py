@@ -16,7 +16,7 @@ from support import check_results, corrupt_day, run_range, run_unpartitioned
 
 from kernel.metadata import INLINE_MARKDOWN_LIMIT
 from kernel.names import CHAMPION, PREVIOUS_CHAMPION
-from kernel.records import Rejected
+from kernel.records import ModelRecord, Rejected
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
@@ -174,10 +174,10 @@ def test_predictions_carry_the_exact_model_version_and_run(bike: Trained) -> Non
     checks = check_results(result)
     assert checks["complete"].passed
     assert checks["finite_non_negative"].passed
-    model = bike.tracking.load_model(champion["model_uri"])
+    record = bike.store.read(dg.AssetKey(["bike_e2e", "model"]), champion["partition"])
+    model = bike.tracking.load_verified(ModelRecord.model_validate(record))
     # The served model was refitted on the whole window: its scaler saw the hold-out rows too.
     scaler = model.named_steps["prepare"].named_transformers_["numeric"][-1]
-    record = bike.store.read(dg.AssetKey(["bike_e2e", "model"]), champion["partition"])
     assert scaler.n_samples_seen_ == record["train_rows"] + record["holdout_rows"] > record["train_rows"]
     picture = str(materializations(result, "predictions")[0].metadata["forecast_vs_actual"].value)
     assert picture.startswith(f"![forecast vs actual, {LAST}](data:image/svg+xml;base64,")

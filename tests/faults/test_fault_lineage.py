@@ -1,0 +1,191 @@
+"""Whoever can move an alias, edit a stored record or write the artifact store tries to make every run process load
+their model: a champion alias moved to a pickled version whose loading runs code, a model record whose `model_uri`
+points at another version, and a registered artifact overwritten with other bytes. Each run that would load it
+fails naming the version and the mismatch; nothing the forged model would compute is stored; its code never runs.
+
+Real stores: models trained in-process on a real Ray head into a SQLite MLflow store (file artifacts) and a Dagster
+instance on disk; the forged version is registered with MLflow's own cloudpickle flavour, as an attacker would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from support import run_range, run_unpartitioned
+
+from devtools.stack import prepare_home
+from kernel.names import CHAMPION
+from kernel.records import ModelRecord
+from kernel.settings import Settings
+from platform_assets.definitions import build_definitions
+from resources.storage import PartitionedParquetIOManager
+from resources.tracking import MODEL_FILE, MlflowTracking
+
+from .conftest import TODAY, FaultRow, promotable_bikes
+
+NAME = "lineage_bikes"
+FIRST, BEFORE, DAY, NEXT = "2012-04-25", "2012-06-25", "2012-06-26", "2012-06-27"
+
+
+class Payload:
+    """What a forged model runs when it is unpickled: it writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    defs: dg.Definitions
+    dagster_home: Path
+    tracking: MlflowTracking
+    store: PartitionedParquetIOManager
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.dagster_home))
+
+    def record(self, day: str) -> ModelRecord:
+        return ModelRecord.model_validate(self.store.read(dg.AssetKey([NAME, "model"]), day))
+
+    def stored(self, stage: str, day: str) -> bool:
+        return self.store.exists(dg.AssetKey([NAME, stage]), day)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> Iterator[Trained]:
+    """Two gated model partitions (BEFORE, DAY), the DAY one the champion, and features up to NEXT."""
+    settings = promotable_bikes(tmp_path_factory.mktemp("lineage"), NAME)
+    dagster_home = prepare_home(settings.home)
+    defs = build_definitions(settings, today=TODAY)
+    resources = defs.resources or {}
+    tracking, store = resources["mlflow"], resources["io_manager"]
+    assert isinstance(tracking, MlflowTracking) and isinstance(store, PartitionedParquetIOManager)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert run_range(defs, ["raw", "features"], NAME, (FIRST, NEXT), instance).success
+        assert run_range(defs, ["model"], NAME, (BEFORE, DAY), instance).success
+        assert run_unpartitioned(defs, ["champion"], NAME, instance).success
+    trained = Trained(settings, defs, dagster_home, tracking, store)
+    assert tracking.alias_version(NAME, CHAMPION) == trained.record(DAY).version
+    yield trained
+
+
+def forge_pickled_version(trained: Trained, marker: Path, tags: dict[str, str]) -> str:
+    """Register, under the pipeline's model name, a cloudpickle model whose loading writes `marker`."""
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(trained.tracking.tracking_uri)
+    mlflow.start_run()
+    try:
+        info = mlflow.sklearn.log_model(
+            Payload(marker), name="model", registered_model_name=NAME, serialization_format="cloudpickle"
+        )
+    finally:
+        mlflow.end_run()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        trained.tracking.client().set_model_version_tag(NAME, version, key, value)
+    return version
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    failures = [event.step_failure_data for event in result.all_events if event.is_step_failure]
+    return " ".join(str(failure.error) for failure in failures if failure is not None)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_a_champion_alias_moved_to_a_pickled_version_is_never_loaded(
+    trained: Trained, tmp_path: Path, fault: FaultRow
+) -> None:
+    fault.scenario = "champion alias moved to a forged version"
+    fault.injected = "a cloudpickle model registered with copied tags, the champion alias pointed at it"
+    gated = trained.record(DAY)
+    marker = tmp_path / "code-ran"
+    copied = {"pipeline": NAME, "partition": DAY, "dagster_run_id": gated.dagster_run_id}
+    forged = forge_pickled_version(trained, marker, {**copied, "artifact_sha256": str(gated.artifact_sha256)})
+    client = trained.tracking.client()
+    client.set_registered_model_alias(NAME, CHAMPION, forged)
+    try:
+        with trained.instance() as instance:
+            predicted = run_range(trained.defs, ["predictions"], NAME, (NEXT, NEXT), instance)
+            scored = run_range(trained.defs, ["backtest"], NAME, (NEXT, NEXT), instance)
+    finally:
+        client.set_registered_model_alias(NAME, CHAMPION, gated.version)
+
+    assert not marker.exists(), "the forged model's code ran"
+    assert not predicted.success and not trained.stored("predictions", NEXT)
+    expected = f"refusing to serve {NAME} v{forged} (the champion alias): the last promotion decision recorded v"
+    assert expected in failure_messages(predicted), failure_messages(predicted)
+    assert not scored.success and expected in failure_messages(scored)
+    fault.ungated = int(predicted.success) + int(scored.success)
+    fault.result = f"predictions and backtest refused v{forged}: the last promotion decision recorded v{gated.version}"
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_a_model_record_pointing_at_another_version_is_refused(
+    trained: Trained, tmp_path: Path, fault: FaultRow
+) -> None:
+    fault.scenario = "stored model record's model_uri rewritten"
+    fault.injected = "the registry version behind a gated record swapped for a forged one with the same tags"
+    gated = trained.record(BEFORE)
+    marker = tmp_path / "code-ran"
+    tags = {"pipeline": NAME, "partition": BEFORE, "dagster_run_id": gated.dagster_run_id}
+    forged = forge_pickled_version(trained, marker, {**tags, "artifact_sha256": str(gated.artifact_sha256)})
+    tampered = gated.model_copy(update={"model_uri": f"models:/{NAME}/{forged}"})
+    with pytest.raises(dg.Failure, match=f"its record points at models:/{NAME}/{forged}, not models:/{NAME}/"):
+        trained.tracking.load_verified(tampered)
+    renumbered = gated.model_copy(update={"version": forged, "model_uri": f"models:/{NAME}/{forged}"})
+    with pytest.raises(dg.Failure, match=f"its artifact is not a skops {MODEL_FILE}"):
+        trained.tracking.load_verified(renumbered)
+    assert not marker.exists(), "the forged model's code ran"
+    fault.ungated = 0
+    fault.result = "a record naming another version, or the forged version itself, is refused before any byte loads"
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_an_overwritten_model_artifact_is_refused_by_its_hash(trained: Trained, fault: FaultRow) -> None:
+    fault.scenario = "registered model artifact overwritten"
+    fault.injected = "the champion's model.skops replaced with another (valid) model's bytes in the artifact store"
+    champion, other = trained.record(DAY), trained.record(BEFORE)
+    artifacts = trained.settings.home / "mlflow"
+    files = {path.read_bytes(): path for path in artifacts.rglob(MODEL_FILE)}
+    by_hash = {hashlib.sha256(data).hexdigest(): path for data, path in files.items()}
+    target, source = by_hash[str(champion.artifact_sha256)], by_hash[str(other.artifact_sha256)]
+    original = target.read_bytes()
+    target.write_bytes(source.read_bytes())
+    try:
+        with trained.instance() as instance:
+            predicted = run_range(trained.defs, ["predictions"], NAME, (NEXT, NEXT), instance)
+    finally:
+        target.write_bytes(original)
+    message = failure_messages(predicted)
+    assert not predicted.success and not trained.stored("predictions", NEXT)
+    assert f"refusing to load {NAME} v{champion.version} ({DAY}): artifact sha256 {other.artifact_sha256}" in message
+    with trained.instance() as instance:
+        assert run_range(trained.defs, ["predictions"], NAME, (NEXT, NEXT), instance).success, "restored bytes serve"
+    served = trained.store.read(dg.AssetKey([NAME, "predictions"]), NEXT)
+    assert set(served["model_version"]) == {champion.version}
+    fault.ungated = 0
+    fault.result = f"predictions refused v{champion.version} (sha256 differs); restored bytes served again"
+
+
+def test_stored_records_carry_the_artifact_fingerprint_the_registry_tags(trained: Trained) -> None:
+    for day in (BEFORE, DAY):
+        record = trained.record(day)
+        assert record.artifact_sha256 is not None and len(record.artifact_sha256) == 64
+        assert trained.tracking.version_tags(NAME, record.version)["artifact_sha256"] == record.artifact_sha256
+        assert trained.tracking.artifact_sha256(NAME, record.version) == record.artifact_sha256
+    assert json.dumps(trained.record(DAY).model_dump())  # still a plain JSON record
