@@ -582,3 +582,14 @@ def test_the_readme_override_admits_the_chosen_ingress_controller_only(namespace
     assert not network.connection(Pod("other", namespace, {"app.kubernetes.io/name": "other"}), webserver, 8080).allowed
     if namespace != INGRESS_NAMESPACE:
         assert not network.connection(Pod("nginx", INGRESS_NAMESPACE, INGRESS_LABELS), webserver, 8080).allowed
+
+
+def test_readme_has_the_threat_table_and_says_what_remains() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = text.split("## Threat table", 1)[1].split("\n## ", 1)[0]
+    for component in ("Webserver (writable)", "Read-only webserver", "Daemon", "Code server", "Run / step pods",
+                      "Ray head and workers", "MLflow", "PostgreSQL", "MinIO", "KubeRay operator"):  # fmt: skip
+        assert f"\n| {component}" in table, component
+    assert "owns one run pod" in table and "can:**" in table and "cannot:**" in table
+    for item in ("item 2", "item 3", "item 4"):
+        assert item in table, item
