@@ -593,3 +593,80 @@ def test_readme_has_the_threat_table_and_says_what_remains() -> None:
     assert "owns one run pod" in table and "can:**" in table and "cannot:**" in table
     for item in ("item 2", "item 3", "item 4"):
         assert item in table, item
+
+
+# ---------------------------------------------------------------------------------------------------
+# The evaluator follows NetworkPolicy semantics (each case would pass with a naive "allow" or "deny")
+# ---------------------------------------------------------------------------------------------------
+
+
+def _np(namespace: str, spec: Doc, name: str = "p") -> Doc:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}  # fmt: skip
+
+
+A = Pod("a", "ns1", {"app": "a"})
+B = Pod("b", "ns1", {"app": "b"}, ((80, "TCP"),), {"http": 80})
+C = Pod("c", "ns2", {"app": "a"})
+
+
+def test_a_pod_no_policy_selects_is_open_and_an_empty_selector_selects_all() -> None:
+    assert Network([], {}).connection(C, B, 80).allowed
+    deny = _np("ns1", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    assert not Network([deny], {}).connection(A, B, 80).allowed
+    # A policy in another namespace, or selecting other pods, leaves B open.
+    assert Network([_np("ns2", {"podSelector": {}, "policyTypes": ["Ingress"]})], {}).connection(A, B, 80).allowed
+    other = _np("ns1", {"podSelector": {"matchLabels": {"app": "zzz"}}, "policyTypes": ["Ingress"]})
+    assert Network([other], {}).connection(A, B, 80).allowed
+
+
+def test_peers_ports_and_their_combinations() -> None:
+    def allows(peer: Doc, ports: list[Doc] | None, src: Pod, port: int = 80, protocol: str = "TCP") -> bool:
+        rule: Doc = {"from": [peer]} | ({"ports": ports} if ports is not None else {})
+        spec = {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"], "ingress": [rule]}
+        return Network([_np("ns1", spec)], {"ns2": {"team": "x"}}).connection(src, B, port, protocol).allowed
+
+    same_namespace_a = {"podSelector": {"matchLabels": {"app": "a"}}}
+    assert allows(same_namespace_a, None, A) and not allows(same_namespace_a, None, C)
+    ns2 = {"namespaceSelector": {"matchLabels": {"team": "x"}}}
+    assert allows(ns2, None, C) and not allows(ns2, None, A)
+    both = {**ns2, **same_namespace_a}
+    assert allows(both, None, C) and not allows(both, None, Pod("d", "ns2", {"app": "d"}))
+    assert allows({"namespaceSelector": {}}, None, C)
+    assert allows(same_namespace_a, [{"port": 80}], A) and not allows(same_namespace_a, [{"port": 81}], A)
+    assert not allows(same_namespace_a, [{"port": 80}], A, protocol="UDP")
+    assert allows(same_namespace_a, [{"port": "http"}], A) and not allows(same_namespace_a, [{"port": "grpc"}], A)
+    assert allows(same_namespace_a, [{"port": 70, "endPort": 90}], A)
+    assert not allows(same_namespace_a, [{"port": 70, "endPort": 79}], A)
+    assert allows(same_namespace_a, [{"protocol": "TCP"}], A, port=12345)
+
+
+@pytest.mark.parametrize(
+    ("expression", "labels", "matches"),
+    [
+        ({"key": "app", "operator": "In", "values": ["a", "b"]}, {"app": "b"}, True),
+        ({"key": "app", "operator": "In", "values": ["a"]}, {}, False),
+        ({"key": "app", "operator": "NotIn", "values": ["a"]}, {}, True),
+        ({"key": "app", "operator": "NotIn", "values": ["a"]}, {"app": "a"}, False),
+        ({"key": "app", "operator": "Exists"}, {"app": ""}, True),
+        ({"key": "app", "operator": "DoesNotExist"}, {"app": "a"}, False),
+    ],
+)
+def test_match_expressions(expression: Doc, labels: dict[str, str], matches: bool) -> None:
+    from .network import selector_matches
+
+    assert selector_matches({"matchExpressions": [expression]}, labels) is matches
+
+
+def test_egress_and_ingress_must_both_admit() -> None:
+    only_dns = _np("ns1", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"], "egress": []})
+    assert not Network([only_dns], {}).connection(A, B, 80).allowed
+    assert Network([only_dns], {}).connection(B, A, 80).allowed, "egress of a does not limit traffic to a"
+    # No policyTypes: Ingress, plus Egress because the policy has an egress section.
+    implicit = _np("ns1", {"podSelector": {"matchLabels": {"app": "a"}}, "egress": []})
+    assert not Network([implicit], {}).connection(A, B, 80).allowed
+    assert not Network([implicit], {}).connection(B, A, 80).allowed
+    # Several policies selecting one pod: the union of their rules.
+    first = _np("ns1", {"podSelector": {}, "policyTypes": ["Ingress"]}, "deny")
+    second = _np("ns1", {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": [{"from": [{"podSelector": {}}]}]})
+    assert Network([first, second], {}).connection(A, B, 80).allowed
