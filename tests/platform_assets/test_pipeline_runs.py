@@ -262,12 +262,26 @@ def test_a_failing_gate_never_promotes_even_when_champion_is_run_alone(
     assert trained.tracking.alias_version("bike_gate", CHAMPION) == champion_before
 
 
+def roll_back(defs: dg.Definitions, name: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The `<p>_rollback` job, as a user launches it."""
+    config = {"reason": "over-forecasts weekends", "requested_by": "ana@example.com"}
+    return defs.resolve_job_def(f"{name}_rollback").execute_in_process(
+        instance=instance, run_config={"ops": {f"{name}_rollback_champion": {"config": config}}}, raise_on_error=False
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return str(failure.event_specific_data)
+
+
 def test_rollback_restores_the_previous_champion_in_one_action(make_defs: PipelineFactory, ray_address: str) -> None:
     trained = train(make_defs, small_spec("bike_rollback"), "2012-04-25", "2012-06-26")
     first = trained.tracking.alias_version("bike_rollback", CHAMPION)
     assert first is not None
-    with pytest.raises(dg.Failure, match="nothing to roll back"):
-        trained.tracking.rollback("bike_rollback")
+    nothing = roll_back(trained.defs, "bike_rollback", trained.instance)
+    assert not nothing.success
+    assert "nothing to roll back to" in failure_message(nothing)
 
     lenient = make_defs(small_spec("bike_rollback", promotion={"max_regression_vs_champion": 10.0}))
     second_run = run_range(
@@ -279,9 +293,15 @@ def test_rollback_restores_the_previous_champion_in_one_action(make_defs: Pipeli
     assert second != first
     assert trained.tracking.alias_version("bike_rollback", PREVIOUS_CHAMPION) == first
 
-    trained.tracking.rollback("bike_rollback")
+    assert roll_back(lenient, "bike_rollback", trained.instance).success
     assert trained.tracking.alias_version("bike_rollback", CHAMPION) == first
     assert trained.tracking.alias_version("bike_rollback", PREVIOUS_CHAMPION) == second
+    tags = trained.tracking.version_tags("bike_rollback", second)
+    assert (tags["rolled_back_by"], tags["rollback_reason"], tags["rolled_back_to"]) == (
+        "ana@example.com",
+        "over-forecasts weekends",
+        first,
+    )
 
 
 # --- Days are the unit of truth: per-day verdicts, the day gate across runs, promotion by date, rollback ---
@@ -408,8 +428,7 @@ def test_a_tampered_stored_record_is_refused_and_the_champion_stays(
 
     refused = run_unpartitioned(trained.defs, ["champion"], "bike_tamper", trained.instance)
     assert not refused.success
-    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "refusing to promote" in str(failure.event_specific_data)
+    assert "refusing to promote" in failure_message(refused)
     assert trained.tracking.alias_version("bike_tamper", CHAMPION) == champion
 
 
