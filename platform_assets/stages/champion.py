@@ -100,11 +100,12 @@ def newest_candidates(
             candidates.append(Candidate("", day, Check(False, value.reason)))
             continue
         record = ModelRecord.model_validate(value)
-        candidate = Candidate(record.version, day, Check(day not in rejected, rejected.get(day, "")))
+        run_id = materialising_run(instance, key, day) if day not in rejected else None
+        gates = Check(False, rejected.get(day, f"{key.to_user_string()} {day}: no materialisation on record"))
+        candidate = Candidate(record.version, day, Check(True) if run_id is not None else gates)
         if eligible(candidate, rollbacks):
             track, observed = judge_track_record(pipeline, store, day) if gated else (None, {})
-            checked = lineage(record, materialising_run(instance, key, day), mlflow)
-            candidates.append(Candidate(record.version, day, candidate.gates, checked, track))
+            candidates.append(Candidate(record.version, day, candidate.gates, lineage(record, run_id, mlflow), track))
             break
         candidates.append(candidate)
     evidence = Evidence(

@@ -480,3 +480,55 @@ def test_rollback_from_the_job_is_recorded_and_the_next_predictions_use_it(
     assert run_range(lenient, ["predictions"], "bike_undo", ("2012-06-27", "2012-06-27"), trained.instance).success
     predictions = trained.store.read(dg.AssetKey(["bike_undo", "predictions"]), "2012-06-27")
     assert set(predictions["model_version"]) == {first}
+
+
+def promote_by_hand(
+    defs: dg.Definitions, name: str, instance: dg.DagsterInstance, version: str, **override: bool
+) -> dg.ExecuteInProcessResult:
+    """The `<p>_promote` job, as a user launches it."""
+    config = {"version": version, "reason": "the baseline had a holiday", "requested_by": "ana@example.com", **override}
+    return defs.resolve_job_def(f"{name}_promote").execute_in_process(
+        instance=instance, run_config={"ops": {f"{name}_promote_champion": {"config": config}}}, raise_on_error=False
+    )
+
+
+def test_a_version_that_failed_its_gates_is_promoted_by_hand_only_with_override_and_recorded(
+    make_defs: PipelineFactory, ray_address: str
+) -> None:
+    trained = train(make_defs, small_spec("bike_manual"), "2012-04-25", "2012-06-27")
+    first = trained.tracking.alias_version("bike_manual", CHAMPION)
+    assert first is not None
+    strict = make_defs(small_spec("bike_manual", promotion={"min_improvement_over_baseline": 0.99}))
+    assert run_range(strict, ["model"], "bike_manual", ("2012-06-27", "2012-06-27"), trained.instance).success
+    failed = trained.store.read(dg.AssetKey(["bike_manual", "model"]), "2012-06-27")["version"]
+    assert failed != first
+
+    refused = promote_by_hand(strict, "bike_manual", trained.instance, failed)
+    assert not refused.success
+    assert "failed its gates" in failure_message(refused) and "override: true" in failure_message(refused)
+    assert trained.tracking.alias_version("bike_manual", CHAMPION) == first
+    assert "promoted_by" not in trained.tracking.version_tags("bike_manual", failed)
+
+    accepted = promote_by_hand(strict, "bike_manual", trained.instance, failed, override=True)
+    assert accepted.success
+    assert trained.tracking.alias_version("bike_manual", CHAMPION) == failed
+    assert trained.tracking.alias_version("bike_manual", PREVIOUS_CHAMPION) == first
+    recorded = trained.instance.get_latest_materialization_event(dg.AssetKey(["bike_manual", "champion"]))
+    assert recorded is not None and recorded.asset_materialization is not None
+    metadata = {k: v.value for k, v in recorded.asset_materialization.metadata.items()}
+    assert (metadata["action"], metadata["override"], metadata["requested_by"]) == (
+        "manual_promotion",
+        True,
+        "ana@example.com",
+    )
+    assert (metadata["from_version"], metadata["to_version"], metadata["model_version"]) == (first, failed, failed)
+    reasons = metadata["reasons"]
+    assert isinstance(reasons, list)
+    assert any("override by ana@example.com: it failed its gates" in str(reason) for reason in reasons)
+    tags = trained.tracking.version_tags("bike_manual", failed)
+    assert (tags["promoted_by"], tags["promotion_override"], tags["promotion_reason"]) == (
+        "ana@example.com",
+        "true",
+        "the baseline had a holiday",
+    )
+    assert trained.store.read(dg.AssetKey(["bike_manual", "champion"]), None)["version"] == failed
