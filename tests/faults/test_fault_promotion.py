@@ -197,6 +197,14 @@ class Promoted:
         assert event is not None and event.asset_materialization is not None
         return {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
+    def took_turns(self, instance: dg.DagsterInstance, rollback_run: str) -> bool:
+        """Whether the rollback's step started only after the other (newest) run's steps had all ended."""
+        other = next(r for r in instance.get_run_records(limit=2) if r.dagster_run.run_id != rollback_run)
+        ended = instance.all_logs(other.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+        started = instance.all_logs(rollback_run, of_type=dg.DagsterEventType.STEP_START)
+        assert ended and started, (other.dagster_run.run_id, rollback_run)
+        return min(e.timestamp for e in started) >= max(e.timestamp for e in ended)
+
     def ungated(self, instance: dg.DagsterInstance) -> int:
         """1 if the serving version is not the gated record of its partition (its gates not passed, or the stored
         record there names another version), from the registry, the store and Dagster's verdicts."""
@@ -279,6 +287,7 @@ def test_champion_and_rollback_racing_take_turns_and_agree_with_the_registry(
             assert child.wait(timeout=120) == 0, log.read_text(errors="replace")[-3000:]
             fault.ungated = home.ungated(instance)
             shown = home.recorded(instance)
+            took_turns = home.took_turns(instance, rollback.run_id)
     finally:
         if child.poll() is None:
             child.kill()
@@ -288,6 +297,7 @@ def test_champion_and_rollback_racing_take_turns_and_agree_with_the_registry(
     assert rollback.success, "the rollback ran after the champion run, on what it had promoted"
     assert (str(shown["model_version"]), stored) == (registry[0], registry[0]), (shown, stored, registry)
     assert registry == (home.first, home.second), registry
+    assert took_turns, "the rollback's step started before the champion run's step ended"
     assert (str(shown["from_version"]), str(shown["to_version"])) == (home.second, home.first)
     fault.result = (
         f"champion promoted v{home.second}, then the rollback (it waited for the promotion pool) put "
