@@ -203,11 +203,6 @@ class Decision:
     lift: str | None = None
     candidate: Candidate | None = None
 
-    @property
-    def previous(self) -> str | None:
-        """The `previous_champion` once the moves are made (None: unchanged by them)."""
-        return next((m.to for m in reversed(self.moves) if m.alias == PREVIOUS_CHAMPION), None)
-
 
 def eligible(candidate: Candidate, rollbacks: Mapping[str, Rollback]) -> bool:
     """Whether automatic promotion considers a candidate at all: its gates passed and it was never rolled back."""

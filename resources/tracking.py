@@ -237,12 +237,15 @@ class MlflowTracking(dg.ConfigurableResource):
         MLflow has no conditional alias update, so a writer outside the promotion pool could still slip in between
         the last read and its write; the pool makes champion, rollback and manual promotion take turns."""
         client = self.client()
-        for alias in {move.alias for move in moves}:
-            first = next(move for move in moves if move.alias == alias)
-            self._expect(model_name, first)
+        self.check_aliases(model_name, moves)
         for move in moves:
             self._expect(model_name, move)
             client.set_registered_model_alias(model_name, move.alias, move.to)
+
+    def check_aliases(self, model_name: str, moves: Sequence[Move]) -> None:
+        """Refuse (`AliasMovedError`) unless every alias the moves touch is still where the decision found it."""
+        for alias in {move.alias for move in moves}:
+            self._expect(model_name, next(move for move in moves if move.alias == alias))
 
     def _expect(self, model_name: str, move: Move) -> None:
         found = self.alias_version(model_name, move.alias)

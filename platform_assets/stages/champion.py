@@ -161,6 +161,7 @@ def carry_out(
     if decision.outcome == "refuse":
         raise dg.Failure("; ".join(decision.reasons))
     if decision.record is not None:
+        mlflow.check_aliases(pipeline.name, decision.moves)  # a stale decision records no rollback either
         mlflow.tag_version(pipeline.name, decision.record.version, rollback_tags(decision.record))
     mlflow.move_aliases(pipeline.name, decision.moves)
     if decision.version is not None and decision.moves and audit:
