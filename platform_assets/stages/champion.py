@@ -137,7 +137,7 @@ def named_candidate(
         if stored is None or stored.version != version:
             current = f"v{stored.version}" if stored else "none"
             why = f"its partition {day or '?'} holds no gated record of it (the current model there: {current})"
-            candidates.append(Candidate(version, day, Check(False, why), Check(False, why)))
+            candidates.append(Candidate(version, day, Check(False, why)))
         else:
             rejected = rejected_days(instance, key, MODEL_GATES, [day])
             gates = Check(day not in rejected, rejected.get(day, ""))
