@@ -10,7 +10,9 @@ slow (2 s) only at the rename that publishes the champion's record, and it is ki
 Then the rows of issue 15 about promotion: a rollback sticks through a model backfill and the next champion run
 (row 5); a rollback launched while a champion run is between its decision and its alias write waits for the
 `promotion` pool and the three records agree; a rollback killed between its two alias writes converges on re-run
-(row 6). The child processes pause only at the MLflow client's alias write, the code under test runs as it is.
+(row 6); and an alias moved by hand outside the pool between a champion run's decision and its write fails that
+run instead of being overwritten (compare-and-set). The child processes pause only at the MLflow client's alias
+write, the code under test runs as it is.
 """
 
 from __future__ import annotations
@@ -337,4 +339,47 @@ def test_a_rollback_killed_between_its_alias_writes_converges_on_re_run(
     fault.result = (
         f"at the kill: champion = previous_champion = v{halfway[0]}; re-run: champion v{converged[0]}, "
         f"previous_champion v{converged[1]}; the next champion run kept v{home.first}"
+    )
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(420)
+def test_an_alias_moved_outside_the_pool_fails_the_champion_run_instead_of_being_overwritten(
+    tmp_path: Path, ray_address: str, fault: FaultRow
+) -> None:
+    fault.scenario = "alias moved behind the champion run's back"
+    fault.injected = "`champion` set by hand in MLflow (outside the pool) after a champion run decided, before it wrote"
+    home = promoted(tmp_path)
+    marker = tmp_path / "writing"
+    command = home.slow_writer("champion", PREVIOUS_CHAMPION, marker, pause=5)
+    log = tmp_path / "champion.log"
+    with log.open("wb") as output:
+        child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=home.env(), stdout=output, stderr=output)
+    try:
+        wait_until("the champion run to reach its first alias write", marker.exists, timeout=180, log=log)
+        home.tracking.client().set_registered_model_alias(NAME, CHAMPION, home.second)  # by hand, in MLflow
+        code = child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+    with home.instance() as instance:
+        fault.ungated = home.ungated(instance)
+        shown = home.recorded(instance)
+        failures = [
+            str(event.dagster_event.event_specific_data)
+            for event in instance.all_logs(
+                instance.get_run_records(limit=1)[0].dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+            )
+            if event.dagster_event is not None
+        ]
+    assert code == 1, "the champion run must fail, not overwrite the alias it did not decide on"
+    expected = f"'champion' alias moved since the decision was made (expected v{home.first}, found v{home.second})"
+    assert any(expected in failure for failure in failures), failures
+    assert home.tracking.alias_version(NAME, CHAMPION) == home.second
+    assert str(shown["model_version"]) == home.first, "the failed run recorded no champion materialisation"
+    previous = home.tracking.alias_version(NAME, PREVIOUS_CHAMPION)
+    fault.result = (
+        f"the champion run failed: champion alias moved (expected v{home.first}, found v{home.second}), not "
+        f"overwritten; previous_champion v{previous} (its write preceded the move)"
     )
