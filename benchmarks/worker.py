@@ -90,19 +90,33 @@ def _execute_in_process(
     raise StageFailed(f"run of {'+'.join(stages)} for {days} failed (run {result.run_id}):\n{details}")
 
 
-def _force_champion(defs: dg.Definitions, pipeline: Pipeline, day: date) -> dict[str, Any]:
+def _force_champion(
+    defs: dg.Definitions, instance: dg.DagsterInstance, pipeline: Pipeline, day: date
+) -> dict[str, Any]:
     """Promote the day's candidate although a gate rejected it: the backfill only needs *a* champion.
 
-    Uses the platform's own store, records and registry calls, so predictions load it exactly as usual.
+    Through the platform's own `<p>_promote` job with `override: true`, so it is audited like any promotion by hand
+    and predictions load it exactly as usual.
     """
     from kernel.records import ChampionRecord, ModelRecord
 
-    store, tracking = _resources(defs)
+    store, _ = _resources(defs)
     record = ModelRecord.model_validate(store.read(pipeline.key("model"), str(day)))
-    promotion = tracking.promote(pipeline.name, record.version)
-    serving = {"model_name", "version", "mlflow_run_id", "model_uri", "partition"}
-    champion = ChampionRecord(**record.model_dump(include=serving), previous_champion=promotion["previous_champion"])
-    store.write(pipeline.key("champion"), None, champion)
+    config = {
+        "version": record.version,
+        "reason": "benchmark setup: the measured backfill needs a champion",
+        "requested_by": "benchmarks/worker.py",
+        "override": True,
+    }
+    result = defs.resolve_job_def(f"{pipeline.name}_promote").execute_in_process(
+        instance=instance,
+        run_config={"ops": {f"{pipeline.name}_promote_champion": {"config": config}}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        details = "\n".join(f"[{step}] {text}" for step, text in failure_messages(instance.all_logs(result.run_id)))
+        raise StageFailed(f"promoting v{record.version} by hand failed (run {result.run_id}):\n{details}")
+    champion = ChampionRecord.model_validate(store.read(pipeline.key("champion"), None))
     return champion.model_dump(exclude={"previous_champion"})
 
 
@@ -126,7 +140,7 @@ def worker_setup(args: Mapping[str, Any]) -> dict[str, Any]:
     }
     if rejected:
         result["gate_rejections"] = [f"[{step}] {text}" for step, text in rejected]
-        result["champion_forced"] = _force_champion(defs, pipeline, last)
+        result["champion_forced"] = _force_champion(defs, instance, pipeline, last)
     return result
 
 

@@ -1,4 +1,8 @@
-"""Model gates on `<p>/model`, a verdict per model partition: one that fails any gate never becomes champion."""
+"""Model gates on `<p>/model`, a verdict per model partition: one that fails any gate never becomes champion.
+
+The verdicts themselves come from the promotion decision's module (`ml.promotion.judge_gates`); this adds what
+each check shows (threshold, observed values).
+"""
 
 from collections.abc import Iterator
 from typing import Any
@@ -10,25 +14,8 @@ from kernel.names import BEATS_SEASONAL_NAIVE, FINITE_PREDICTIONS, NOT_WORSE_THA
 from kernel.pipeline import Pipeline
 from kernel.records import ModelRecord, Rejected
 from kernel.spec import PromotionSpec
+from ml.promotion import compared_mae, judge_gates
 from resources.storage import PartitionedParquetIOManager
-
-
-def beats_baseline(record: ModelRecord, min_improvement: float) -> bool:
-    return record.metrics.mae <= (1 - min_improvement) * record.baseline.mae
-
-
-def compared_mae(record: ModelRecord) -> float:
-    """The candidate's MAE on the hours its champion was scored on (records written before champions were scored
-    on part of the hold-out only carry the whole hold-out's)."""
-    champion = record.champion
-    return champion.candidate_mae if champion and champion.candidate_mae is not None else record.metrics.mae
-
-
-def within_champion(record: ModelRecord, max_regression: float) -> bool:
-    champion = record.champion
-    if champion is None or not champion.comparable or champion.mae is None:
-        return True
-    return compared_mae(record) <= (1 + max_regression) * champion.mae
 
 
 def _candidate(record: ModelRecord) -> dict[str, Any]:
@@ -36,16 +23,10 @@ def _candidate(record: ModelRecord) -> dict[str, Any]:
 
 
 def beats_seasonal_naive(candidate: ModelRecord, promotion: PromotionSpec) -> Verdict:
-    passed = beats_baseline(candidate, promotion.min_improvement_over_baseline)
-    reason = (
-        ""
-        if passed
-        else f"hold-out MAE {candidate.metrics.mae:.3f} is not {promotion.min_improvement_over_baseline:.0%} "
-        f"below seasonal naive's {candidate.baseline.mae:.3f}"
-    )
+    gate = judge_gates(candidate, promotion)[BEATS_SEASONAL_NAIVE]
     return Verdict(
-        passed,
-        reason,
+        gate.passed,
+        gate.reason,
         {
             **_candidate(candidate),
             "threshold": promotion.min_improvement_over_baseline,
@@ -58,17 +39,10 @@ def beats_seasonal_naive(candidate: ModelRecord, promotion: PromotionSpec) -> Ve
 
 def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) -> Verdict:
     champion = candidate.champion
-    passed = within_champion(candidate, promotion.max_regression_vs_champion)
-    reason = (
-        ""
-        if passed
-        else f"MAE {compared_mae(candidate):.3f} is more than {promotion.max_regression_vs_champion:.0%} worse than "
-        f"champion v{champion.version if champion else '?'}'s {champion.mae if champion else '?'} on the same "
-        f"{champion.hours if champion else '?'} hold-out hours"
-    )
+    gate = judge_gates(candidate, promotion)[NOT_WORSE_THAN_CHAMPION]
     return Verdict(
-        passed,
-        reason,
+        gate.passed,
+        gate.reason,
         {
             **_candidate(candidate),
             "threshold": promotion.max_regression_vs_champion,
@@ -82,11 +56,11 @@ def not_worse_than_champion(candidate: ModelRecord, promotion: PromotionSpec) ->
     )
 
 
-def finite_predictions(candidate: ModelRecord) -> Verdict:
-    passed = candidate.non_finite_predictions == 0
+def finite_predictions(candidate: ModelRecord, promotion: PromotionSpec) -> Verdict:
+    gate = judge_gates(candidate, promotion)[FINITE_PREDICTIONS]
     return Verdict(
-        passed,
-        "" if passed else f"{candidate.non_finite_predictions} non-finite hold-out predictions",
+        gate.passed,
+        gate.reason,
         {
             **_candidate(candidate),
             "non_finite_predictions": candidate.non_finite_predictions,
@@ -129,7 +103,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
             {
                 BEATS_SEASONAL_NAIVE: lambda: judge_days(models, lambda _, m: beats_seasonal_naive(m, promotion)),
                 NOT_WORSE_THAN_CHAMPION: lambda: judge_days(models, lambda _, m: not_worse_than_champion(m, promotion)),
-                FINITE_PREDICTIONS: lambda: judge_days(models, lambda _, m: finite_predictions(m)),
+                FINITE_PREDICTIONS: lambda: judge_days(models, lambda _, m: finite_predictions(m, promotion)),
             },
         )
 

@@ -190,8 +190,9 @@ def recover_interrupted(home: Path) -> list[str]:
     A run whose process died (kill -9, OOM, a crashed `make dev`) stays STARTED forever locally: Dagster's run
     monitoring only fails such a run through the run launcher's worker health check, and the default run launcher
     has none (K8sRunLauncher has). So a run still unfinished here, none of whose recent events came from a live
-    process, is marked FAILED; its MLflow runs still RUNNING end FAILED; and when no run is alive any more, the
-    asset store's `.tmp-*` files (writes cut short before their rename; no reader ever sees them) are removed.
+    process, is marked FAILED and its pool slots freed; its MLflow runs still RUNNING end FAILED; and when no run
+    is alive any more, the asset store's `.tmp-*` files (writes cut short before their rename; no reader ever sees
+    them) are removed.
     """
     import dagster as dg
 
@@ -211,6 +212,10 @@ def recover_interrupted(home: Path) -> list[str]:
                 run, message=f"{run.status.value} with no live process at `make dev` start: its process was killed"
             )
             done.append(f"marked run {run.run_id} FAILED (was {run.status.value}, no live process)")
+            # Its pool slots too: a killed champion, rollback or promotion would otherwise hold the `promotion`
+            # pool (limit 1) for good, and every later writer of the champion alias would wait forever.
+            if instance.event_log_storage.supports_global_concurrency_limits:
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         failed = {
             record.dagster_run.run_id
             for record in instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))

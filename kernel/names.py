@@ -27,6 +27,9 @@ GATES: dict[str, tuple[str, ...]] = {
 # MLflow registry aliases
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
+# The Dagster pool every writer of those aliases (champion, rollback, manual promotion) takes a slot of: one at a
+# time (deploy/local/dagster.yaml: default limit 1; production: deploy/k8s/pool-limits-job.yaml sets it to 1).
+PROMOTION_POOL = "promotion"
 
 # Run tags: Dagster's own range tags (one run over many partitions) and ours.
 RANGE_START = "dagster/asset_partition_range_start"

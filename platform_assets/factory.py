@@ -11,7 +11,17 @@ from checks import features as feature_checks
 from checks import models as model_checks
 from checks import predictions as prediction_checks
 from kernel.pipeline import Pipeline
-from platform_assets.stages import backtest, features, ingest, predictions, report, rollback, training
+from platform_assets.stages import (
+    backtest,
+    champion,
+    features,
+    ingest,
+    predictions,
+    promote,
+    report,
+    rollback,
+    training,
+)
 from sensors import landing
 
 
@@ -31,7 +41,7 @@ def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> Pip
             ingest.build(pipeline),
             features.build(pipeline),
             training.build_model(pipeline),
-            training.build_champion(pipeline),
+            champion.build_champion(pipeline),
             predictions.build(pipeline),
             backtest.build(pipeline),
             report.build(pipeline),
@@ -43,5 +53,5 @@ def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> Pip
             prediction_checks.build(pipeline),
         ],
         sensors=[landing.build(pipeline, quarantine_uri)],
-        jobs=[rollback.build_rollback(pipeline)],
+        jobs=[rollback.build_rollback(pipeline), promote.build_promote(pipeline)],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from kernel.records import CandidateScore, ChampionRecord, ModelRecord
 from kernel.spec import PipelineSpec
 from ml.evaluation import Evaluation
 from ml.features import feature_columns
+from ml.promotion import ROLLBACK_TAGS, Aliases, Move, Rollback, parse_rollback
 from ml.training import CandidateResult, WindowSplit
 
 if TYPE_CHECKING:
@@ -238,36 +240,82 @@ class MlflowTracking(dg.ConfigurableResource):
         """A registered version's tags (pipeline, partition, training window, Dagster run id)."""
         return dict(self.client().get_model_version(model_name, version).tags or {})
 
+    def registered_version_tags(self, model_name: str, version: str) -> dict[str, str] | None:
+        """A version's tags, or None if the model has no such version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.version_tags(model_name, version)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+
     def alias_version(self, model_name: str, alias: str) -> str | None:
         """The version number an alias points at, as a string (stores disagree on int vs str)."""
         version = self.version_by_alias(model_name, alias)
         return None if version is None else str(version.version)
 
-    def promote(self, model_name: str, version: str) -> dict[str, Any]:
-        """Point `champion` at `version`; the replaced champion becomes `previous_champion` for rollback."""
-        client = self.client()
-        current = self.alias_version(model_name, CHAMPION)
-        if current == str(version):
-            return {
-                "champion": current,
-                "previous_champion": self.alias_version(model_name, PREVIOUS_CHAMPION),
-                "changed": False,
-            }
-        if current is not None:
-            client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
-        client.set_registered_model_alias(model_name, CHAMPION, str(version))
-        return {"champion": str(version), "previous_champion": current, "changed": True}
+    def aliases(self, model_name: str) -> Aliases:
+        """The champion and previous_champion aliases as they are now, with their versions' partitions."""
+        found = {alias: self.version_by_alias(model_name, alias) for alias in (CHAMPION, PREVIOUS_CHAMPION)}
+        versions = {alias: None if v is None else str(v.version) for alias, v in found.items()}
+        partitions = {
+            alias: "" if v is None else str((v.tags or {}).get("partition", "")) for alias, v in found.items()
+        }
+        return Aliases(
+            champion=versions[CHAMPION],
+            previous=versions[PREVIOUS_CHAMPION],
+            champion_partition=partitions[CHAMPION],
+            previous_partition=partitions[PREVIOUS_CHAMPION],
+        )
 
-    def rollback(self, model_name: str) -> dict[str, Any]:
-        """Swap `champion` and `previous_champion`: one action undoes the last promotion."""
+    def rollbacks(self, model_name: str) -> dict[str, Rollback]:
+        """The recorded rollbacks still in force (version tags on each refused version), by version."""
+        marker = ROLLBACK_TAGS["at"]
+        versions = self.client().search_model_versions(f"name = '{model_name}' and tags.{marker} != ''")
+        parsed = (parse_rollback(str(v.version), dict(v.tags or {})) for v in versions)
+        return {r.version: r for r in parsed if r is not None}
+
+    def tag_version(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Record a decision on a registered version (where it survives: the registry, beside the model)."""
         client = self.client()
-        previous = self.alias_version(model_name, PREVIOUS_CHAMPION)
-        current = self.alias_version(model_name, CHAMPION)
-        if previous is None or current is None:
-            raise dg.Failure(f"{model_name}: nothing to roll back to (no {PREVIOUS_CHAMPION!r} alias)")
-        client.set_registered_model_alias(model_name, CHAMPION, previous)
-        client.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, current)
-        return {"champion": previous, "previous_champion": current, "changed": True}
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version, key, value)
+
+    def move_aliases(self, model_name: str, moves: Sequence[Move]) -> None:
+        """Carry out a decision's alias moves, each a compare-and-set: every alias must still be where the decision
+        found it (checked before the first write, and again right before each write), or nothing more is written.
+
+        MLflow has no conditional alias update, so a writer outside the promotion pool could still slip in between
+        the last read and its write; the pool makes champion, rollback and manual promotion take turns."""
+        client = self.client()
+        self.check_aliases(model_name, moves)
+        for move in moves:
+            self._expect(model_name, move)
+            client.set_registered_model_alias(model_name, move.alias, move.to)
+
+    def check_aliases(self, model_name: str, moves: Sequence[Move]) -> None:
+        """Refuse (`AliasMovedError`) unless every alias the moves touch is still where the decision found it."""
+        for alias in {move.alias for move in moves}:
+            self._expect(model_name, next(move for move in moves if move.alias == alias))
+
+    def _expect(self, model_name: str, move: Move) -> None:
+        found = self.alias_version(model_name, move.alias)
+        if found != move.expected:
+            raise AliasMovedError(
+                f"{model_name}: the {move.alias!r} alias moved since the decision was made (expected "
+                f"{_shown(move.expected)}, found {_shown(found)}); not moving it to v{move.to}. Another writer got "
+                "there first: re-run to decide again on what the registry holds now"
+            )
+
+
+class AliasMovedError(dg.Failure):
+    """An alias is no longer where the promotion decision found it: the decision is stale, nothing more is written."""
+
+
+def _shown(version: str | None) -> str:
+    return "no version" if version is None else f"v{version}"
 
 
 def _model_file(model_name: str, version: str, directory: Path) -> tuple[dict[str, Any], bytes]:

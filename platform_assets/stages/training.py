@@ -1,4 +1,4 @@
-"""`<p>/model` (a candidate per day: walk-forward) and `<p>/champion` (the promoted model)."""
+"""`<p>/model`: a candidate per day (walk-forward); `<p>/champion` is in `champion.py`."""
 
 from collections.abc import Callable
 from datetime import date
@@ -10,16 +10,14 @@ from dagster_ray import RayResource
 
 from kernel import automation
 from kernel.metadata import picture
-from kernel.names import MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
-from kernel.records import ChampionRecord, ModelRecord, Rejected
+from kernel.records import ModelRecord, Rejected
 from kernel.spec import PipelineSpec
-from ml import backtest, training
 from ml import evaluation as evaluation_fns
+from ml import training
 from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
-from resources.verdicts import materialising_run, rejected_days
 
 from .serving import champion_model, keep_version_record
 
@@ -176,114 +174,3 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         return dg.Output({str(day): records[str(day)] for day in days}, metadata=metadata)
 
     return model
-
-
-def newest_passing(
-    instance: dg.DagsterInstance, pipeline: Pipeline, store: PartitionedParquetIOManager
-) -> tuple[ModelRecord, str] | None:
-    """The newest model partition (by date) whose gates all passed on its current materialisation, with the
-    run that produced it."""
-    key = pipeline.key("model")
-    days = sorted(instance.get_materialized_partitions(key), reverse=True)
-    rejected = rejected_days(instance, key, MODEL_GATES, days)
-    for day in days:
-        if day in rejected or (run_id := materialising_run(instance, key, day)) is None:
-            continue
-        value = store.read(key, day)
-        if not isinstance(value, Rejected):
-            return ModelRecord.model_validate(value), run_id
-    return None
-
-
-def verify_lineage(record: ModelRecord, run_id: str, mlflow: MlflowTracking) -> None:
-    """Refuse a candidate whose stored record does not match the run its gates judged and the registry's tags."""
-    tags = mlflow.version_tags(record.model_name, record.version)
-    expected = {"dagster_run_id": run_id, "partition": record.partition, "pipeline": record.pipeline}
-    found = {"dagster_run_id": record.dagster_run_id} | {k: tags.get(k, "<missing>") for k in expected}
-    if record.dagster_run_id != run_id or any(tags.get(k) != v for k, v in expected.items()):
-        raise dg.Failure(
-            f"refusing to promote {record.model_name} v{record.version} for {record.partition}: its stored record or "
-            f"registry tags do not match the run {run_id} whose gates passed (found {found}); the champion stays"
-        )
-
-
-def recent_scores(pipeline: Pipeline, store: PartitionedParquetIOManager, until: str, days: int) -> pd.DataFrame:
-    """The backtest rows of the last `days` scored days on or before `until` (days not scored are skipped)."""
-    keys = [key for key in pipeline.partitions_def.get_partition_keys() if key <= until]
-    scored: list[pd.DataFrame] = []
-    for key in reversed(keys):
-        if len(scored) == days:
-            break
-        if store.exists(pipeline.key("backtest"), key) and isinstance(
-            value := store.read(pipeline.key("backtest"), key), pd.DataFrame
-        ):
-            scored.append(value)
-    return pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=backtest.SCORE_COLUMNS)
-
-
-def judge_track_record(
-    pipeline: Pipeline, store: PartitionedParquetIOManager, candidate: ModelRecord
-) -> tuple[bool, str, dict[str, Any]]:
-    """`promotion.track_record_days`: whether the out-of-sample record up to the candidate's day allows promoting it."""
-    days = pipeline.spec.promotion.track_record_days
-    record = backtest.track_record(recent_scores(pipeline, store, candidate.partition, days), days)
-    passed, reason = backtest.judge_track_record(record, days, pipeline.spec.promotion)
-    scored = len(record.days) if record else 0
-    observed: dict[str, Any] = {"track_record_days": days, "track_record_scored_days": scored}
-    if record is not None:
-        observed |= {
-            "track_record_improvement": record.improvement,
-            "track_record_mae": record.model_mae,
-            "track_record_baseline_mae": record.baseline_mae,
-            "track_record_champion_mae": record.champion_mae if record.champion_mae is not None else "not scored",
-        }
-    return passed, reason, observed
-
-
-def build_champion(pipeline: Pipeline) -> dg.AssetsDefinition:
-    gated = pipeline.spec.promotion.track_record_days > 0
-
-    @pipeline.asset(
-        "champion",
-        description=f"The {pipeline.name} model that serves predictions: the MLflow 'champion' alias.",
-        kinds={"mlflow"},
-        partitioned=False,
-        # With the track-record gate on, promotion reads the backtest too, and follows its updates.
-        deps=[pipeline.key("model"), *([pipeline.key("backtest")] if gated else [])],
-        automation_condition=automation.after_upstream_update(),
-    )
-    def champion(
-        context: dg.AssetExecutionContext,
-        mlflow: MlflowTracking,
-        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-    ) -> dg.Output[ChampionRecord]:
-        """Points the MLflow 'champion' alias at the newest model partition whose gates passed, never an older one."""
-        found = newest_passing(context.instance, pipeline, io_manager)
-        if found is None:
-            raise dg.Failure(f"{pipeline.key('model').to_user_string()} has no partition that passed every gate yet")
-        candidate, run_id = found
-        verify_lineage(candidate, run_id, mlflow)
-        current = mlflow.champion_record(pipeline.name)
-        passed, refusal, track = judge_track_record(pipeline, io_manager, candidate) if gated else (True, "", {})
-        refused = f"refusing to promote v{candidate.version} ({candidate.partition}): {refusal}"
-        if not passed and current is None:
-            raise dg.Failure(f"{refused}; there is no champion yet")
-        moved = False
-        if passed and (current is None or current.partition <= candidate.partition):
-            moved = bool(mlflow.promote(pipeline.name, candidate.version)["changed"])
-        serving = mlflow.champion_record(pipeline.name)
-        if serving is None:
-            raise dg.Failure(f"{pipeline.name}: the registry has no champion alias right after promoting")
-        metadata = {
-            "model_version": serving.version,
-            "champion_partition": serving.partition,
-            "newest_passing_partition": candidate.partition,
-            "previous_champion": serving.previous_champion or "none",
-            "alias_moved": moved,
-            "mae": candidate.metrics.mae,
-            **track,
-            **({"refused": f"{refused}; the champion stays"} if not passed else {}),
-        }
-        return dg.Output(serving, metadata=metadata)
-
-    return champion

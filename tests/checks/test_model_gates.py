@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from checks.models import beats_baseline, within_champion
 from kernel.records import ChampionScore, Metrics, ModelRecord
+from ml.promotion import beats_baseline, within_champion
 
 
 def record(mae: float, baseline_mae: float = 100.0, champion: dict[str, Any] | None = None) -> ModelRecord:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from kernel.names import PROMOTION_POOL
+
 from . import schemas
 
 Values = dict[str, Any]
@@ -196,17 +198,19 @@ def test_daemon_monitors_and_retries_runs(helm_effective: Values) -> None:
     assert daemon["runRetries"]["maxRetries"] >= 1
 
 
-def test_concurrency_pools_bound_the_ray_heavy_pool(helm_effective: Values) -> None:
+def test_concurrency_pools_bound_ray_heavy_and_keep_promotion_to_one_writer(helm_effective: Values) -> None:
     concurrency = helm_effective["concurrency"]
     assert concurrency["enabled"] is True
     assert concurrency["pools"]["granularity"] == "op"
-    assert isinstance(concurrency["pools"]["defaultLimit"], int) and concurrency["pools"]["defaultLimit"] >= 1
+    # A pool without an explicit limit yet (before pool-limits-job.yaml runs) is one at a time: `promotion` must be.
+    assert concurrency["pools"]["defaultLimit"] == 1
     assert concurrency["runs"]["maxConcurrentRuns"] >= 1
     # The chart refuses both run-level limit styles at once.
     queued = helm_effective["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queued.get("maxConcurrentRuns") is None and not queued.get("tagConcurrencyLimits")
     job = (schemas.DEPLOY_DIR / "k8s" / "pool-limits-job.yaml").read_text(encoding="utf-8")
     assert re.search(r"dagster instance concurrency set ray_heavy \d+", job)
+    assert f"dagster instance concurrency set {PROMOTION_POOL} 1" in job
 
 
 def test_read_only_webserver_in_production(helm_base: Values, helm_effective: Values) -> None:

@@ -46,10 +46,14 @@ class Location:
 
 
 def _example_config(job_name: str) -> dict[str, Any] | None:
-    """A rollback job needs its reason and requester to plan; the other jobs need no config."""
-    if not job_name.endswith("_rollback"):
+    """The rollback and manual promotion jobs need their reason and requester (and version) to plan; the other jobs
+    need no config."""
+    config = {"reason": "planning only", "requested_by": "tests"}
+    if job_name.endswith("_promote"):
+        config["version"] = "1"
+    elif not job_name.endswith("_rollback"):
         return None
-    return {"ops": {f"{job_name}_champion": {"config": {"reason": "planning only", "requested_by": "tests"}}}}
+    return {"ops": {f"{job_name}_champion": {"config": config}}}
 
 
 def _load(specs_dir: Path, home: Path) -> Location:

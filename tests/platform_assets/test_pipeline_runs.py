@@ -262,12 +262,26 @@ def test_a_failing_gate_never_promotes_even_when_champion_is_run_alone(
     assert trained.tracking.alias_version("bike_gate", CHAMPION) == champion_before
 
 
+def roll_back(defs: dg.Definitions, name: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The `<p>_rollback` job, as a user launches it."""
+    config = {"reason": "over-forecasts weekends", "requested_by": "ana@example.com"}
+    return defs.resolve_job_def(f"{name}_rollback").execute_in_process(
+        instance=instance, run_config={"ops": {f"{name}_rollback_champion": {"config": config}}}, raise_on_error=False
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    return str(failure.event_specific_data)
+
+
 def test_rollback_restores_the_previous_champion_in_one_action(make_defs: PipelineFactory, ray_address: str) -> None:
     trained = train(make_defs, small_spec("bike_rollback"), "2012-04-25", "2012-06-26")
     first = trained.tracking.alias_version("bike_rollback", CHAMPION)
     assert first is not None
-    with pytest.raises(dg.Failure, match="nothing to roll back"):
-        trained.tracking.rollback("bike_rollback")
+    nothing = roll_back(trained.defs, "bike_rollback", trained.instance)
+    assert not nothing.success
+    assert "nothing to roll back to" in failure_message(nothing)
 
     lenient = make_defs(small_spec("bike_rollback", promotion={"max_regression_vs_champion": 10.0}))
     second_run = run_range(
@@ -279,9 +293,15 @@ def test_rollback_restores_the_previous_champion_in_one_action(make_defs: Pipeli
     assert second != first
     assert trained.tracking.alias_version("bike_rollback", PREVIOUS_CHAMPION) == first
 
-    trained.tracking.rollback("bike_rollback")
+    assert roll_back(lenient, "bike_rollback", trained.instance).success
     assert trained.tracking.alias_version("bike_rollback", CHAMPION) == first
     assert trained.tracking.alias_version("bike_rollback", PREVIOUS_CHAMPION) == second
+    tags = trained.tracking.version_tags("bike_rollback", second)
+    assert (tags["rolled_back_by"], tags["rollback_reason"], tags["rolled_back_to"]) == (
+        "ana@example.com",
+        "over-forecasts weekends",
+        first,
+    )
 
 
 # --- Days are the unit of truth: per-day verdicts, the day gate across runs, promotion by date, rollback ---
@@ -408,8 +428,7 @@ def test_a_tampered_stored_record_is_refused_and_the_champion_stays(
 
     refused = run_unpartitioned(trained.defs, ["champion"], "bike_tamper", trained.instance)
     assert not refused.success
-    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "refusing to promote" in str(failure.event_specific_data)
+    assert "refusing to promote" in failure_message(refused)
     assert trained.tracking.alias_version("bike_tamper", CHAMPION) == champion
 
 
@@ -461,3 +480,55 @@ def test_rollback_from_the_job_is_recorded_and_the_next_predictions_use_it(
     assert run_range(lenient, ["predictions"], "bike_undo", ("2012-06-27", "2012-06-27"), trained.instance).success
     predictions = trained.store.read(dg.AssetKey(["bike_undo", "predictions"]), "2012-06-27")
     assert set(predictions["model_version"]) == {first}
+
+
+def promote_by_hand(
+    defs: dg.Definitions, name: str, instance: dg.DagsterInstance, version: str, **override: bool
+) -> dg.ExecuteInProcessResult:
+    """The `<p>_promote` job, as a user launches it."""
+    config = {"version": version, "reason": "the baseline had a holiday", "requested_by": "ana@example.com", **override}
+    return defs.resolve_job_def(f"{name}_promote").execute_in_process(
+        instance=instance, run_config={"ops": {f"{name}_promote_champion": {"config": config}}}, raise_on_error=False
+    )
+
+
+def test_a_version_that_failed_its_gates_is_promoted_by_hand_only_with_override_and_recorded(
+    make_defs: PipelineFactory, ray_address: str
+) -> None:
+    trained = train(make_defs, small_spec("bike_manual"), "2012-04-25", "2012-06-27")
+    first = trained.tracking.alias_version("bike_manual", CHAMPION)
+    assert first is not None
+    strict = make_defs(small_spec("bike_manual", promotion={"min_improvement_over_baseline": 0.99}))
+    assert run_range(strict, ["model"], "bike_manual", ("2012-06-27", "2012-06-27"), trained.instance).success
+    failed = trained.store.read(dg.AssetKey(["bike_manual", "model"]), "2012-06-27")["version"]
+    assert failed != first
+
+    refused = promote_by_hand(strict, "bike_manual", trained.instance, failed)
+    assert not refused.success
+    assert "failed its gates" in failure_message(refused) and "override: true" in failure_message(refused)
+    assert trained.tracking.alias_version("bike_manual", CHAMPION) == first
+    assert "promoted_by" not in trained.tracking.version_tags("bike_manual", failed)
+
+    accepted = promote_by_hand(strict, "bike_manual", trained.instance, failed, override=True)
+    assert accepted.success
+    assert trained.tracking.alias_version("bike_manual", CHAMPION) == failed
+    assert trained.tracking.alias_version("bike_manual", PREVIOUS_CHAMPION) == first
+    recorded = trained.instance.get_latest_materialization_event(dg.AssetKey(["bike_manual", "champion"]))
+    assert recorded is not None and recorded.asset_materialization is not None
+    metadata = {k: v.value for k, v in recorded.asset_materialization.metadata.items()}
+    assert (metadata["action"], metadata["override"], metadata["requested_by"]) == (
+        "manual_promotion",
+        True,
+        "ana@example.com",
+    )
+    assert (metadata["from_version"], metadata["to_version"], metadata["model_version"]) == (first, failed, failed)
+    reasons = metadata["reasons"]
+    assert isinstance(reasons, list)
+    assert any("override by ana@example.com: it failed its gates" in str(reason) for reason in reasons)
+    tags = trained.tracking.version_tags("bike_manual", failed)
+    assert (tags["promoted_by"], tags["promotion_override"], tags["promotion_reason"]) == (
+        "ana@example.com",
+        "true",
+        "the baseline had a holiday",
+    )
+    assert trained.store.read(dg.AssetKey(["bike_manual", "champion"]), None)["version"] == failed
