@@ -1,4 +1,8 @@
-"""Landing-zone sensor: a new or changed source file, once stable, requests raw and features for the days it holds.
+"""Landing-zone sensor: new or changed source files, once stable, request raw and features for the days they hold.
+
+- **One run per tick.** Every file judged ready on a tick goes into one run request over the days they cover
+  together (first to last), tagged with their paths: a dataset delivered as twelve files (one per station, say)
+  is one run that reads them once, not twelve runs over the same days writing the same partitions.
 
 A file is judged on what it is, never on what happened while it was read:
 
@@ -18,6 +22,7 @@ A file is judged on what it is, never on what happened while it was read:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -27,7 +32,7 @@ from pathlib import PurePosixPath
 import dagster as dg
 import pyarrow.fs as pafs
 
-from kernel.names import RANGE_END, RANGE_START, SOURCE_FILE_TAG
+from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline
 from ml import ingest
 
@@ -205,6 +210,24 @@ class _Tick:
             self.cursor.done[path] = source.fingerprint
 
 
+def run_key(fingerprints: dict[str, str]) -> str:
+    """A landing run's key, from each file's path and fingerprint: the same files in the same state never make a
+    second run."""
+    listed = "\n".join(f"{path}:{fingerprints[path]}" for path in sorted(fingerprints))
+    return f"landing:{hashlib.sha256(listed.encode()).hexdigest()}"
+
+
+def one_request(ready: dict[str, tuple[str, list[date]]], targets: list[dg.AssetKey]) -> dg.RunRequest:
+    """One run over the days the files ready this tick cover together (first to last)."""
+    days = [day for _, covered in ready.values() for day in covered]
+    files = sorted(ready)
+    return dg.RunRequest(
+        run_key=run_key({path: fingerprint for path, (fingerprint, _) in ready.items()}),
+        asset_selection=targets,
+        tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), SOURCE_FILES_TAG: json.dumps(files)},
+    )
+
+
 def build(pipeline: Pipeline, quarantine_uri: str | None = None) -> dg.SensorDefinition:
     raw_key = pipeline.key("raw")
     targets = [raw_key, pipeline.key("features")]
@@ -219,7 +242,8 @@ def build(pipeline: Pipeline, quarantine_uri: str | None = None) -> dg.SensorDef
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """Requests raw and features runs for new or changed stable landing files; quarantines malformed ones."""
-        tick, requests = _Tick(context, pipeline, quarantine_uri, Cursor.parse(context.cursor)), []
+        tick = _Tick(context, pipeline, quarantine_uri, Cursor.parse(context.cursor))
+        ready: dict[str, tuple[str, list[date]]] = {}  # path -> (fingerprint, days) of the files read this tick
         for source in ingest.list_source_files(uri, pipeline.root):
             try:
                 days = tick.look_at(source)
@@ -228,13 +252,7 @@ def build(pipeline: Pipeline, quarantine_uri: str | None = None) -> dg.SensorDef
                 tick.cursor.pending[source.path] = source.fingerprint
                 continue
             if days:
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"{source.path}:{source.fingerprint}",
-                        asset_selection=targets,
-                        tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), SOURCE_FILE_TAG: source.path},
-                    )
-                )
-        return dg.SensorResult(run_requests=requests, cursor=tick.cursor.dump())
+                ready[source.path] = (source.fingerprint, days)
+        return dg.SensorResult(run_requests=[one_request(ready, targets)] if ready else [], cursor=tick.cursor.dump())
 
     return landing_sensor

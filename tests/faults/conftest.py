@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-from kernel.names import RANGE_END, RANGE_START, SOURCE_FILE_TAG
+from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
@@ -140,6 +140,11 @@ def run_and_kill_when(command: list[str], env: dict[str, str], condition: Callab
         process.wait(timeout=30)
 
 
+def request_files(request: dg.RunRequest) -> str:
+    """The names of the files a landing run request reads, comma-separated."""
+    return ", ".join(Path(path).name for path in json.loads(request.tags[SOURCE_FILES_TAG]))
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -201,7 +206,7 @@ class Landing:
     def ranges(self, result: dg.SensorResult | None = None) -> list[tuple[str, str, str]]:
         """(file name, first day, last day) of each request of one tick, or of every tick so far."""
         requests = self.requests if result is None else (result.run_requests or [])
-        return [(Path(r.tags[SOURCE_FILE_TAG]).name, r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests]
+        return [(request_files(r), r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests]
 
     def landed(self) -> list[str]:
         return sorted(p.name for p in self.zone.iterdir() if p.is_file())

@@ -22,6 +22,7 @@ import yaml
 
 from kernel.paths import PROJECT_ROOT
 from ml import ingest
+from sensors.landing import run_key
 
 from .conftest import BIKE_CSV, NAME, FaultRow, FlakyDisk, Landing, digest
 
@@ -183,7 +184,7 @@ def test_a_file_replaced_while_read_is_read_again_not_requested_torn(
 
     assert str(path) not in flaky_disk.on_open, "the writer ran during a read"
     final = ingest.SourceFile(str(path), path.stat().st_size, path.stat().st_mtime_ns).fingerprint
-    assert [r.run_key for r in landing.requests] == [f"{path}:{final}"], "one request, for the file as it now is"
+    assert [r.run_key for r in landing.requests] == [run_key({str(path): final})], "one request, for the file as it is"
     assert landing.ranges() == [("a.csv", "2012-10-01", "2012-10-03")]
     fault.result = "torn read discarded; re-read when stable, 1 request for the new content"
 

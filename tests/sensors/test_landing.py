@@ -55,7 +55,7 @@ def settled(sensor: dg.SensorDefinition, cursor: str | None, instance: dg.Dagste
 def ranges(result: dg.SensorResult) -> list[tuple[str, str, str]]:
     return [
         (
-            Path(r.tags["platform/source_file"]).name,
+            ", ".join(Path(path).name for path in json.loads(r.tags["platform/source_files"])),
             r.tags["dagster/asset_partition_range_start"],
             r.tags["dagster/asset_partition_range_end"],
         )
@@ -184,3 +184,30 @@ def test_a_file_outside_the_partitions_requests_nothing(make_defs: PipelineFacto
     result = settled(sensor_for(make_defs, zone), None, dg.DagsterInstance.ephemeral())
     assert ranges(result) == []
     assert str(zone / "old.csv") in cursor_of(result)["done"]
+
+
+def test_files_ready_on_the_same_tick_are_one_run_over_the_days_they_cover(
+    make_defs: PipelineFactory, zone: Path
+) -> None:
+    """A year delivered as twelve monthly files: one run over the whole year that names all twelve, not twelve runs
+    writing overlapping days; a file still being written waits for a later tick and a run of its own."""
+    bike = pd.read_csv(BIKE_CSV)
+    dates = pd.to_datetime(bike["dteday"], format="%m/%d/%y")
+    for month in range(1, 13):
+        bike[(dates.dt.year == 2012) & (dates.dt.month == month)].to_csv(zone / f"2012-{month:02d}.csv", index=False)
+    sensor = sensor_for(make_defs, zone)
+    instance = dg.DagsterInstance.ephemeral()
+    seen = tick(sensor, None, instance)
+    write_days(bike, ["2012-06-15"], zone / "late.csv")  # arrives after the first look: not stable yet
+
+    result = tick(sensor, seen.cursor, instance)
+
+    names = ", ".join(f"2012-{month:02d}.csv" for month in range(1, 13))
+    assert ranges(result) == [(names, "2012-01-01", "2012-12-31")]
+    assert str(zone / "late.csv") in cursor_of(result)["pending"]
+    later = tick(sensor, result.cursor, instance)
+    assert ranges(later) == [("late.csv", "2012-06-15", "2012-06-15")], "the late file alone, on its own tick"
+    assert ranges(tick(sensor, later.cursor, instance)) == [], "every file is done"
+    again = tick(sensor, seen.cursor, instance)  # a tick evaluated twice (a daemon restart): the same run key
+    assert [r.run_key for r in again.run_requests or []] == [r.run_key for r in result.run_requests or []]
+    assert (later.run_requests or [])[0].run_key != (result.run_requests or [])[0].run_key
