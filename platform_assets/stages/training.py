@@ -185,7 +185,7 @@ def newest_passing(
     run that produced it."""
     key = pipeline.key("model")
     days = sorted(instance.get_materialized_partitions(key), reverse=True)
-    rejected = rejected_days(instance, key, MODEL_GATES, days)
+    rejected = rejected_days(instance, key, MODEL_GATES, store.fingerprints(key, days))
     for day in days:
         if day in rejected or (run_id := materialising_run(instance, key, day)) is None:
             continue
