@@ -13,20 +13,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
+import sqlalchemy as db
 
 # Private imports: partitioned check records are preview in Dagster 1.13 (pinned; tests/resources cover them).
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
-from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
+from dagster_shared.serdes import deserialize_value
 
 from kernel.names import FINGERPRINT
 
 # Completed evaluations of one check and day searched for one that judged the bytes on disk; older ones judged
 # bytes replaced at least this many times since.
 HISTORY = 20
+# Days per query (SQLite's bound on query parameters is 999 in old builds).
+QUERY_DAYS = 500
 
 
 @dataclass(frozen=True)
@@ -39,29 +46,48 @@ class Judgement:
     reason: str
 
 
-def judgements(instance: dg.DagsterInstance, check: dg.AssetCheckKey, day: str) -> list[Judgement]:
-    """The check's completed evaluations of `day`, newest first (planned ones, never judged, are not among them)."""
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        check,
-        limit=HISTORY,
-        status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-        partition_filter=PartitionKeyFilter(key=day),
-    )
-    found = []
-    for record in records:
-        evaluation = record.evaluation
-        if evaluation is None or record.event is None:
+def judgements(
+    instance: dg.DagsterInstance, check: dg.AssetCheckKey, days: Sequence[str]
+) -> dict[str, list[Judgement]]:
+    """The check's completed evaluations of each of `days`, newest first (planned ones, never judged, are not
+    among them). One query per check however many days: a year of days is one read, not 365."""
+    storage = _sql_storage(instance)
+    rows: list[Any] = []
+    for chunk in (days[i : i + QUERY_DAYS] for i in range(0, len(days), QUERY_DAYS)):
+        query = (
+            db_select([AssetCheckExecutionsTable.c.partition, AssetCheckExecutionsTable.c.evaluation_event])
+            .where(
+                db.and_(
+                    AssetCheckExecutionsTable.c.asset_key == check.asset_key.to_string(),
+                    AssetCheckExecutionsTable.c.check_name == check.name,
+                    AssetCheckExecutionsTable.c.partition.in_(list(chunk)),
+                    AssetCheckExecutionsTable.c.execution_status.in_(
+                        [status.value for status in COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES]
+                    ),
+                )
+            )
+            .order_by(AssetCheckExecutionsTable.c.id.desc())
+        )
+        with storage.index_connection() as connection:
+            rows += db_fetch_mappings(connection, query)
+    found: dict[str, list[Judgement]] = {}
+    for row in rows:
+        if len(found.get(row["partition"], [])) >= HISTORY or not row["evaluation_event"]:
+            continue
+        entry = deserialize_value(row["evaluation_event"], EventLogEntry)
+        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        if not isinstance(evaluation, dg.AssetCheckEvaluation):
             continue
         fingerprint = evaluation.metadata.get(FINGERPRINT)
-        found.append(
+        found.setdefault(row["partition"], []).append(
             Judgement(
                 passed=evaluation.passed,
                 fingerprint=str(fingerprint.value) if fingerprint is not None else None,
-                timestamp=record.event.timestamp,
+                timestamp=entry.timestamp,
                 reason=evaluation.description or ("passed" if evaluation.passed else "failed"),
             )
         )
-    return sorted(found, key=lambda judgement: judgement.timestamp, reverse=True)
+    return {day: sorted(found_, key=lambda j: j.timestamp, reverse=True) for day, found_ in found.items()}
 
 
 def day_reason(
@@ -103,10 +129,12 @@ def rejected_days(
         return {}
     where = asset_key.to_user_string()
     wiped_at = _wiped_at(instance, asset_key)
+    judged = [d for d, fingerprint in stored.items() if fingerprint is not None]
+    histories = {name: judgements(instance, dg.AssetCheckKey(asset_key, name), judged) for name in checks}
     reasons: dict[str, str] = {}
     for day, fingerprint in stored.items():
         for name in checks:
-            history = [] if fingerprint is None else judgements(instance, dg.AssetCheckKey(asset_key, name), day)
+            history = histories[name].get(day, [])
             if (
                 reason := day_reason(where, day, name, stored=fingerprint, history=history, wiped_at=wiped_at)
             ) is not None:
@@ -116,15 +144,21 @@ def rejected_days(
 
 
 def _wiped_at(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
-    """When the asset's history was last wiped (UI "Wipe materializations", which deletes its check records).
+    """When the asset's history was last wiped (UI "Wipe materializations", which deletes its check records);
+    Dagster keeps the time only in the asset's details (asset records hide a wiped asset altogether)."""
+    details = _sql_storage(instance)._get_assets_details([asset_key])[0]
+    return details.last_wipe_timestamp if details is not None else None
 
-    Dagster keeps the time only in its SQL event storages' asset details (SQLite, PostgreSQL: every storage we run);
-    asset records hide a wiped asset altogether."""
+
+def _sql_storage(instance: dg.DagsterInstance) -> SqlEventLogStorage:
+    """The instance's event storage, which the gate queries directly: SQLite or PostgreSQL, every one we run."""
     storage = instance.event_log_storage
     if not isinstance(storage, SqlEventLogStorage):
-        return None
-    details = storage._get_assets_details([asset_key])[0]
-    return details.last_wipe_timestamp if details is not None else None
+        raise dg.Failure(
+            f"the day gate reads check verdicts from Dagster's SQL event storage (SQLite, PostgreSQL); this instance "
+            f"uses {type(storage).__name__}"
+        )
+    return storage
 
 
 def _short(fingerprint: str | None) -> str:
