@@ -229,14 +229,23 @@ def _footer_fingerprint(metadata: pq.FileMetaData) -> str | None:
     return fingerprint.decode() if fingerprint is not None else None
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
-    """The frame as parquet whose footer holds its fingerprint: the sha256 of the table's Arrow IPC stream
-    (schema, pandas metadata included, and every value), taken before the fingerprint is added."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def fingerprint_frame(frame: pd.DataFrame) -> str:
+    """The fingerprint a frame is stored with: the sha256 of its table's Arrow IPC stream (schema, pandas metadata
+    and every value)."""
+    return _table_fingerprint(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _table_fingerprint(table: pa.Table) -> str:
     stream = pa.BufferOutputStream()
     with pa.ipc.new_stream(stream, table.schema) as writer:
         writer.write_table(table)
-    fingerprint = _sha256(memoryview(stream.getvalue()))
+    return _sha256(memoryview(stream.getvalue()))
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
+    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    fingerprint = _table_fingerprint(table)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
