@@ -402,9 +402,10 @@ def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
     """(f) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
     import dagster as dg
     import pandas as pd
+    import pyarrow as pa
 
     from kernel.names import GATES
-    from resources.storage import fingerprint_frame
+    from resources.storage import table_fingerprint
     from resources.verdicts import rejected_days
 
     defs, pipeline = _definitions()
@@ -415,6 +416,7 @@ def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
     key, days = pipeline.key("features"), [str(day) for day in day_range(first, last)]
     checks = list(GATES["features"])
     frames = {d: v for d, v in store.read_many(key, days, allow_missing=False).items() if isinstance(v, pd.DataFrame)}
+    tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames.values()]  # as the write has
     fingerprints = store.fingerprints(key, days)
     rejected = rejected_days(instance, key, checks, fingerprints)
     seconds = {
@@ -423,7 +425,7 @@ def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
         "verdicts": _median_seconds(lambda: rejected_days(instance, key, checks, fingerprints)),
         "footers": _median_seconds(lambda: store.fingerprints(key, days)),
         "write": _median_seconds(lambda: [store.write(key, d, f) for d, f in frames.items()]),
-        "hash": _median_seconds(lambda: [fingerprint_frame(f) for f in frames.values()]),
+        "hash": _median_seconds(lambda: [table_fingerprint(table) for table in tables]),
     }
     if store.fingerprints(key, days) != fingerprints:
         raise StageFailed("rewriting the same frames changed their fingerprints")

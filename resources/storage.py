@@ -99,8 +99,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         filesystem, path = self._stored_path(asset_key, partition_key)
         with filesystem.open_input_file(path) as handle:
             if path.endswith(".parquet"):
-                parquet = pq.ParquetFile(handle)
-                return Stored(parquet.read().to_pandas(), _footer_fingerprint(parquet.metadata))
+                table = pq.read_table(handle)
+                fingerprint = (table.schema.metadata or {}).get(FINGERPRINT_KEY)
+                return Stored(table.to_pandas(), fingerprint.decode() if fingerprint is not None else None)
             payload = handle.read()
         document = json.loads(payload)
         value = Rejected.model_validate(document) if document.get("rejected") is True else document
@@ -229,13 +230,9 @@ def _footer_fingerprint(metadata: pq.FileMetaData) -> str | None:
     return fingerprint.decode() if fingerprint is not None else None
 
 
-def fingerprint_frame(frame: pd.DataFrame) -> str:
-    """The fingerprint a frame is stored with: the sha256 of its table's Arrow IPC stream (schema, pandas metadata
-    and every value)."""
-    return _table_fingerprint(pa.Table.from_pandas(frame, preserve_index=False))
-
-
-def _table_fingerprint(table: pa.Table) -> str:
+def table_fingerprint(table: pa.Table) -> str:
+    """The fingerprint a table is stored with: the sha256 of its Arrow IPC stream (schema, pandas metadata and
+    every value)."""
     stream = pa.BufferOutputStream()
     with pa.ipc.new_stream(stream, table.schema) as writer:
         writer.write_table(table)
@@ -245,7 +242,7 @@ def _table_fingerprint(table: pa.Table) -> str:
 def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
     """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    fingerprint = _table_fingerprint(table)
+    fingerprint = table_fingerprint(table)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
