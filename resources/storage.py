@@ -108,12 +108,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return Stored(value, _sha256(payload))
 
     def fingerprint(self, asset_key: dg.AssetKey, partition_key: str | None) -> str | None:
-        """The fingerprint the stored bytes carry, None if they carry none; reads a parquet file's footer only."""
+        """The fingerprint the stored bytes carry, None if they carry none or it cannot be read (a day no verdict
+        can pass); reads a parquet file's footer only."""
         filesystem, path = self._stored_path(asset_key, partition_key)
         with filesystem.open_input_file(path) as handle:
-            if path.endswith(".parquet"):
+            if not path.endswith(".parquet"):
+                return _sha256(handle.read())
+            try:
                 return _footer_fingerprint(pq.read_metadata(handle))
-            return _sha256(handle.read())
+            except (OSError, ValueError):
+                return None
 
     def fingerprints(self, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, str | None]:
         """The fingerprints of the stored partitions among `partition_keys` (partitions never stored are left out)."""

@@ -18,7 +18,8 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as db
 
-# Private imports: partitioned check records are preview in Dagster 1.13 (pinned; tests/resources cover them).
+# Private imports (Dagster 1.13 is pinned; tests/resources cover them): partitioned check records are preview, and
+# the gate reads their table directly, one query per check for all the days it judges.
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
@@ -87,7 +88,7 @@ def judgements(
                 reason=evaluation.description or ("passed" if evaluation.passed else "failed"),
             )
         )
-    return {day: sorted(found_, key=lambda j: j.timestamp, reverse=True) for day, found_ in found.items()}
+    return {day: sorted(entries, key=lambda j: j.timestamp, reverse=True) for day, entries in found.items()}
 
 
 def day_reason(
@@ -96,8 +97,8 @@ def day_reason(
     """Why the bytes stored for `day` (fingerprint `stored`) are not usable under `check`, or None if they are."""
     if stored is None:
         return (
-            f"{where} {day}: stored without a fingerprint (written before fingerprints or not by the asset store), "
-            f"so no verdict of {check} can name these bytes"
+            f"{where} {day}: stored without a readable fingerprint (written before fingerprints, not by the asset "
+            f"store, or damaged), so no verdict of {check} can name these bytes"
         )
     judged = next((judgement for judgement in history if judgement.fingerprint == stored), None)
     if judged is not None:

@@ -132,12 +132,13 @@ def test_json_fingerprint_is_the_hash_of_its_bytes(store: PartitionedParquetIOMa
     assert store.read_stored(KEY, DAYS[0]).fingerprint == fingerprint
 
 
-def test_a_file_written_by_something_else_has_no_fingerprint(store: PartitionedParquetIOManager) -> None:
+def test_a_file_written_by_something_else_or_damaged_has_no_fingerprint(store: PartitionedParquetIOManager) -> None:
     path = Path(store.path_for(KEY, DAYS[0], "parquet"))
     path.parent.mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(frame(DAYS[0])), path)
+    Path(store.path_for(KEY, DAYS[1], "parquet")).write_bytes(b"not parquet at all")
     assert store.fingerprint(KEY, DAYS[0]) is None
-    assert store.fingerprints(KEY, DAYS) == {DAYS[0]: None}
+    assert store.fingerprints(KEY, DAYS) == {DAYS[0]: None, DAYS[1]: None}
 
 
 def test_an_unreadable_file_is_rejected_for_judging_not_raised(store: PartitionedParquetIOManager) -> None:
@@ -224,11 +225,12 @@ def test_bytes_without_a_fingerprint_are_rejected_and_cannot_pass_a_check(
 ) -> None:
     build_and_judge(store, instance)
     pq.write_table(pa.Table.from_pandas(frame(DAYS[0])), store.path_for(KEY, DAYS[0], "parquet"))
-    assert "stored without a fingerprint" in gate(store, instance)[DAYS[0]]
+    assert "stored without a readable fingerprint" in gate(store, instance)[DAYS[0]]
     result = run(store, instance, JUDGE)
     judged = {e.partition: e for e in result.get_asset_check_evaluations()}
     assert not judged[DAYS[0]].passed and judged[DAYS[0]].metadata[FINGERPRINT].value == "none"
-    assert "stored without a fingerprint" in gate(store, instance)[DAYS[0]]
+    assert "stored without a fingerprint" in (judged[DAYS[0]].description or "")
+    assert "stored without a readable fingerprint" in gate(store, instance)[DAYS[0]]
 
 
 def test_an_unreadable_file_fails_its_check_and_is_rejected(
