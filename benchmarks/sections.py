@@ -1,4 +1,4 @@
-"""The three sections: (a) backfill vs a plain script, (b) code-location load, (c) one daily cycle."""
+"""The sections: (a) backfill vs a plain script, (b) code-location load, (c) one daily cycle, (f) fingerprints."""
 
 from __future__ import annotations
 
@@ -237,3 +237,35 @@ def section_c(bench: Bench, day: date) -> dict[str, Any]:
     setup = bench.worker("c_setup", "setup", {"first": str(first), "last": str(previous)}, state)
     cycle = bench.worker("c_cycle", "cycle", {"day": str(day)}, state)
     return {"setup": setup, **cycle}
+
+
+def section_f(bench: Bench, days: int) -> dict[str, Any]:
+    """What verdicts bound to bytes cost over `days` days of features: the gate on a load, footers, hashing."""
+    first = LAST_DAY - timedelta(days=days - 1)
+    print(f"(f) fingerprints over {days} days of features {first}..{LAST_DAY}")
+    result = bench.worker(
+        "f_fingerprints", "fingerprints", {"first": str(first), "last": str(LAST_DAY)}, bench.home("f")
+    )
+    shares = result["shares"]
+    result["figures"] = [
+        {
+            "figure": "day gate's verdict query / load of the same days (fingerprints come with the read)",
+            "value": shares["gate_of_load"],
+            "target": TARGETS["f_gate_share_of_load_max"],
+            "meets_target": shares["gate_of_load"] <= TARGETS["f_gate_share_of_load_max"],
+        },
+        {
+            "figure": "footer-only fingerprint read / load of the same days",
+            "value": shares["footers_of_load"],
+            "target": TARGETS["f_footers_share_of_load_max"],
+            "meets_target": shares["footers_of_load"] <= TARGETS["f_footers_share_of_load_max"],
+        },
+        {
+            "figure": "fingerprint hashing (of the table the write builds anyway) / write of the same days",
+            "value": shares["hash_of_write"],
+            "target": TARGETS["f_hash_share_of_write_max"],
+            "meets_target": shares["hash_of_write"] <= TARGETS["f_hash_share_of_write_max"],
+        },
+    ]
+    print(f"  · seconds {result['seconds']}")
+    return result

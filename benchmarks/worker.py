@@ -403,6 +403,61 @@ def worker_backtest(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _median_seconds(action: Callable[[], object], repeats: int = 3) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return round(sorted(samples)[len(samples) // 2], 3)
+
+
+def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
+    """(f) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
+    import dagster as dg
+    import pandas as pd
+    import pyarrow as pa
+
+    from kernel.names import GATES
+    from resources.storage import table_fingerprint
+    from resources.verdicts import rejected_days
+
+    defs, pipeline = _definitions()
+    store, _ = _resources(defs)
+    instance = dg.DagsterInstance.get()
+    first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
+    build_s, _, _ = _execute_in_process(defs, instance, pipeline, ["raw", "features"], (first, last))
+    key, days = pipeline.key("features"), [str(day) for day in day_range(first, last)]
+    checks = list(GATES["features"])
+    frames = {d: v for d, v in store.read_many(key, days, allow_missing=False).items() if isinstance(v, pd.DataFrame)}
+    tables = [pa.Table.from_pandas(frame, preserve_index=False) for frame in frames.values()]  # as the write has
+    fingerprints = store.fingerprints(key, days)
+    rejected = rejected_days(instance, key, checks, fingerprints)
+    seconds = {
+        "load": _median_seconds(lambda: store.read_for_judging(key, days, allow_missing=False)),
+        "load_without_fingerprints": _median_seconds(lambda: store.read_many(key, days, allow_missing=False)),
+        "verdicts": _median_seconds(lambda: rejected_days(instance, key, checks, fingerprints)),
+        "footers": _median_seconds(lambda: store.fingerprints(key, days)),
+        "write": _median_seconds(lambda: [store.write(key, d, f) for d, f in frames.items()]),
+        "hash": _median_seconds(lambda: [table_fingerprint(table) for table in tables]),
+    }
+    if store.fingerprints(key, days) != fingerprints:
+        raise StageFailed("rewriting the same frames changed their fingerprints")
+    return {
+        "days": len(days),
+        "frames": len(frames),
+        "days_rejected": len(rejected),
+        "build_raw_features_s": round(build_s, 2),
+        "seconds": seconds,
+        "shares": {
+            "gate_of_load": round(seconds["verdicts"] / seconds["load"], 3),
+            "footers_of_load": round(seconds["footers"] / seconds["load"], 3),
+            "hash_of_write": round(seconds["hash"] / seconds["write"], 3),
+        },
+        **rusage_mb(),
+    }
+
+
 WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "setup": worker_setup,
     "dagster_inprocess": worker_dagster_inprocess,
@@ -413,6 +468,7 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "ray_connect": worker_ray_connect,
     "model_backfill": worker_model_backfill,
     "backtest": worker_backtest,
+    "fingerprints": worker_fingerprints,
 }
 
 

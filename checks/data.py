@@ -112,7 +112,8 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:
         """Great Expectations and completeness on each day of this run."""
-        raw = run_values(context, io_manager, pipeline.key("raw"))
+        read = run_values(context, io_manager, pipeline.key("raw"))
+        raw = read.values
         yield from emit(
             context,
             specs,
@@ -120,6 +121,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
                 PASSES_EXPECTATIONS: lambda: expectation_verdicts(raw, spec),
                 COMPLETE_DAYS: lambda: completeness_verdicts(raw, spec),
             },
+            read.fingerprints,
         )
 
     return raw_checks

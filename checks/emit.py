@@ -5,6 +5,10 @@ check yields an `AssetCheckEvaluation` per day. Those evaluations are recorded a
 a bad day must not fail the step (and with it every good day of the run). Blocking is per day instead: the
 check *spec* is blocking (the UI and automation read that), and the day gate in the asset store keeps a
 rejected day out of every later run (`resources/verdicts.py`).
+
+A verdict names the bytes it judged: a check reads each day's value together with the fingerprint of the bytes it
+came from (one read), and records that fingerprint on the day's evaluation. A day whose file cannot be read or
+carries no fingerprint cannot be judged, and fails with that reason.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 import dagster as dg
 
+from kernel.names import FINGERPRINT
 from kernel.pipeline import run_days
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
@@ -36,11 +41,28 @@ class Verdict:
 Judge = Callable[[str, Any], Verdict]
 
 
-def run_values(
-    context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey
-) -> dict[str, Any]:
-    """The stored values of `key` for the days of the check's run (rejected days load as `Rejected`)."""
-    return store.read_many(key, [str(day) for day in run_days(context)], allow_missing=False)
+@dataclass(frozen=True)
+class Judged:
+    """What a check judges: each day's stored value and the fingerprint of the bytes it was read from."""
+
+    values: dict[str, Any]
+    fingerprints: dict[str, str | None]
+
+
+def run_values(context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey) -> Judged:
+    """The stored values of `key` for the days of the check's run, with their fingerprints. A day not built loads
+    as its `Rejected`; one that cannot be judged (unreadable, no fingerprint) as a `Rejected` saying so."""
+    stored = store.read_for_judging(key, [str(day) for day in run_days(context)], allow_missing=False)
+    where = key.to_user_string()
+    return Judged(
+        values={
+            day: Rejected(day=day, reason=f"{where} {day}: stored without a fingerprint, so no verdict can name it")
+            if s.fingerprint is None and not isinstance(s.value, Rejected)
+            else s.value
+            for day, s in stored.items()
+        },
+        fingerprints={day: s.fingerprint for day, s in stored.items()},
+    )
 
 
 def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec]) -> Callable[..., dg.AssetChecksDefinition]:
@@ -60,33 +82,44 @@ def emit(
     context: dg.AssetCheckExecutionContext,
     specs: Sequence[dg.AssetCheckSpec],
     verdicts: Mapping[str, Callable[[], Mapping[str, Verdict]]],
+    judged: Mapping[str, str | None],
 ) -> Iterator[Any]:
-    """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) and a summary
-    observation on the asset (days judged, days failed and why)."""
+    """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) naming the
+    fingerprint it judged (`judged`: day -> fingerprint of the bytes read), and a summary observation on the asset
+    (days judged, days failed and why)."""
     selected = [spec for spec in specs if spec.key in set(context.selected_asset_check_keys)]
     assets_def = context.op_execution_context.assets_def
     for spec in selected:
         yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
-    looked_up: dict[dg.AssetKey, dict[str, Any]] = {}  # each asset's latest materialisations, looked up once
+    looked_up: dict[dg.AssetKey, dict[str, Any]] = {}  # each asset's materialisations of the judged bytes, once
     for spec in selected:
         by_day = verdicts[spec.name]()
         if spec.asset_key not in looked_up:
-            looked_up[spec.asset_key] = materialisation_targets(context.instance, spec.asset_key, list(by_day))
+            looked_up[spec.asset_key] = materialisation_targets(
+                context.instance, spec.asset_key, {day: judged.get(day) for day in by_day}
+            )
         targets = looked_up[spec.asset_key]
         severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
         for day, verdict in by_day.items():
+            fingerprint = judged.get(day)
+            passed = verdict.passed and fingerprint is not None  # a verdict that names no bytes passes none
+            reason = verdict.reason or ("" if fingerprint is not None else "judged bytes without a fingerprint")
             yield dg.AssetCheckEvaluation(
                 asset_key=spec.asset_key,
                 check_name=spec.name,
-                passed=verdict.passed,
+                passed=passed,
                 partition=day,
                 severity=severity,
                 blocking=False,
-                description=verdict.reason or ("passed" if verdict.passed else "failed"),
-                metadata={**verdict.metadata, **({"reason": verdict.reason} if verdict.reason else {})},
+                description=reason or ("passed" if passed else "failed"),
+                metadata={
+                    **verdict.metadata,
+                    **({"reason": reason} if reason else {}),
+                    FINGERPRINT: fingerprint or "none",
+                },
                 target_materialization_data=targets.get(day),
             )
-        failed = {day: v.reason for day, v in by_day.items() if not v.passed}
+        failed = {day: v.reason or "no fingerprint" for day, v in by_day.items() if not v.passed or not judged.get(day)}
         if failed:
             context.log.warning(f"{spec.name}: {len(failed)} of {len(by_day)} day(s) failed: {sorted(failed)}")
         yield dg.AssetObservation(

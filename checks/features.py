@@ -69,7 +69,8 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> Iterator[Any]:
         """Finite values, stable schema and drift on each day of this run."""
-        features = run_values(context, io_manager, key)
+        read = run_values(context, io_manager, key)
+        features = read.values
 
         def drift() -> dict[str, Verdict]:
             first = min(run_days(context))
@@ -87,6 +88,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
                 SCHEMA_STABLE: lambda: judge_days(features, lambda _, frame: schema_stable(frame, expected_schema)),
                 NO_DRIFT: drift,
             },
+            read.fingerprints,
         )
 
     return features_checks

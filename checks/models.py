@@ -96,7 +96,8 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:
         """Promotion gates on each model partition of this run."""
-        models = stored_models(run_values(context, io_manager, key))
+        read = run_values(context, io_manager, key)
+        models = stored_models(read.values)
         yield from emit(
             context,
             specs,
@@ -105,6 +106,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
                 NOT_WORSE_THAN_CHAMPION: lambda: judge_days(models, lambda _, m: not_worse_than_champion(m, promotion)),
                 FINITE_PREDICTIONS: lambda: judge_days(models, lambda _, m: finite_predictions(m, promotion)),
             },
+            read.fingerprints,
         )
 
     return model_gates

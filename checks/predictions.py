@@ -72,7 +72,8 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> Iterator[Any]:
         """Completeness, finiteness and range of each day of this run."""
-        predictions = run_values(context, io_manager, key)
+        read = run_values(context, io_manager, key)
+        predictions = read.values
         features = io_manager.read_many(pipeline.key("features"), list(predictions), allow_missing=True)
         yield from emit(
             context,
@@ -82,6 +83,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
                 FINITE_NON_NEGATIVE: lambda: judge_days(predictions, lambda _, frame: finite_non_negative(frame)),
                 PLAUSIBLE_RANGE: lambda: judge_days(predictions, lambda _, frame: plausible_range(frame, ceiling)),
             },
+            read.fingerprints,
         )
 
     return predictions_checks

@@ -41,3 +41,7 @@ SOURCE_FILES_TAG = "platform/source_files"  # a landing run's files: a JSON list
 # blocking checks whose per-day verdicts decide which loaded days are usable (the day gate).
 ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"
 GATE_CHECKS = "platform/gate_checks"
+
+# Metadata key of a stored partition's content fingerprint: on its materialisation (what was written) and on every
+# check evaluation of it (what was judged); the day gate compares both with the bytes on disk.
+FINGERPRINT = "fingerprint"

@@ -115,7 +115,10 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         days = run_days(context)
         trained = {d: ModelRecord.model_validate(v) for d, v in models.items() if not isinstance(v, Rejected)}
         rejected_models = {d: v.reason for d, v in models.items() if isinstance(v, Rejected)}
-        gate_failed = rejected_days(context.instance, pipeline.key("model"), MODEL_GATES, list(trained))
+        model_key = pipeline.key("model")
+        gate_failed = rejected_days(
+            context.instance, model_key, MODEL_GATES, io_manager.fingerprints(model_key, list(trained))
+        )
         cache = ModelCache(mlflow)
         served = champion_model(pipeline, io_manager, mlflow)
         champion = None

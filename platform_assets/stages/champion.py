@@ -90,7 +90,7 @@ def newest_candidates(
     key = pipeline.key("model")
     rollbacks = mlflow.rollbacks(pipeline.name)
     days = sorted(instance.get_materialized_partitions(key), reverse=True)
-    rejected = rejected_days(instance, key, MODEL_GATES, days)
+    rejected = rejected_days(instance, key, MODEL_GATES, store.fingerprints(key, days))
     gated = pipeline.spec.promotion.track_record_days > 0
     candidates: list[Candidate] = []
     observed: dict[str, Any] = {}
@@ -139,7 +139,7 @@ def named_candidate(
             why = f"its partition {day or '?'} holds no gated record of it (the current model there: {current})"
             candidates.append(Candidate(version, day, Check(False, why)))
         else:
-            rejected = rejected_days(instance, key, MODEL_GATES, [day])
+            rejected = rejected_days(instance, key, MODEL_GATES, store.fingerprints(key, [day]))
             gates = Check(day not in rejected, rejected.get(day, ""))
             candidates.append(
                 Candidate(version, day, gates, lineage(stored, materialising_run(instance, key, day), mlflow))

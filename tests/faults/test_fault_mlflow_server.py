@@ -238,7 +238,7 @@ def test_an_mlflow_server_killed_mid_training_fails_the_run_promotes_nothing_and
                 rerun.wait(timeout=30)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             assert instance.get_runs(limit=1)[0].status == dg.DagsterRunStatus.SUCCESS
-            gates_failed = rejected_days(instance, model_key, MODEL_GATES, [DAY])
+            gates_failed = rejected_days(instance, model_key, MODEL_GATES, store.fingerprints(model_key, [DAY]))
         alias = tracking.alias_version(NAME, CHAMPION)
         record = str(store.read(model_key, DAY)["version"])
         champion = str(store.read(champion_key, None)["version"])

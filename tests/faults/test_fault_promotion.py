@@ -216,7 +216,8 @@ class Promoted:
         partition = self.tracking.version_tags(NAME, version)["partition"]
         key = dg.AssetKey([NAME, "model"])
         stored = str(self.store.read(key, partition)["version"])
-        return int(stored != version or partition in rejected_days(instance, key, MODEL_GATES, [partition]))
+        gates = rejected_days(instance, key, MODEL_GATES, self.store.fingerprints(key, [partition]))
+        return int(stored != version or partition in gates)
 
 
 def promoted(tmp_path: Path, last: str = DAY) -> Promoted:

@@ -15,10 +15,11 @@ from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from support import check_results, corrupt_day, run_range, run_unpartitioned
 
 from kernel.metadata import INLINE_MARKDOWN_LIMIT
-from kernel.names import CHAMPION, PREVIOUS_CHAMPION
+from kernel.names import CHAMPION, MODEL_GATES, PREVIOUS_CHAMPION
 from kernel.records import ModelRecord, Rejected
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
+from resources.verdicts import rejected_days
 
 FIRST, LAST = "2012-04-25", "2012-06-30"
 FAST_TRAINING = {
@@ -426,9 +427,11 @@ def test_a_tampered_stored_record_is_refused_and_the_champion_stays(
     document = json.loads(path.read_text())
     path.write_text(json.dumps({**document, "version": older_version}))  # points at a version it did not train
 
-    refused = run_unpartitioned(trained.defs, ["champion"], "bike_tamper", trained.instance)
-    assert not refused.success
-    assert "refusing to promote" in failure_message(refused)
+    # Its bytes are no longer those its gates judged: the day gate refuses it, so promotion never sees it.
+    model_key = dg.AssetKey(["bike_tamper", "model"])
+    stored = trained.store.fingerprints(model_key, ["2012-06-27"])
+    assert "the file changed since" in rejected_days(trained.instance, model_key, MODEL_GATES, stored)["2012-06-27"]
+    assert run_unpartitioned(trained.defs, ["champion"], "bike_tamper", trained.instance).success
     assert trained.tracking.alias_version("bike_tamper", CHAMPION) == champion
 
 
