@@ -1,5 +1,5 @@
 """Platform benchmarks: backfill vs a plain script (a), code-location load (b), one daily cycle (c), what
-fingerprints cost (f).
+fingerprints cost (g).
 
     .venv/bin/python benchmarks/run.py                 # everything, 365-day backfill (~15 min on 2 cores)
     .venv/bin/python benchmarks/run.py --only b        # one section
@@ -44,8 +44,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "f", "oos")
-DEFAULT_SECTIONS = "a,b,c,f"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "b", "c", "g", "oos")
+DEFAULT_SECTIONS = "a,b,c,g"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -55,12 +55,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument(
         "--only",
         default=DEFAULT_SECTIONS,
-        help="comma-separated sections: a (backfill), b (load), c (cycle), f (fingerprints), oos (out-of-sample "
+        help="comma-separated sections: a (backfill), b (load), c (cycle), g (fingerprints), oos (out-of-sample "
         "backtest; not default)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
-    parser.add_argument("--days", type=int, default=365, help="partitions in (a) and (f) (default 365)")
+    parser.add_argument("--days", type=int, default=365, help="partitions in (a) and (g) (default 365)")
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
     parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(c) the new day")
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.harness import Bench, ray_head
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
-    from benchmarks.sections import section_a, section_b, section_c, section_f
+    from benchmarks.sections import section_a, section_b, section_c, section_g
     from devtools.stack import RAY_LOOPBACK_ENV
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -113,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["b"] = section_b(bench, args.repeats)
             if "c" in sections:
                 report["figures"]["c"] = section_c(bench, args.cycle_day)
-            if "f" in sections:
-                report["figures"]["f"] = section_f(bench, args.days)
+            if "g" in sections:
+                report["figures"]["g"] = section_g(bench, args.days)
             if "oos" in sections:
                 names = [n.strip() for n in args.oos_pipelines.split(",") if n.strip()]
                 report["figures"]["oos"] = section_oos(bench, args.oos_days, names)

@@ -413,7 +413,7 @@ def _median_seconds(action: Callable[[], object], repeats: int = 3) -> float:
 
 
 def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
-    """(f) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
+    """(g) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
     import dagster as dg
     import pandas as pd
     import pyarrow as pa
