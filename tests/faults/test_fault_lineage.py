@@ -85,7 +85,7 @@ def forge_pickled_version(trained: Trained, marker: Path, tags: dict[str, str]) 
     import mlflow.sklearn
 
     mlflow.set_tracking_uri(trained.tracking.tracking_uri)
-    mlflow.start_run()
+    mlflow.start_run(experiment_id=trained.tracking.experiment_id("forgeries"))  # artifacts under the test's home
     try:
         info = mlflow.sklearn.log_model(
             Payload(marker), name="model", registered_model_name=NAME, serialization_format="cloudpickle"
