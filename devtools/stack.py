@@ -331,9 +331,8 @@ def ray_head_command(ports: Ports, cpus: int) -> list[str]:
     ]  # fmt: skip
 
 
-def code_server_workspace(home: Path, ports: Ports) -> Path:
+def code_server_workspace(home: Path, ports: Ports, location: dict[str, str]) -> Path:
     """A workspace file pointing the webserver and daemon at the one code server (as `dagster dev` writes one)."""
-    location = yaml.safe_load(PROJECT_WORKSPACE.read_text())["load_from"][0]["python_module"]
     workspace = StatePaths(home).dagster_home / "workspace.yaml"
     server = {"host": "127.0.0.1", "port": ports.code_server, "location_name": location["location_name"]}
     write_text_atomically(workspace, yaml.safe_dump({"load_from": [{"grpc_server": server}]}))
@@ -343,7 +342,7 @@ def code_server_workspace(home: Path, ports: Ports) -> Path:
 def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
     state = StatePaths(home)
     location = yaml.safe_load(PROJECT_WORKSPACE.read_text())["load_from"][0]["python_module"]
-    workspace = str(code_server_workspace(home, ports))
+    workspace = str(code_server_workspace(home, ports, location))
     return {
         "ray": ray_head_command(ports, ray_cpus),
         "mlflow": [
