@@ -40,13 +40,32 @@ def buildable_missing() -> Condition:
     return buildable.newly_true().since_last_handled()
 
 
-def fresh_latest_partition(*, whole_window: bool = True) -> Condition:
-    """For daily assets: build the latest partition once it can be built, and again when it goes stale, never
-    past a rejected upstream day. With `whole_window=False` (a model, which tolerates some rejected days of
-    its window and checks that tolerance itself) one passing upstream day is enough to try."""
+def upstream_changed(ignore: dg.AssetKey | None = None) -> Condition:
+    """Built before a day it reads was materialised again (what Dagster's UI shows as stale, "upstream changed"):
+    once, on the edge, after the input is stored (Dagster's `any_deps_updated` also fires when an input is about to be
+    requested, which starts this run beside the input's, reading the old bytes). An input materialised by a run that
+    built this partition after it does not count (the update resets it), nor does `ignore` (predictions do not
+    re-predict every past day when the champion changes). Dagster's `executed_with_root_target` is not used: it
+    ignores the input for every partition of an asset that run touched, so the days after a re-landed day (in the
+    input's window, not in the run) would never be rebuilt."""
+    updated = AC.any_deps_match(AC.newly_updated())
+    if ignore is not None:
+        updated = updated.ignore(dg.AssetSelection.assets(ignore))
+    return cast(Condition, updated & ~AC.missing()).since_last_handled()
+
+
+def fresh_latest_partition(*, whole_window: bool = True, ignore: dg.AssetKey | None = None) -> Condition:
+    """For daily assets: build the latest partition once it can be built, and again when it goes stale by the clock;
+    rebuild any partition built before an upstream day it reads changed; never past a rejected upstream day.
+    With `whole_window=False` (a model, which tolerates some rejected days of its window and checks that tolerance
+    itself) one passing upstream day is enough to try, and only the latest partition is rebuilt when upstream
+    changes: retraining older model partitions is a backfill, the user's choice (the UI shows them stale)."""
     stale: Condition = freshness_trigger() & ~AC.any_deps_missing()
-    checks = every_dep_day_passed() if whole_window else AC.all_deps_blocking_checks_passed()
-    return _guarded(AC.in_latest_time_window() & (buildable_missing() | stale), "freshness_driven", checks)
+    latest: Condition = AC.in_latest_time_window() & (buildable_missing() | stale)
+    if whole_window:
+        return _guarded(latest | upstream_changed(ignore), "freshness_driven", every_dep_day_passed())
+    latest = AC.in_latest_time_window() & (buildable_missing() | stale | upstream_changed(ignore))
+    return _guarded(latest, "freshness_driven", AC.all_deps_blocking_checks_passed())
 
 
 def missing_latest_partition() -> Condition:
@@ -64,7 +83,8 @@ def after_upstream_update() -> Condition:
 def scorable_missing(forecasters: dg.AssetKey) -> Condition:
     """For the backtest: a day not yet scored once its features day and every model partition that forecasts it
     exist and at least one does, on the edge; any day, not only the latest, so a backfill of model partitions is
-    followed by their backtest days (and nothing is trained for it)."""
+    followed by their backtest days (and nothing is trained for it); and a scored day again once its features day or
+    a model partition that forecasts it is materialised again."""
     some_model = AC.any_deps_match(~AC.missing()).allow(dg.AssetSelection.assets(forecasters))
     scorable = cast(Condition, AC.missing() & ~AC.any_deps_missing() & some_model)
-    return _guarded(scorable.newly_true().since_last_handled(), "scorable_missing")
+    return _guarded(scorable.newly_true().since_last_handled() | upstream_changed(), "scorable_missing")

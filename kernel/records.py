@@ -78,6 +78,9 @@ class ModelRecord(_Record):
     artifact_sha256: str | None = None
     ray_worker_pids: list[int]
     champion: ChampionScore | None = None
+    # The fingerprint of each feature day it trained and was evaluated on, as read: a day whose stored bytes carry
+    # another fingerprint now makes the model stale (empty: trained before these were recorded).
+    features_fingerprints: dict[str, str | None] = {}
 
     @property
     def training_window(self) -> str:

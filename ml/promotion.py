@@ -116,17 +116,34 @@ def parse_rollback(version: str, tags: Mapping[str, str]) -> Rollback | None:
     return Rollback(version=version, partition=tags.get("partition", ""), **values)
 
 
+def inputs_current(recorded: Mapping[str, str | None], stored: Mapping[str, str | None], where: str) -> Check:
+    """Whether a model is current: every feature day it trained and was evaluated on (`recorded`: day -> the
+    fingerprint it read) still holds those bytes (`stored`: day -> the fingerprint on disk now, absent if gone).
+    A model whose days changed since is stale: it learned from data that is no longer the data."""
+    if not recorded:
+        return Check(False, "it records no fingerprints of the feature days it trained on (trained before they were)")
+    changed = sorted(
+        day for day, fingerprint in recorded.items() if fingerprint is None or stored.get(day) != fingerprint
+    )
+    if not changed:
+        return Check(True)
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return Check(False, f"stale: {len(changed)} {where} day(s) it trained on changed since it was trained ({shown})")
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A model version up for promotion and what is known of it. `gates`: whether every gate passed on its
     partition's current materialisation. `lineage`: whether its stored record, the run its gates judged and the
-    registry's tags agree (None: not checked). `track_record`: the out-of-sample record (None: not judged)."""
+    registry's tags agree (None: not checked). `inputs`: whether the data it trained on is still the stored data
+    (None: not checked). `track_record`: the out-of-sample record (None: not judged)."""
 
     version: str
     partition: str
     gates: Check
     lineage: Check | None = None
     track_record: Check | None = None
+    inputs: Check | None = None
 
 
 @dataclass(frozen=True)
@@ -307,11 +324,18 @@ def _held_back(evidence: Evidence, aliases: Aliases, chosen: Candidate) -> tuple
     if chosen.lineage is None or not chosen.lineage.passed:
         why = chosen.lineage.reason if chosen.lineage else "its lineage was not verified"
         return "refuse", f"{refused}: {why}; the champion stays"
-    if evidence.track_record_required and (chosen.track_record is None or not chosen.track_record.passed):
-        why = chosen.track_record.reason if chosen.track_record else "its track record was not judged"
-        if aliases.champion is None:
-            return "refuse", f"{refused}: {why}; there is no champion yet"
-        return "keep", f"{refused}: {why}; the champion stays"
+    # A stale candidate waits for its partition to be retrained; a short track record for more scored days.
+    waits = [
+        (chosen.inputs, "whether its training data is current was not checked", "until that partition is retrained"),
+    ]
+    if evidence.track_record_required:
+        waits.append((chosen.track_record, "its track record was not judged", ""))
+    for check, unchecked, until in waits:
+        if check is None or not check.passed:
+            why = check.reason if check else unchecked
+            if aliases.champion is None:
+                return "refuse", f"{refused}: {why}; there is no champion yet"
+            return "keep", f"{refused}: {why}; the champion stays" + (f" {until}" if until else "")
     if aliases.champion == chosen.version:
         return "keep", f"v{chosen.version} is the champion already"
     if aliases.champion is not None and aliases.champion_partition > chosen.partition:
@@ -385,6 +409,10 @@ def _promote_by_hand(evidence: Evidence, aliases: Aliases, request: ManualReques
     if candidate.lineage is None or not candidate.lineage.passed:
         problems.append(
             f"its lineage does not check out ({candidate.lineage.reason if candidate.lineage else 'not verified'})"
+        )
+    if candidate.inputs is None or not candidate.inputs.passed:
+        problems.append(
+            f"its training data is not current ({candidate.inputs.reason if candidate.inputs else 'not checked'})"
         )
     if version in evidence.rollbacks:
         problems.append(f"it was taken off by the {_described(evidence.rollbacks[version])}")

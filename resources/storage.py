@@ -149,7 +149,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         for key in partition_keys:
             if allow_missing and not self.exists(asset_key, key):
                 continue
-            values[key] = self.read(asset_key, key)
+            values[key] = _annotated(self.read_stored(asset_key, key))
         return values
 
     def read_for_judging(
@@ -211,7 +211,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if rejected:
             context.log.warning(f"{len(rejected)} day(s) of {context.asset_key.to_user_string()} rejected: {rejected}")
         return {
-            day: Rejected(day=day, reason=rejected[day]) if day in rejected and not _unreadable(s) else s.value
+            day: Rejected(day=day, reason=rejected[day]) if day in rejected and not _unreadable(s) else _annotated(s)
             for day, s in stored.items()
         }
 
@@ -219,6 +219,14 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 def _json_default(value: Any) -> Any:
     """numpy scalars become numbers, not strings; anything else (dates) its text."""
     return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _annotated(stored: Stored) -> Any:
+    """The stored value; a DataFrame carries the fingerprint of the bytes it was read from in `attrs`, so whatever is
+    built from it can record what it was built from (and be found stale when those bytes are replaced)."""
+    if isinstance(stored.value, pd.DataFrame):
+        stored.value.attrs[FINGERPRINT] = stored.fingerprint
+    return stored.value
 
 
 def _unreadable(stored: Stored) -> bool:
@@ -244,8 +252,11 @@ def table_fingerprint(table: pa.Table) -> str:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
-    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). The frame's
+    `attrs` (the fingerprints of what it was built from) are not stored: the bytes are its content alone."""
+    content = frame.copy(deep=False)
+    content.attrs = {}
+    table = pa.Table.from_pandas(content, preserve_index=False)
     fingerprint = table_fingerprint(table)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
     sink = pa.BufferOutputStream()

@@ -153,9 +153,10 @@ class MlflowTracking(dg.ConfigurableResource):
         evaluation: Evaluation,
         model: Any,
         run_id: str,
+        features_fingerprints: Mapping[str, str | None],
     ) -> ModelRecord:
         """One MLflow run per model partition (params, metrics, plots, `model`: the best candidate refitted on the
-        whole window) and its registered version."""
+        whole window) and its registered version; the record keeps the fingerprints of the feature days it read."""
         import mlflow
 
         window = split.window
@@ -185,6 +186,7 @@ class MlflowTracking(dg.ConfigurableResource):
             ids={"version": version, "mlflow_run_id": run.info.run_id, "experiment_id": experiment_id},
             run_id=run_id,
             artifact_sha256=artifact_sha256,
+            features_fingerprints=features_fingerprints,
         )
 
     def artifact_sha256(self, model_name: str, version: str) -> str:
@@ -341,6 +343,7 @@ def _model_record(
     ids: dict[str, str],
     run_id: str,
     artifact_sha256: str,
+    features_fingerprints: Mapping[str, str | None],
 ) -> ModelRecord:
     """The typed record of a logged model partition: registry ids, metrics, candidates and lineage."""
     best, window = evaluation.best, split.window
@@ -349,7 +352,9 @@ def _model_record(
         partition=str(day),
         model_name=spec.name,
         model_uri=f"models:/{spec.name}/{ids['version']}",
-        **ids,
+        version=ids["version"],
+        mlflow_run_id=ids["mlflow_run_id"],
+        experiment_id=ids["experiment_id"],
         family=best.candidate.family,
         params=dict(best.candidate.params),
         metrics=best.metrics,
@@ -367,6 +372,7 @@ def _model_record(
         artifact_sha256=artifact_sha256,
         ray_worker_pids=sorted({r.worker_pid for r in results}),
         champion=evaluation.champion,
+        features_fingerprints=dict(features_fingerprints),
     )
 
 

@@ -23,6 +23,7 @@ from ml.promotion import (
     Evidence,
     decide,
     eligible,
+    inputs_current,
     rollback_tags,
 )
 from resources.storage import PartitionedParquetIOManager
@@ -81,6 +82,12 @@ def judge_track_record(
     return Check(passed, reason), observed
 
 
+def judge_inputs(pipeline: Pipeline, store: PartitionedParquetIOManager, record: ModelRecord) -> Check:
+    """Whether the feature days a model trained on still hold the bytes it read (footers only)."""
+    stored = store.fingerprints(pipeline.key("features"), list(record.features_fingerprints))
+    return inputs_current(record.features_fingerprints, stored, pipeline.key("features").to_user_string())
+
+
 def newest_candidates(
     instance: dg.DagsterInstance, pipeline: Pipeline, store: PartitionedParquetIOManager, mlflow: MlflowTracking
 ) -> tuple[Evidence, dict[str, Any]]:
@@ -105,7 +112,16 @@ def newest_candidates(
         candidate = Candidate(record.version, day, Check(True) if run_id is not None else gates)
         if eligible(candidate, rollbacks):
             track, observed = judge_track_record(pipeline, store, day) if gated else (None, {})
-            candidates.append(Candidate(record.version, day, candidate.gates, lineage(record, run_id, mlflow), track))
+            candidates.append(
+                Candidate(
+                    record.version,
+                    day,
+                    candidate.gates,
+                    lineage(record, run_id, mlflow),
+                    track,
+                    judge_inputs(pipeline, store, record),
+                )
+            )
             break
         candidates.append(candidate)
     evidence = Evidence(
@@ -142,7 +158,13 @@ def named_candidate(
             rejected = rejected_days(instance, key, MODEL_GATES, store.fingerprints(key, [day]))
             gates = Check(day not in rejected, rejected.get(day, ""))
             candidates.append(
-                Candidate(version, day, gates, lineage(stored, materialising_run(instance, key, day), mlflow))
+                Candidate(
+                    version,
+                    day,
+                    gates,
+                    lineage(stored, materialising_run(instance, key, day), mlflow),
+                    inputs=judge_inputs(pipeline, store, stored),
+                )
             )
     return Evidence(
         model_name=pipeline.name,

@@ -35,7 +35,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         compute=spec.compute.default,
         ins={"features": pipeline.day_input("features")},
         deps=[pipeline.key("champion")],
-        automation_condition=automation.fresh_latest_partition(),
+        automation_condition=automation.fresh_latest_partition(ignore=pipeline.key("champion")),
     )
     def predictions(
         context: dg.AssetExecutionContext,

@@ -1,6 +1,6 @@
 """`<p>/model`: a candidate per day (walk-forward); `<p>/champion` is in `champion.py`."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -10,6 +10,7 @@ from dagster_ray import RayResource
 
 from kernel import automation
 from kernel.metadata import picture
+from kernel.names import FINGERPRINT
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ModelRecord, Rejected
 from kernel.spec import PipelineSpec
@@ -64,6 +65,16 @@ def split_windows(
         except training.TrainingDataError as exc:
             rejected[str(day)] = Rejected(day=str(day), reason=f"{pipeline.key('model').to_user_string()}: {exc}")
     return windows, rejected
+
+
+def read_from(
+    features: Mapping[str, pd.DataFrame | Rejected], window: training.TrainingWindow
+) -> dict[str, str | None]:
+    """The fingerprint of each feature day a model trained and was evaluated on, as the asset store read it."""
+    return {
+        day: frame.attrs.get(FINGERPRINT) if isinstance(frame := features[day], pd.DataFrame) else None
+        for day in (*window.train_days, *window.holdout_days)
+    }
 
 
 def served_champion(
@@ -162,6 +173,7 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
                     evaluation=evaluation,
                     model=served,
                     run_id=context.run.run_id,
+                    features_fingerprints=read_from(features, split.window),
                 )
                 keep_version_record(io_manager, pipeline, record)
                 records[str(day)], metadata = record, model_metadata(record, evaluation.images, mlflow)

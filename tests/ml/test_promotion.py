@@ -20,6 +20,7 @@ from ml.promotion import (
     Rollback,
     RollbackRequest,
     decide,
+    inputs_current,
     parse_rollback,
     rollback_tags,
 )
@@ -30,8 +31,10 @@ ROLLBACK = RollbackRequest(
 )
 
 
-def candidate(version: str, partition: str, gates: Check = PASSED, lineage: Check | None = PASSED) -> Candidate:
-    return Candidate(version, partition, gates, lineage)
+def candidate(
+    version: str, partition: str, gates: Check = PASSED, lineage: Check | None = PASSED, inputs: Check | None = PASSED
+) -> Candidate:
+    return Candidate(version, partition, gates, lineage, inputs=inputs)
 
 
 def rolled_back(version: str, to: str, at: str = "2026-12-06T09:00") -> Rollback:
@@ -108,7 +111,7 @@ def test_a_lineage_mismatch_refuses_and_the_champion_stays() -> None:
 
 @pytest.mark.parametrize(("champion", "outcome"), [("1", "keep"), (None, "refuse")])
 def test_a_short_track_record_keeps_the_champion_or_refuses_without_one(champion: str | None, outcome: str) -> None:
-    short = Candidate("2", "06-27", PASSED, PASSED, Check(False, "track record too short: 3 of 7 days scored"))
+    short = Candidate("2", "06-27", PASSED, PASSED, Check(False, "track record too short: 3 of 7 days scored"), PASSED)
     found = replace(evidence(champion, None, short, candidate("1", "06-26")), track_record_required=True)
     decision = decide(found, Automatic())
     assert (decision.outcome, decision.moves) == (outcome, ())
@@ -202,3 +205,43 @@ def test_a_rollback_record_survives_as_tags_and_a_later_lifting_ends_it() -> Non
     assert parse_rollback("3", {**tags, "rollback_lifted_at": "2026-12-06T09:30"}) is None
     assert parse_rollback("3", {**tags, "rollback_lifted_at": "2026-12-06T08:00"}) == rollback, "lifted before"
     assert parse_rollback("3", {"partition": "p3"}) is None
+
+
+STALE = inputs_current({"06-20": "sha256:a", "06-21": "sha256:b"}, {"06-20": "sha256:a", "06-21": "sha256:c"}, "f")
+
+
+def test_a_model_is_current_only_while_every_day_it_trained_on_holds_the_bytes_it_read() -> None:
+    recorded = {"06-20": "sha256:a", "06-21": "sha256:b"}
+    assert inputs_current(recorded, dict(recorded), "f").passed
+    assert not STALE.passed
+    assert "06-21" in STALE.reason and "06-20" not in STALE.reason
+    gone = inputs_current(recorded, {"06-20": "sha256:a"}, "f")
+    assert not gone.passed and "06-21" in gone.reason, "a day removed from the store is a change too"
+    unread = inputs_current({"06-20": None}, {"06-20": None}, "f")
+    assert not unread.passed, "a day read without a fingerprint cannot be shown to be current"
+    assert not inputs_current({}, {}, "f").passed, "a record from before fingerprints proves nothing"
+
+
+def test_a_stale_newest_candidate_waits_for_its_retraining_and_never_falls_back_to_an_older_one() -> None:
+    evidence = Evidence(
+        "bike",
+        Aliases("1", None, "06-10"),
+        candidates=[candidate("3", "06-27", inputs=STALE), candidate("2", "06-20")],
+    )
+    decision = decide(evidence, Automatic())
+    assert decision.outcome == "keep" and decision.version == "1" and not decision.moves
+    assert "stale" in decision.reasons[0] and "retrained" in decision.reasons[0]
+
+    first = decide(
+        Evidence("bike", Aliases(None, None), candidates=[candidate("3", "06-27", inputs=STALE)]), Automatic()
+    )
+    assert first.outcome == "refuse" and not first.moves
+
+
+def test_a_stale_version_is_promoted_by_hand_only_with_an_override() -> None:
+    evidence = Evidence("bike", Aliases("1", None, "06-10"), candidates=[candidate("3", "06-27", inputs=STALE)])
+    refused = decide(evidence, ManualRequest("3", "ana@example.com", "urgent"))
+    assert refused.outcome == "refuse" and "training data is not current" in refused.reasons[0]
+    forced = decide(evidence, ManualRequest("3", "ana@example.com", "urgent", override=True))
+    assert forced.outcome == "promote" and forced.version == "3"
+    assert any("training data is not current" in reason for reason in forced.reasons)

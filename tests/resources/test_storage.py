@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, RANGE_END, RANGE_START
+from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, RANGE_END, RANGE_START
 from resources.storage import MissingPartitionError, PartitionedParquetIOManager
 
 KEY = dg.AssetKey(["bike_demand", "raw"])
@@ -317,3 +317,19 @@ def test_unpartitioned_assets_through_the_store(store: PartitionedParquetIOManag
         "summary/__all__.json",
     ]
     assert store.read(dg.AssetKey(["demo", "summary"]), None) == {"families": 1, "threshold": 0.05}
+
+
+def test_a_frame_read_carries_its_fingerprint_and_what_is_built_from_it_does_not_store_it(
+    store: PartitionedParquetIOManager,
+) -> None:
+    key = dg.AssetKey(["p", "features"])
+    _, written = store.write_stored(key, "2024-01-01", pd.DataFrame({"a": [1.0, 2.0]}))
+    read = store.read_many(key, ["2024-01-01"], allow_missing=False)["2024-01-01"]
+    assert read.attrs[FINGERPRINT] == written == store.fingerprint(key, "2024-01-01")
+
+    derived = read.assign(b=read["a"] * 2)
+    assert derived.attrs, "pandas carries attrs into what is built from a frame"
+    _, with_attrs = store.write_stored(key, "2024-01-02", derived)
+    derived.attrs.clear()
+    _, without = store.write_stored(key, "2024-01-03", derived)
+    assert with_attrs == without, "the fingerprint is the content alone, not where it came from"
