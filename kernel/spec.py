@@ -189,8 +189,8 @@ class EventSpec(_Model):
     lagged: bool = Field(default=False, description="Also give the event shifted by each of the target lags.")
     no_event: list[str] = Field(
         default_factory=lambda: list(DEFAULT_NO_EVENT),
-        description="Text meaning 'no event' (any case, spaces trimmed); a missing cell or a number 0 is no event "
-        "too. Any other text (a holiday's name) marks the day and is kept in the raw asset's metadata.",
+        description="Text meaning 'no event' (any case, spaces trimmed; '' is an empty cell); a number is no event "
+        "when it is 0. Any other text (a holiday's name) marks the day and is kept in the raw asset's metadata.",
     )
 
     @property

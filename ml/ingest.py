@@ -195,7 +195,7 @@ def _parse_parts(frame: pd.DataFrame, parts: TimestampParts, origin: str) -> pd.
 
 
 # A UTC offset (or `Z`) right after a time of day: a date alone ends in digits that look like one ("-10").
-_OFFSET_AFTER_TIME = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+_OFFSET_AFTER_TIME = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d[\d:]*)$"
 
 
 def _parse_column(frame: pd.DataFrame, ts_spec: TimestampSpec, origin: str) -> pd.Series:
@@ -312,11 +312,12 @@ def _numbers(values: pd.Series, column: str, origin: str, errors: dict[str, dict
 
 def _event_marks(values: pd.Series, event: EventSpec) -> tuple[pd.Series, pd.Series]:
     """An event column as float64 marks plus the marker text: a number is kept as written (non-zero marks the
-    day), text in `no_event` (any case) is 0, any other text is 1 and kept as the marker; missing stays missing."""
+    day), text in `no_event` (any case; an empty cell is the text "") is 0, any other text is 1 and kept as the
+    marker."""
     if is_numeric_dtype(values.dtype):
         return values.astype("float64"), pd.Series(np.nan, index=values.index, dtype="str")
     text = values.astype("str")
-    quiet = text.str.strip().str.lower().isin(event.no_event_keys)
+    quiet = text.fillna("").str.strip().str.lower().isin(event.no_event_keys)
     numbers = pd.to_numeric(text.where(~quiet), errors="coerce").astype("float64")
     marker = text.notna() & ~quiet & numbers.isna()
     return numbers.mask(quiet, 0.0).mask(marker, 1.0), text.where(marker)
