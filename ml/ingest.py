@@ -195,7 +195,7 @@ def _parse_parts(frame: pd.DataFrame, parts: TimestampParts, origin: str) -> pd.
 
 
 # A UTC offset (or `Z`) right after a time of day: a date alone ends in digits that look like one ("-10").
-_OFFSET_AFTER_TIME = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d[\d:]*)$"
+_OFFSET_AFTER_TIME = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d\S*)$"
 
 
 def _parse_column(frame: pd.DataFrame, ts_spec: TimestampSpec, origin: str) -> pd.Series:

@@ -99,3 +99,29 @@ def write_csv(frame: pd.DataFrame, path: Path) -> str:
 def bike_source() -> pd.DataFrame:
     """The UCI bike file as written."""
     return pd.read_csv(BIKE_CSV, dtype={"dteday": "str"})
+
+
+def stations(folder: Path) -> tuple[Path, PipelineSpec]:
+    """Four days of the Beijing file as two stations (the second a copy), with blank station cells on the third
+    day and a spaces-only one on the fourth."""
+    air = pd.read_csv(AIR_CSV, nrows=96)
+    two = pd.concat([air.assign(station="US Embassy"), air.assign(station="Dongsi")], ignore_index=True)
+    two.loc[[50, 51, 60], "station"] = ""
+    two.loc[80, "station"] = "   "
+    path = folder / "stations.csv"
+    two.to_csv(path, index=False)
+    return path, PipelineSpec.model_validate(air_document(entity_columns=["station"]))
+
+
+def infinities(folder: Path) -> Path:
+    """Three days of the Beijing file with `inf` and `Infinity` in Iws (a column with only a lower bound) on the
+    second day and `-inf` in TEMP on the third."""
+    lines = AIR_CSV.read_text().splitlines()[: 72 + 1]
+    header = lines[0].split(",")
+    for row, column, value in [(30, "Iws", "inf"), (31, "Iws", "Infinity"), (60, "TEMP", "-inf")]:
+        cells = lines[row].split(",")
+        cells[header.index(column)] = value
+        lines[row] = ",".join(cells)
+    path = folder / "inf.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path

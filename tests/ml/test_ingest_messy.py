@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import AIR_CSV
-from messy_files import HOLIDAYS, air_document, bike_document, bike_source
+from messy_files import HOLIDAYS, air_document, bike_document, bike_source, infinities, stations
 
 from kernel.spec import PipelineSpec
 from ml import ingest
@@ -113,18 +112,6 @@ def test_a_column_with_some_numbers_is_still_read_and_reported(bike: pd.DataFram
     assert result.coercion_errors == {"temp": {"count": 1, "examples": ["0,24"]}}
 
 
-def stations(tmp_path: Path) -> tuple[Path, PipelineSpec]:
-    """Four days of the Beijing file as two stations (the second a copy), with blank station cells on the third
-    day and a spaces-only one on the fourth."""
-    air = pd.read_csv(AIR_CSV, nrows=96)
-    two = pd.concat([air.assign(station="US Embassy"), air.assign(station="Dongsi")], ignore_index=True)
-    two.loc[[50, 51, 60], "station"] = ""
-    two.loc[80, "station"] = "   "
-    path = tmp_path / "stations.csv"
-    two.to_csv(path, index=False)
-    return path, PipelineSpec.model_validate(air_document(entity_columns=["station"]))
-
-
 def test_blank_entity_cells_are_missing_and_counted_per_day(tmp_path: Path) -> None:
     path, spec = stations(tmp_path)
     result = read(path, spec)
@@ -136,15 +123,7 @@ def test_blank_entity_cells_are_missing_and_counted_per_day(tmp_path: Path) -> N
 
 
 def test_infinite_numbers_are_kept_and_counted_per_day(tmp_path: Path) -> None:
-    lines = AIR_CSV.read_text().splitlines()[: 72 + 1]
-    header = lines[0].split(",")
-    for row, column, value in [(30, "Iws", "inf"), (31, "Iws", "Infinity"), (60, "TEMP", "-inf")]:
-        cells = lines[row].split(",")
-        cells[header.index(column)] = value
-        lines[row] = ",".join(cells)
-    path = tmp_path / "inf.csv"
-    path.write_text("\n".join(lines) + "\n")
-    result = read(path, PipelineSpec.model_validate(air_document()))
+    result = read(infinities(tmp_path), PipelineSpec.model_validate(air_document()))
     assert result.coercion_errors == {}
     assert np.isposinf(result.frame["Iws"]).sum() == 2
     assert result.notes == {
