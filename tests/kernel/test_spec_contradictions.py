@@ -58,22 +58,54 @@ def entities(*columns: str) -> Mutation:
     ("mutate", "field", "reason"),
     [
         (column_rule("cnt", min=2000, max=0), "expectations.columns.cnt", "min 2000.0 is above max 0.0"),
-        (put("expectations", "rows_per_partition", {"min": 25, "max": 24}), "expectations.rows_per_partition", "min 25 is above max 24"),
-        (timestamp(column="dteday", format="%m/%d", hour_column="hr"), "source.timestamp", "format '%m/%d' has no year"),
-        (timestamp(column="dteday", format="%Y/%d", hour_column="hr"), "source.timestamp", "format '%Y/%d' has no month"),
+        (
+            put("expectations", "rows_per_partition", {"min": 25, "max": 24}),
+            "expectations.rows_per_partition",
+            "min 25 is above max 24",
+        ),
+        (
+            timestamp(column="dteday", format="%m/%d", hour_column="hr"),
+            "source.timestamp",
+            "format '%m/%d' has no year",
+        ),
+        (
+            timestamp(column="dteday", format="%Y/%d", hour_column="hr"),
+            "source.timestamp",
+            "format '%Y/%d' has no month",
+        ),
         (timestamp(column="dteday", format="%Y-%m", hour_column="hr"), "source.timestamp", "format '%Y-%m' has no day"),
-        (timestamp(column="dteday", format="%Y-%m-%d"), "source.timestamp", "has no hour (%H or %I) and no hour_column"),
-        (timestamp(column="dteday", format="%Y-%m-%d %H", hour_column="hr"), "source.timestamp", "hour_column 'hr' adds another"),
-        (timestamp(column="dteday", format="%Y-%m-%d", hour_column="dteday"), "source.timestamp", "is the timestamp column itself"),
+        (
+            timestamp(column="dteday", format="%Y-%m-%d"),
+            "source.timestamp",
+            "has no hour (%H or %I) and no hour_column",
+        ),
+        (
+            timestamp(column="dteday", format="%Y-%m-%d %H", hour_column="hr"),
+            "source.timestamp",
+            "hour_column 'hr' adds another",
+        ),
+        (
+            timestamp(column="dteday", format="%Y-%m-%d", hour_column="dteday"),
+            "source.timestamp",
+            "is the timestamp column itself",
+        ),
         (entities("timestamp"), "source", "entity_columns: 'timestamp' is the raw schema's own column"),
         (entities("station", "station"), "source", "entity_columns: ['station'] named more than once"),
         (entities("hr"), "source", "entity_columns: ['hr'] also hold the timestamp"),
         (put("source", "timezone", "Eastern"), "source.timezone", "'Eastern' is not an IANA time zone name"),
         (put("partitioning", "timezone", "CET+1"), "partitioning.timezone", "'CET+1' is not an IANA time zone name"),
-        (column_rule("weathersit", min=1, max=4), "<root>", "expectations.columns.weathersit: min/max on a text column"),
-        (column_rule("temp", allowed_values=["0.5"]), "<root>", "expectations.columns.temp: allowed_values on a number"),
+        (
+            column_rule("weathersit", min=1, max=4),
+            "<root>",
+            "expectations.columns.weathersit: min/max on a text column",
+        ),
+        (
+            column_rule("temp", allowed_values=["0.5"]),
+            "<root>",
+            "expectations.columns.temp: allowed_values on a number",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_contradiction_is_refused_naming_file_field_and_reason(
     tmp_path: Path, mutate: Mutation, field: str, reason: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -13,7 +14,7 @@ from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 NAME = "bike_messy_landing"
 
 
-def sensor_for(make_defs: PipelineFactory, zone: Path, **source: str) -> dg.SensorDefinition:
+def sensor_for(make_defs: PipelineFactory, zone: Path, **source: Any) -> dg.SensorDefinition:
     document = bike_spec_document(
         name=NAME,
         source={"uri": str(zone / "*.csv"), **source},
@@ -79,7 +80,7 @@ def test_offsets_and_dead_columns_are_quarantined_with_the_reason(make_defs: Pip
     day.assign(when=written.where(day.index != 5, "2012-05-02T05:00:00-04:xx")).to_csv(zone / "offset.csv", index=False)
     comma = day["temp"].map(lambda v: f"{v}".replace(".", ","))
     day.assign(when=written, temp=comma).to_csv(zone / "comma.csv", index=False)
-    sensor = sensor_for(make_defs, zone, timestamp={"column": "when", "format": "ISO8601"})  # type: ignore[arg-type]
+    sensor = sensor_for(make_defs, zone, timestamp={"column": "when", "format": "ISO8601"})
     instance = dg.DagsterInstance.ephemeral()
 
     result = tick(sensor, tick(sensor, None, instance).cursor, instance)
