@@ -262,8 +262,9 @@ def _localise(local: pd.Series, frame: pd.DataFrame, spec: PipelineSpec) -> _Ins
     utc = earlier.dt.tz_convert(UTC)
     if ambiguous.any():
         keys = frame.loc[ambiguous, spec.source.entity_columns].assign(_local=local[ambiguous])
-        repeated = keys.groupby(list(keys.columns), sort=False, dropna=False).cumcount() > 0
-        utc[repeated[repeated].index] = later[repeated[repeated].index].dt.tz_convert(UTC)
+        occurrence = keys.groupby(list(keys.columns), sort=False, dropna=False).cumcount()
+        again = occurrence.index[occurrence > 0]
+        utc[again] = later[again].dt.tz_convert(UTC)
     if nonexistent.any():
         tz = ZoneInfo(zone)
         utc[nonexistent] = [
