@@ -1,6 +1,7 @@
 """Checks on `<p>/raw`, a verdict per day: the spec's Great Expectations suite (a gate), completeness (a warning)."""
 
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -8,6 +9,7 @@ import pandas as pd
 
 from checks import expectations as gx_suites
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from kernel.days import hours_in_day
 from kernel.names import COMPLETE_DAYS, PASSES_EXPECTATIONS
 from kernel.pipeline import Pipeline
 from kernel.records import Rejected
@@ -76,19 +78,27 @@ def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unex
 
 
 def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
-    """Rows per day (per entity) within the spec's bounds; partial days warn, they do not block."""
+    """Rows per day (per entity) within the spec's bounds, moved by an hour on a 23- or 25-hour day (a DST change in
+    the partitions' time zone); partial days warn, they do not block."""
     bounds = spec.expectations.rows_per_partition
 
     def judge(day: str, frame: pd.DataFrame) -> Verdict:
         counts = gx_suites.rows_per_day({day: frame}, spec)
         if bounds is None:
             return Verdict(True, metadata={"rows": int(counts["rows"].sum())})
-        short = counts[(counts["rows"] < bounds.min) | (counts["rows"] > bounds.max)]
-        reason = f"{len(short)} series outside {bounds.min}..{bounds.max} rows" if len(short) else ""
+        low, high = gx_suites.day_bounds(bounds, day, spec.partitioning.timezone)
+        short = counts[(counts["rows"] < low) | (counts["rows"] > high)]
+        reason = f"{len(short)} series outside {low}..{high} rows" if len(short) else ""
+        hours = hours_in_day(date.fromisoformat(day), spec.partitioning.timezone)
         return Verdict(
             short.empty,
             reason,
-            {"min_rows": bounds.min, "max_rows": bounds.max, "rows": dg.MetadataValue.json(counts.to_dict("records"))},
+            {
+                "min_rows": low,
+                "max_rows": high,
+                "hours": hours,
+                "rows": dg.MetadataValue.json(counts.to_dict("records")),
+            },
         )
 
     return judge_days(raw, judge)

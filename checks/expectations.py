@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pandas as pd
 
+from kernel.days import hours_in_day
 from kernel.schema import TIMESTAMP, raw_dtypes
-from kernel.spec import PipelineSpec
+from kernel.spec import ColumnExpectation, PipelineSpec, RowsPerPartition
 
 ROWS_COLUMN = "rows"
+FINITE = sys.float_info.max
+
+
+def gx_type(dtype: str) -> str:
+    """The name GX's type expectation knows a raw dtype by: a tz-aware timestamp column is of pandas' `Timestamp`
+    type (the zone itself is `normalise`'s to set)."""
+    return "Timestamp" if dtype.startswith("datetime64[ns, ") else dtype
+
+
+def day_bounds(bounds: RowsPerPartition, day: str, zone: str) -> tuple[int, int]:
+    """Rows a day may hold: the spec's bounds for a 24-hour day, moved by the hour a DST change takes or adds."""
+    shift = hours_in_day(date.fromisoformat(day), zone) - 24
+    return max(0, bounds.min + shift), bounds.max + shift
 
 
 @dataclass
@@ -37,16 +53,19 @@ def row_expectations(spec: PipelineSpec) -> list[Any]:
 
     dtypes = raw_dtypes(spec)
     suite: list[Any] = [gxe.ExpectTableColumnsToMatchSet(column_set=list(dtypes), exact_match=True)]
-    suite += [gxe.ExpectColumnValuesToBeOfType(column=column, type_=dtype) for column, dtype in dtypes.items()]
+    suite += [gxe.ExpectColumnValuesToBeOfType(column=column, type_=gx_type(dtype)) for column, dtype in dtypes.items()]
     suite.append(gxe.ExpectColumnValuesToNotBeNull(column=TIMESTAMP))
-    for column, rule in spec.expectations.columns.items():
+    # An entity column is never blank unless the spec says so, and a number is finite: a range not given is the
+    # finite floats, so an `inf` fails its day like any value out of range.
+    rules = {column: ColumnExpectation() for column in spec.source.entity_columns} | spec.expectations.columns
+    rules |= {column: rules.get(column, ColumnExpectation(not_null=False)) for column in spec.number_columns}
+    for column, rule in rules.items():
         mostly = rule.mostly
         if rule.not_null:
             suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly))
-        if rule.min is not None or rule.max is not None:
-            suite.append(
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max, mostly=mostly)
-            )
+        if column in spec.number_columns:
+            low, high = -FINITE if rule.min is None else rule.min, FINITE if rule.max is None else rule.max
+            suite.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high, mostly=mostly))
         if rule.allowed_values is not None:
             suite.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=rule.allowed_values, mostly=mostly))
     if spec.expectations.unique_timestamp:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 
 def day_range(first: date, last: date) -> list[date]:
@@ -13,3 +14,10 @@ def day_range(first: date, last: date) -> list[date]:
 def window_ending(day: date, days: int) -> list[date]:
     """The `days` days that end on `day` (it included), oldest first: a look-back or a training window."""
     return day_range(day - timedelta(days=days - 1), day)
+
+
+def hours_in_day(day: date, zone: str) -> int:
+    """Hours from local midnight to the next in an IANA time zone: 24, or 23/25 on a DST change."""
+    start = datetime.combine(day, time(), ZoneInfo(zone)).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), ZoneInfo(zone)).astimezone(UTC)
+    return round((end - start) / timedelta(hours=1))

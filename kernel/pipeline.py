@@ -41,7 +41,9 @@ class Pipeline:
         start = self.spec.partitioning.start_date + shift
         end = self.spec.partitioning.end_date
         return dg.DailyPartitionsDefinition(
-            start_date=start.isoformat(), end_date=(end + shift).isoformat() if end else None
+            start_date=start.isoformat(),
+            end_date=(end + shift).isoformat() if end else None,
+            timezone=self.spec.partitioning.timezone,
         )
 
     @property

@@ -10,9 +10,19 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhd])\s*$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
@@ -33,6 +43,25 @@ def _parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+def _known_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone name (e.g. 'UTC', 'America/New_York')") from exc
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+
+# pandas' keyword for ISO 8601 with or without a UTC offset; any other format is a strftime pattern.
+ISO8601 = "ISO8601"
+_YEAR, _MONTH, _DAY, _HOUR, _OFFSET = ("%Y", "%y", "%G"), ("%m", "%b", "%B", "%j"), ("%d", "%j"), ("%H", "%I"), "%z"
+
+
+def _has(fmt: str, directives: tuple[str, ...]) -> bool:
+    return any(d in fmt.replace("%%", "") for d in directives)
 
 
 class _Model(BaseModel):
@@ -59,7 +88,11 @@ class TimestampSpec(_Model):
     column: str | None = Field(
         default=None, description="Source column holding the timestamp (or the date, with hour_column)."
     )
-    format: str | None = Field(default=None, description="strftime format of that column, e.g. '%Y-%m-%d %H:%M'.")
+    format: str | None = Field(
+        default=None,
+        description="strftime format of that column, e.g. '%Y-%m-%d %H:%M' (with '%z' for a UTC offset such as "
+        "'-05:00' or 'Z'), or 'ISO8601' for ISO 8601 with or without an offset.",
+    )
     hour_column: str | None = Field(default=None, description="Integer hour column added to a date-only column.")
     parts: TimestampParts | None = Field(
         default=None,
@@ -73,7 +106,29 @@ class TimestampSpec(_Model):
                 raise ValueError("give either parts, or column + format (+ hour_column), not both")
         elif self.column is None or self.format is None:
             raise ValueError("give column + format (+ hour_column), or parts: {year, month, day, hour}")
+        elif self.format != ISO8601:
+            self._complete_format(self.format)
+        if self.hour_column is not None and self.hour_column == self.column:
+            raise ValueError(f"hour_column {self.hour_column!r} is the timestamp column itself")
         return self
+
+    def _complete_format(self, fmt: str) -> None:
+        """A strftime format must name a whole date and exactly one source of the hour."""
+        for part, directives in (("year", _YEAR), ("month", _MONTH), ("day", _DAY)):
+            if not _has(fmt, directives):
+                raise ValueError(f"format {fmt!r} has no {part} ({' or '.join(directives)})")
+        if self.hour_column is None and not _has(fmt, _HOUR):
+            raise ValueError(
+                f"format {fmt!r} has no hour (%H or %I) and no hour_column is given: every row of a day would "
+                "share one timestamp"
+            )
+        if self.hour_column is not None and _has(fmt, _HOUR):
+            raise ValueError(f"format {fmt!r} has an hour and hour_column {self.hour_column!r} adds another")
+
+    @property
+    def has_offset(self) -> bool:
+        """Whether values are read with a UTC offset (a '%z' format); 'ISO8601' decides per file."""
+        return self.format is not None and _has(self.format, (_OFFSET,))
 
     @property
     def columns(self) -> list[str]:
@@ -87,6 +142,13 @@ class SourceSpec(_Model):
     uri: str = Field(description="File, glob or pyarrow-filesystem URI; relative paths start at the project root.")
     format: Literal["csv", "parquet"] = "csv"
     timestamp: TimestampSpec
+    timezone: TimeZoneName = Field(
+        default="UTC",
+        description="IANA time zone of timestamps written without a UTC offset (most exports); values with an "
+        "offset keep theirs. At a DST change, a local time the clock skipped is read with the offset before the "
+        "change and a local time that happens twice is read as the earlier instant on its first row (per entity, in "
+        "file order) and the later one after; both are counted in the raw asset's metadata.",
+    )
     entity_columns: list[str] = Field(default_factory=list, description="Columns that identify a series.")
     duplicates: Literal["error", "first", "last", "mean"] = Field(
         default="error",
@@ -101,15 +163,40 @@ class SourceSpec(_Model):
         "unread. Default 512 MiB.",
     )
 
+    @model_validator(mode="after")
+    def _entities(self) -> SourceSpec:
+        if "timestamp" in self.entity_columns:
+            raise ValueError("entity_columns: 'timestamp' is the raw schema's own column; rename the entity column")
+        if repeated := sorted({c for c in self.entity_columns if self.entity_columns.count(c) > 1}):
+            raise ValueError(f"entity_columns: {repeated} named more than once")
+        if clash := sorted(set(self.entity_columns).intersection(self.timestamp.columns)):
+            raise ValueError(f"entity_columns: {clash} also hold the timestamp")
+        return self
+
 
 class RollingSpec(_Model):
     window_hours: int = Field(gt=0)
     stat: Literal["mean", "std", "min", "max"] = "mean"
 
 
+DEFAULT_NO_EVENT = ("", "0", "None", "no", "false")
+
+
 class EventSpec(_Model):
-    column: str = Field(description="A sparse numeric source column: a non-zero value on any hour marks that day.")
+    column: str = Field(
+        description="A sparse source column: a non-zero number, or text not in no_event, on any hour marks that day."
+    )
     lagged: bool = Field(default=False, description="Also give the event shifted by each of the target lags.")
+    no_event: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NO_EVENT),
+        description="Text meaning 'no event' (any case, spaces trimmed; '' is an empty cell); a number is no event "
+        "when it is 0. Any other text (a holiday's name) marks the day and is kept in the raw asset's metadata.",
+    )
+
+    @property
+    def no_event_keys(self) -> frozenset[str]:
+        """The no-event values as they are compared: trimmed and lower-case."""
+        return frozenset(value.strip().lower() for value in self.no_event)
 
 
 class FeatureSpec(_Model):
@@ -140,6 +227,11 @@ class FeatureSpec(_Model):
 class PartitioningSpec(_Model):
     start_date: date
     end_date: date | None = Field(default=None, description="Exclusive end; open-ended (up to yesterday) if unset.")
+    timezone: TimeZoneName = Field(
+        default="UTC",
+        description="IANA time zone of the daily partitions: a day runs from local midnight to midnight (23 or 25 "
+        "hours at a DST change) and every timestamp is converted to it.",
+    )
     rebase_to_yesterday: bool = Field(
         default=False,
         description="Locally, shift historical sample data by whole weeks so its last day is recent (pinned at "
@@ -226,10 +318,25 @@ class ColumnExpectation(_Model):
         description="Share of a day's rows that must pass this column's rules (GX 'mostly'); a day below it fails.",
     )
 
+    @model_validator(mode="after")
+    def _ordered(self) -> ColumnExpectation:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no value could pass")
+        return self
+
 
 class RowsPerPartition(_Model):
+    """Bounds for a 24-hour day; a day of 23 or 25 hours (a DST change in partitioning.timezone) moves both by the
+    hour it lost or gained."""
+
     min: int = Field(ge=0)
     max: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RowsPerPartition:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no day could pass")
+        return self
 
 
 class ExpectationsSpec(_Model):
@@ -302,6 +409,7 @@ class PipelineSpec(_Model):
             raise ValueError("target, numeric, categorical and event columns must be distinct")
         if unknown := set(self.expectations.columns) - {*columns, *self.source.entity_columns}:
             raise ValueError(f"expectations name columns that are not in the pipeline: {sorted(unknown)}")
+        self._expectations_fit_types()
         if self.evaluation.baseline_season_hours not in self.features.target_lags_hours:
             raise ValueError(
                 f"evaluation.baseline_season_hours={self.evaluation.baseline_season_hours} "
@@ -310,6 +418,21 @@ class PipelineSpec(_Model):
         if self.evaluation.holdout_days >= self.training.window_days:
             raise ValueError("evaluation.holdout_days must be smaller than training.window_days")
         return self
+
+    def _expectations_fit_types(self) -> None:
+        """Ranges judge numbers and allowed values judge text: the other way round no value could pass."""
+        numbers = self.number_columns
+        for column, rule in self.expectations.columns.items():
+            where = f"expectations.columns.{column}"
+            if column not in numbers and (rule.min is not None or rule.max is not None):
+                raise ValueError(f"{where}: min/max on a text column (entity or categorical)")
+            if column in numbers and rule.allowed_values is not None:
+                raise ValueError(f"{where}: allowed_values on a number column (compared as text, none would pass)")
+
+    @property
+    def number_columns(self) -> list[str]:
+        """Source columns typed as numbers in raw: the target, numeric features and event markers."""
+        return [self.target, *self.features.numeric, *(e.column for e in self.features.events)]
 
     @property
     def source_columns(self) -> list[str]:

@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from kernel.schema import TIMESTAMP, TIMESTAMP_DTYPE
+from kernel.schema import TIMESTAMP, timestamp_dtype
 from kernel.spec import PipelineSpec
 
 CALENDAR_PARTS = {
@@ -74,7 +74,7 @@ def feature_columns(spec: PipelineSpec) -> list[str]:
 
 def feature_schema(spec: PipelineSpec) -> dict[str, str]:
     """Column name -> dtype of a features partition; the contract the schema check enforces."""
-    schema = {TIMESTAMP: TIMESTAMP_DTYPE}
+    schema = {TIMESTAMP: timestamp_dtype(spec)}
     schema |= {column: "str" for column in spec.source.entity_columns}
     schema[spec.target] = "float64"
     schema |= {column: "float64" for column in numeric_feature_columns(spec)}
@@ -95,8 +95,10 @@ def _history_for_entity(group: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame
     for event in spec.features.events:
         # A marker on any hour of a day holds for the whole day; a day without a marker (or without rows) is 0.
         marks = group[event.column].fillna(0).ne(0).to_numpy(dtype="float64")
-        by_day = pd.Series(marks, index=pd.DatetimeIndex(group[TIMESTAMP]).floor("D")).groupby(level=0).max()
-        grid_days = pd.DatetimeIndex(grid.index).floor("D")
+        # Keyed by calendar date in the partitions' zone (flooring a tz-aware time to midnight fails where a DST
+        # change skips midnight).
+        by_day = pd.Series(marks, index=group[TIMESTAMP].dt.date.to_numpy()).groupby(level=0).max()
+        grid_days = pd.DatetimeIndex(grid.index).date
         spread = pd.Series(by_day.reindex(grid_days).fillna(0).to_numpy(dtype="float64"), index=grid.index)
         history[event.column] = spread
         for hours in spec.features.target_lags_hours if event.lagged else []:

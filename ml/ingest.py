@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
+from pandas.api.types import is_numeric_dtype
 
-from kernel.schema import TIMESTAMP, raw_dtypes
-from kernel.spec import PipelineSpec, TimestampParts
+from kernel.schema import TIMESTAMP, UTC, raw_dtypes, timestamp_dtype
+from kernel.spec import ISO8601, EventSpec, PipelineSpec, TimestampParts, TimestampSpec
 
 MAX_ERROR_EXAMPLES = 5
 # pandas' default missing-value strings (read_csv's `na_values` docs). Numbers keep them; text columns do not,
@@ -25,6 +30,12 @@ DEFAULT_NA_STRINGS = (
 # no landing glob ever matches a path with this folder in it.
 QUARANTINE_DIR = "_quarantine"
 REASON_SUFFIX = ".reason.txt"
+# Kinds of per-day notes `normalise` keeps (see `Normalised.notes`).
+BLANK_ENTITIES = "blank_entities"
+NON_FINITE = "non_finite"
+DST_NONEXISTENT = "dst_nonexistent"
+DST_AMBIGUOUS = "dst_ambiguous"
+EVENT_MARKERS = "event_markers"
 
 
 class SourceFormatError(ValueError):
@@ -47,10 +58,12 @@ class SourceFile:
 
 @dataclass
 class Normalised:
-    """Rows in the raw schema plus what type coercion could not keep, so nothing is lost silently."""
+    """Rows in the raw schema plus what type coercion could not keep, so nothing is lost silently, and per day
+    (`YYYY-MM-DD`) what is kept but worth knowing: `{kind: count}` or `{kind: {column: count or marker texts}}`."""
 
     frame: pd.DataFrame
     coercion_errors: dict[str, dict[str, object]] = field(default_factory=dict)
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,7 +128,10 @@ def quarantine_location(
 
 
 def check_size(path: str, size: int, spec: PipelineSpec) -> None:
-    """A file over the spec's cap is refused before anything reads it (files are parsed whole, in memory)."""
+    """An empty file, or one over the spec's cap, is refused before anything reads it (files are parsed whole, in
+    memory)."""
+    if size == 0:
+        raise SourceFormatError(f"{path}: file is empty (0 bytes): no header, no rows")
     cap = spec.source.max_file_bytes
     if size > cap:
         raise SourceFormatError(f"{path}: file is {size} bytes, over the cap of {cap} (source.max_file_bytes)")
@@ -130,7 +146,7 @@ def _matches(path: str, pattern: str) -> bool:
 def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.DataFrame:
     """Read one source file as strings/numbers exactly as written.
 
-    Raises `SourceFormatError` when the file is over the size cap or is not readable as its format (a CSV that
+    Raises `SourceFormatError` when the file is empty, over the size cap or not readable as its format (a CSV that
     does not tokenise or decode, a parquet file that is not one); I/O errors (`OSError`) pass through as they are.
     """
     filesystem, _ = resolve_source(spec.source.uri, project_root)
@@ -138,9 +154,10 @@ def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.Da
         check_size(path, handle.size(), spec)
         try:
             if spec.source.format == "csv":
-                # Identifiers and categories stay text even when a blank cell would make pandas read floats, and
-                # keep "NA"/"None"/"null" as written: only an empty cell is missing there.
-                text_columns = [*spec.source.entity_columns, *spec.features.categorical]
+                # Identifiers, categories and event markers stay text even when a blank cell would make pandas read
+                # floats, and keep "NA"/"None"/"null" as written: only an empty cell is missing there (an event
+                # column's `no_event` list says which words mean "no event").
+                text_columns = [*spec.source.entity_columns, *spec.features.categorical, *_event_columns(spec)]
                 na_values = {c: [""] if c in text_columns else list(DEFAULT_NA_STRINGS) for c in _named(spec)}
                 return pd.read_csv(
                     handle, dtype=dict.fromkeys(text_columns, "str"), keep_default_na=False, na_values=na_values
@@ -153,6 +170,10 @@ def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.Da
 def _named(spec: PipelineSpec) -> list[str]:
     """Every source column the spec reads."""
     return [*spec.source.timestamp.columns, *spec.source.entity_columns, *spec.source_columns]
+
+
+def _event_columns(spec: PipelineSpec) -> list[str]:
+    return [event.column for event in spec.features.events]
 
 
 def _parse_parts(frame: pd.DataFrame, parts: TimestampParts, origin: str) -> pd.Series:
@@ -170,22 +191,35 @@ def _parse_parts(frame: pd.DataFrame, parts: TimestampParts, origin: str) -> pd.
             f"{origin}: {int(bad.sum())} row(s) whose timestamp parts {named} are not a valid date and hour 0-23, "
             f"e.g. {examples}"
         )
-    return parsed.astype("datetime64[ns]")
+    return parsed
 
 
-def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> pd.Series:
-    ts_spec = spec.source.timestamp
-    if ts_spec.parts is not None:
-        return _parse_parts(frame, ts_spec.parts, origin)
+# A UTC offset (or `Z`) right after a time of day: a date alone ends in digits that look like one ("-10").
+_OFFSET_AFTER_TIME = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d\S*)$"
+
+
+def _parse_column(frame: pd.DataFrame, ts_spec: TimestampSpec, origin: str) -> pd.Series:
+    """The timestamp column (+ hour column): naive local times, or UTC instants when the values carry offsets."""
     assert ts_spec.column is not None and ts_spec.format is not None, "the spec validates one timestamp shape"
     raw = frame[ts_spec.column].astype("str")
-    parsed = pd.to_datetime(raw, format=ts_spec.format, errors="coerce")
+    with_offset = ts_spec.has_offset
+    if ts_spec.format == ISO8601:
+        marked = raw.str.strip().str.contains(_OFFSET_AFTER_TIME, na=False)
+        if marked.any() and not marked[raw.notna()].all():
+            examples = [*raw[marked].head(2), *raw[raw.notna() & ~marked].head(2)]
+            raise SourceFormatError(
+                f"{origin}: timestamp column {ts_spec.column!r} mixes values with a UTC offset and without one, "
+                f"e.g. {examples}: a file's times are either all local (source.timezone) or all with an offset"
+            )
+        with_offset = bool(marked.any())
+    parsed = pd.to_datetime(raw, format=ts_spec.format, errors="coerce", utc=with_offset)
     bad = parsed.isna()
     if bad.any():
         examples = raw[bad].head(MAX_ERROR_EXAMPLES).tolist()
+        offset = " (with a UTC offset such as '-05:00' or 'Z')" if with_offset else ""
         raise SourceFormatError(
             f"{origin}: {int(bad.sum())} value(s) in timestamp column {ts_spec.column!r} do not match "
-            f"format {ts_spec.format!r}, e.g. {examples}"
+            f"format {ts_spec.format!r}{offset}, e.g. {examples}"
         )
     if ts_spec.hour_column is not None:
         hours = pd.to_numeric(frame[ts_spec.hour_column], errors="coerce")
@@ -197,38 +231,189 @@ def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> p
                 f"are not whole hours 0-23, e.g. {examples}"
             )
         parsed = parsed + pd.to_timedelta(hours, unit="h")
-    return parsed.astype("datetime64[ns]")
+    return parsed
+
+
+@dataclass(frozen=True)
+class _Instants:
+    """UTC instants of a file's rows and the rows a DST change touched in the source's time zone."""
+
+    utc: pd.Series
+    nonexistent: pd.Series
+    ambiguous: pd.Series
+
+
+def _localise(local: pd.Series, frame: pd.DataFrame, spec: PipelineSpec) -> _Instants:
+    """Naive local times in `source.timezone` as UTC instants.
+
+    A local time the clock skipped (02:30 when clocks jump from 02:00 to 03:00) is read with the offset in force
+    before the change, as if the clock had not moved yet (PEP 495's fold=0). A local time that happens twice
+    (01:30 when clocks fall back) is the earlier instant on its first row per entity, in file order, and the later
+    instant on every row after: a real export writes the repeated hour twice, in order.
+    """
+    none = pd.Series(False, index=local.index)
+    zone = spec.source.timezone
+    if zone == UTC:
+        return _Instants(local.dt.tz_localize(UTC), none, none)
+    earlier = local.dt.tz_localize(zone, ambiguous=np.ones(len(local), dtype=bool), nonexistent="NaT")
+    later = local.dt.tz_localize(zone, ambiguous=np.zeros(len(local), dtype=bool), nonexistent="NaT")
+    nonexistent = earlier.isna()
+    ambiguous = ~nonexistent & (earlier != later)
+    utc = earlier.dt.tz_convert(UTC)
+    if ambiguous.any():
+        keys = frame.loc[ambiguous, spec.source.entity_columns].assign(_local=local[ambiguous])
+        occurrence = keys.groupby(list(keys.columns), sort=False, dropna=False).cumcount()
+        again = occurrence.index[occurrence > 0]
+        utc[again] = later[again].dt.tz_convert(UTC)
+    if nonexistent.any():
+        tz = ZoneInfo(zone)
+        utc[nonexistent] = [
+            pd.Timestamp(t.to_pydatetime().replace(tzinfo=tz, fold=0).astimezone(dt.UTC)) for t in local[nonexistent]
+        ]
+    return _Instants(utc, nonexistent, ambiguous)
+
+
+def _parse_timestamps(frame: pd.DataFrame, spec: PipelineSpec, origin: str) -> _Instants:
+    """Every row's timestamp as a UTC instant: offsets as written, naive times in `source.timezone`."""
+    ts_spec = spec.source.timestamp
+    parsed = (
+        _parse_parts(frame, ts_spec.parts, origin)
+        if ts_spec.parts is not None
+        else _parse_column(frame, ts_spec, origin)
+    )
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        none = pd.Series(False, index=parsed.index)
+        return _Instants(parsed, none, none)
+    return _localise(parsed, frame, spec)
+
+
+def _in_partition_zone(utc: pd.Series, spec: PipelineSpec) -> pd.Series:
+    """UTC instants as the raw schema's timestamps: wall time of `partitioning.timezone` (naive for UTC)."""
+    zone = spec.partitioning.timezone
+    local = utc.dt.tz_localize(None) if zone == UTC else utc.dt.tz_convert(zone)
+    return local.astype(timestamp_dtype(spec))
+
+
+def _numbers(values: pd.Series, column: str, origin: str, errors: dict[str, dict[str, object]]) -> pd.Series:
+    """A number column as float64; cells that are not numbers become NaN and are reported in `errors`. A column
+    none of whose written cells is a number is a `SourceFormatError` (a wrong delimiter, decimal mark or column)."""
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    written = values.notna()
+    lost = numbers.isna() & written
+    if lost.any():
+        examples = values[lost].astype("str").head(MAX_ERROR_EXAMPLES).tolist()
+        if lost.sum() == written.sum():
+            raise SourceFormatError(
+                f"{origin}: column {column!r} has no number in any of its {int(written.sum())} value(s), "
+                f"e.g. {examples}"
+            )
+        errors[column] = {"count": int(lost.sum()), "examples": examples}
+    return numbers
+
+
+def _event_marks(values: pd.Series, event: EventSpec) -> tuple[pd.Series, pd.Series]:
+    """An event column as float64 marks plus the marker text: a number is kept as written (non-zero marks the
+    day), text in `no_event` (any case; an empty cell is the text "") is 0, any other text is 1 and kept as the
+    marker."""
+    if is_numeric_dtype(values.dtype):
+        return values.astype("float64"), pd.Series(np.nan, index=values.index, dtype="str")
+    text = values.astype("str")
+    quiet = text.fillna("").str.strip().str.lower().isin(event.no_event_keys)
+    numbers = pd.to_numeric(text.where(~quiet), errors="coerce").astype("float64")
+    marker = text.notna() & ~quiet & numbers.isna()
+    return numbers.mask(quiet, 0.0).mask(marker, 1.0), text.where(marker)
+
+
+def _text(values: pd.Series) -> pd.Series:
+    return values.astype("str").where(values.notna(), None).astype("str")
 
 
 def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -> Normalised:
-    """Select the spec's columns and give them the raw schema's types.
+    """Select the spec's columns and give them the raw schema's types, timestamps in `partitioning.timezone`.
 
-    Timestamps and missing columns are structural: a violation raises `SourceFormatError`.
-    Values that do not fit a numeric column become NaN and are reported in `coercion_errors`
-    (the not-null expectation then blocks the partition), so a bad cell never passes unnoticed.
+    Timestamps, missing columns and a number column with no number in it are structural: a violation raises
+    `SourceFormatError`. Other values that do not fit a number column become NaN and are reported in
+    `coercion_errors` (the not-null expectation then blocks the partition), so a bad cell never passes unnoticed.
+    What is kept but worth knowing (blank entities, infinite numbers, DST-touched times, event marker text) is
+    counted per day in `notes`.
     """
     needed = _named(spec)
     if missing := [column for column in needed if column not in frame.columns]:
         raise SourceFormatError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
 
-    out = pd.DataFrame({TIMESTAMP: _parse_timestamps(frame, spec, origin)})
+    instants = _parse_timestamps(frame, spec, origin)
+    out = pd.DataFrame({TIMESTAMP: _in_partition_zone(instants.utc, spec)})
     errors: dict[str, dict[str, object]] = {}
+    events = {event.column: event for event in spec.features.events}
+    markers: dict[str, pd.Series] = {}
     for column, dtype in raw_dtypes(spec).items():
         if column == TIMESTAMP:
             continue
-        if dtype == "float64":
-            values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-            lost = values.isna() & frame[column].notna()
-            if lost.any():
-                errors[column] = {
-                    "count": int(lost.sum()),
-                    "examples": frame.loc[lost, column].astype("str").head(MAX_ERROR_EXAMPLES).tolist(),
-                }
-            out[column] = values
+        if column in events:
+            out[column], markers[column] = _event_marks(frame[column], events[column])
+        elif dtype == "float64":
+            out[column] = _numbers(frame[column], column, origin, errors)
+        elif column in spec.source.entity_columns:
+            text = _text(frame[column])
+            out[column] = text.where(text.str.strip() != "", None)  # a blank or spaces-only id is no id
         else:
-            out[column] = frame[column].astype("str").where(frame[column].notna(), None).astype("str")
+            out[column] = _text(frame[column])
+    notes = _day_notes(out, spec, instants, markers)
     out = out.sort_values([*spec.source.entity_columns, TIMESTAMP], kind="stable").reset_index(drop=True)
-    return Normalised(out, errors)
+    return Normalised(out, errors, notes)
+
+
+def _day_notes(
+    out: pd.DataFrame, spec: PipelineSpec, instants: _Instants, markers: dict[str, pd.Series]
+) -> dict[str, dict[str, Any]]:
+    """Per day (`YYYY-MM-DD`): rows with a blank entity and infinite numbers per column, rows a DST change made
+    nonexistent or ambiguous, and the distinct event marker texts per column; days with nothing to note left out."""
+    day = out[TIMESTAMP].dt.strftime("%Y-%m-%d")
+    notes: dict[str, dict[str, Any]] = {}
+
+    def count(kind: str, mask: pd.Series, column: str | None = None) -> None:
+        for key, n in day[mask].value_counts().items():
+            entry = notes.setdefault(str(key), {})
+            if column is None:
+                entry[kind] = int(n)
+            else:
+                entry.setdefault(kind, {})[column] = int(n)
+
+    for column in spec.source.entity_columns:
+        count(BLANK_ENTITIES, out[column].isna(), column)
+    for column in spec.number_columns:
+        count(NON_FINITE, pd.Series(np.isinf(out[column].to_numpy()), index=out.index), column)
+    count(DST_NONEXISTENT, instants.nonexistent)
+    count(DST_AMBIGUOUS, instants.ambiguous)
+    for column, text in markers.items():
+        found = text.notna()
+        for key, group in text[found].groupby(day[found]):
+            notes.setdefault(str(key), {}).setdefault(EVENT_MARKERS, {})[column] = sorted(set(group))
+    return dict(sorted(notes.items()))
+
+
+def merge_notes(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Day notes of several files as one: counts add up, marker texts are united."""
+    merged: dict[str, dict[str, Any]] = {}
+    for notes in parts:
+        for day, entry in notes.items():
+            into = merged.setdefault(day, {})
+            for kind, value in entry.items():
+                if isinstance(value, int):
+                    into[kind] = into.get(kind, 0) + value
+                    continue
+                columns = into.setdefault(kind, {})
+                for column, found in value.items():
+                    if isinstance(found, int):
+                        columns[column] = columns.get(column, 0) + found
+                    else:
+                        columns[column] = sorted({*columns.get(column, []), *found})
+    return dict(sorted(merged.items()))
+
+
+def rebase_notes(notes: dict[str, dict[str, Any]], shift_days: int) -> dict[str, dict[str, Any]]:
+    """Day notes keyed by the days their rows land on after `rebase`."""
+    return {str(date.fromisoformat(day) + timedelta(days=shift_days)): entry for day, entry in notes.items()}
 
 
 def collapse_duplicates(frame: pd.DataFrame, spec: PipelineSpec) -> Collapsed:

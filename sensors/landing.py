@@ -7,8 +7,9 @@
 A file is judged on what it is, never on what happened while it was read:
 
 - **Stable first.** A file is read only when its fingerprint (size and mtime) is the same on two ticks in a row, so
-  an upload in progress is left alone; an empty file is not read at all. The cursor keeps, per path, the
-  fingerprint seen but not yet read (`pending`) and the one read or quarantined (`done`).
+  an upload in progress is left alone. An empty file that stays empty is judged like any other: quarantined (it
+  holds no header and no rows). The cursor keeps, per path, the fingerprint seen but not yet read (`pending`) and
+  the one read or quarantined (`done`).
 - **Torn reads are discarded.** The file is looked at again after it was read; another fingerprint means it
   changed under the reader: nothing is requested, and it is read again once stable.
 - **Quarantine is for contents.** Only `ingest.SourceFormatError` (the contents contradict the spec, or the file
@@ -153,8 +154,8 @@ class _Tick:
             self.cursor.done[path] = fingerprint
             return []
         self.cursor.pending[path] = fingerprint  # until judged: whatever goes wrong below, next tick looks again
-        if source.size == 0 or self.seen.pending.get(path) != fingerprint:
-            return []  # new, still being written, or empty: wait for a tick that finds it unchanged
+        if self.seen.pending.get(path) != fingerprint:
+            return []  # new or still being written: wait for a tick that finds it unchanged
         read = self.read(source)
         if read is None:
             return []

@@ -16,14 +16,16 @@ def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.Sour
     files = ingest.list_source_files(spec.source.uri, pipeline.root)
     if not files:
         raise dg.Failure(f"{pipeline.name}: no source files match {spec.source.uri!r}")
-    parts, errors = [], {}
+    parts, errors, notes = [], {}, []
     for source in files:
         normalised = ingest.normalise(ingest.read_source_file(source.path, spec, pipeline.root), spec, source.path)
         parts.append(normalised.frame)
         errors |= {f"{source.path}:{column}": value for column, value in normalised.coercion_errors.items()}
+        notes.append(normalised.notes)
     frame = ingest.rebase(pd.concat(parts, ignore_index=True), pipeline.shift_days)
     collapsed = ingest.collapse_duplicates(frame, spec)
-    return ingest.Normalised(collapsed.frame, errors), files, collapsed.rows_collapsed
+    merged = ingest.rebase_notes(ingest.merge_notes(*notes), pipeline.shift_days)
+    return ingest.Normalised(collapsed.frame, errors, merged), files, collapsed.rows_collapsed
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -48,6 +50,8 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "empty_partitions": sum(1 for count in rows.values() if count == 0),
             "source_files": dg.MetadataValue.json([f.path for f in files]),
             "coercion_errors": dg.MetadataValue.json(normalised.coercion_errors),
+            # Blank entities, infinite numbers, DST-touched times and event marker texts, per day of this run.
+            "notes_per_day": dg.MetadataValue.json({d: n for d, n in normalised.notes.items() if d in by_day}),
             "duplicates_policy": spec.source.duplicates,
             "duplicate_rows_collapsed": sum(collapsed.values()),
             "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(collapsed),
