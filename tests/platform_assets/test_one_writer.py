@@ -68,7 +68,8 @@ def home(tmp_path: Path, ray_address: str) -> Home:
     landing.mkdir()
     specs.mkdir()
     source = pd.read_csv(BIKE_CSV)
-    source[(source["yr"] == 1) & (source["mnth"] == 5)].to_csv(landing / "may.csv", index=False)
+    day = pd.to_datetime(source["dteday"], format="%m/%d/%y")
+    source[day.between("2012-05-01", "2012-05-08")].to_csv(landing / "may.csv", index=False)  # as landed: 8 days
     document = bike_spec_document(
         name=NAME,
         source={"uri": str(landing / "*.csv")},
@@ -173,7 +174,7 @@ def test_two_cli_runs_over_overlapping_days_take_turns(home: Home, tmp_path: Pat
     runs in-process, bypassing the run queue, and still takes the asset's pool slot step by step."""
     config = tmp_path / "in_process.yaml"
     config.write_text(yaml.safe_dump(IN_PROCESS))
-    ranges = ["2012-05-01...2012-05-10", "2012-05-06...2012-05-15"]
+    ranges = ["2012-05-01...2012-05-05", "2012-05-03...2012-05-08"]
     logs = [tmp_path / f"cli-{index}.log" for index in range(len(ranges))]
     with home.instance() as instance:
         with holding(instance, home.pool("raw")):
@@ -185,7 +186,7 @@ def test_two_cli_runs_over_overlapping_days_take_turns(home: Home, tmp_path: Pat
             runs = wait_blocked(instance, processes, logs, count=2)
         finish(processes, logs)
         assert_took_turns(home, instance, runs, ["raw"])
-        days = set(pd.date_range("2012-05-01", "2012-05-15").strftime("%Y-%m-%d"))
+        days = set(pd.date_range("2012-05-01", "2012-05-08").strftime("%Y-%m-%d"))
         assert instance.get_materialized_partitions(dg.AssetKey([NAME, "raw"])) == days
 
 
@@ -209,7 +210,7 @@ def test_a_ui_backfill_and_a_landing_run_over_the_same_days_take_turns(home: Hom
         assert isinstance(request, dg.RunRequest)
         assert set(request.asset_selection or []) == targets
         sensor_tags = {**request.tags, "dagster/sensor_name": sensor.name}
-        backfill_tags = {"dagster/backfill": "ui-backfill", RANGE_START: "2012-05-20", RANGE_END: "2012-05-31"}
+        backfill_tags = {"dagster/backfill": "ui-backfill", RANGE_START: "2012-05-05", RANGE_END: "2012-05-08"}
         assert request.tags[RANGE_START] <= backfill_tags[RANGE_START] <= request.tags[RANGE_END], "days overlap"
         runs = [
             instance.create_run_for_job(
