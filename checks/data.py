@@ -117,7 +117,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         ),
     ]
 
-    @multi_check(f"{pipeline.name}_raw_checks", specs)
+    @multi_check(f"{pipeline.name}_raw_checks", specs, pipeline.pool("raw"))
     def raw_checks(
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:

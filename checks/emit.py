@@ -65,9 +65,10 @@ def run_values(context: dg.AssetCheckExecutionContext, store: PartitionedParquet
     )
 
 
-def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec]) -> Callable[..., dg.AssetChecksDefinition]:
-    """`@dg.multi_asset_check` over `specs`, subsettable so the UI can run one check alone."""
-    return dg.multi_asset_check(name=name, specs=list(specs), can_subset=True)
+def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec], pool: str) -> Callable[..., dg.AssetChecksDefinition]:
+    """`@dg.multi_asset_check` over `specs`, subsettable so the UI can run one check alone, in the pool of the asset
+    it judges (the writer's: no run judges an asset while another writes it)."""
+    return dg.multi_asset_check(name=name, specs=list(specs), can_subset=True, pool=pool)
 
 
 def judge_days(values: Mapping[str, Any], judge: Judge) -> dict[str, Verdict]:

@@ -63,7 +63,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         ),
     ]
 
-    @multi_check(f"{pipeline.name}_features_checks", specs)
+    @multi_check(f"{pipeline.name}_features_checks", specs, pipeline.pool("features"))
     def features_checks(
         context: dg.AssetCheckExecutionContext,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],

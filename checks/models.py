@@ -91,7 +91,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         pipeline.check_spec("model", FINITE_PREDICTIONS, "Per partition: every hold-out prediction is finite."),
     ]
 
-    @multi_check(f"{pipeline.name}_model_gates", specs)
+    @multi_check(f"{pipeline.name}_model_gates", specs, pipeline.pool("model"))
     def model_gates(
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:

@@ -66,7 +66,7 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         ),
     ]
 
-    @multi_check(f"{pipeline.name}_predictions_checks", specs)
+    @multi_check(f"{pipeline.name}_predictions_checks", specs, pipeline.pool("predictions"))
     def predictions_checks(
         context: dg.AssetCheckExecutionContext,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],

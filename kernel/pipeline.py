@@ -65,6 +65,11 @@ class Pipeline:
     def tags(self) -> dict[str, str]:
         return {PIPELINE_TAG: self.name}
 
+    def pool(self, stage: str) -> str:
+        """The Dagster pool of a stage's writer and its checks (`<pipeline>.<stage>`): one slot (every instance's
+        default pool limit is 1), so two runs never write or judge the same asset at once, whoever launched them."""
+        return f"{self.name}.{stage}"
+
     def freshness(self, stage: str) -> dg.FreshnessPolicy | None:
         """The spec's freshness window for a stage (features, model, predictions), if it has one."""
         window = getattr(self.spec.freshness, stage, None)
@@ -127,8 +132,9 @@ class Pipeline:
         **own: Any,
     ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
         """`@dg.asset` for one stage with the policy every stage shares applied once: key, group, owners,
-        tags, kinds, daily partitions and backfill policy, freshness and the step's Kubernetes requests.
-        A stage passes only what is its own (inputs, deps, automation, pool)."""
+        tags, kinds, daily partitions and backfill policy, freshness, the step's Kubernetes requests and the
+        stage's one-writer pool. A stage passes only what is its own (inputs, deps, automation; the champion the
+        `promotion` pool instead of its own)."""
         shared: dict[str, Any] = {
             "key": self.key(stage),
             "description": description,
@@ -139,6 +145,7 @@ class Pipeline:
             # Values are typed for the checker (e.g. `dict[str, DataFrame | Rejected]`); Dagster's type system
             # cannot express such unions, and the asset store checks what it writes.
             "dagster_type": ANY_VALUE,
+            "pool": self.pool(stage),
         }
         if partitioned:
             shared |= {"partitions_def": self.partitions_def, "backfill_policy": self.backfill_policy}
@@ -146,7 +153,7 @@ class Pipeline:
             shared["freshness_policy"] = freshness
         if compute is not None:
             shared["op_tags"] = self.op_tags(compute)
-        return dg.asset(**shared, **own)
+        return dg.asset(**(shared | own))
 
     def op_tags(self, requests: K8sRequests) -> dict[str, Any]:
         """`dagster-k8s/config` for a step: requests from the spec's compute hints, GPU when asked."""

@@ -135,7 +135,6 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         compute=spec.compute.training,
         ins={"features": pipeline.window_input("features", spec.training.window_days)},
         automation_condition=automation.fresh_latest_partition(whole_window=False),
-        pool="ray_heavy",
     )
     def model(
         context: dg.AssetExecutionContext,

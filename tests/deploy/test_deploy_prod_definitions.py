@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kernel.names import PROMOTION_POOL
 
 from . import schemas
 
@@ -50,6 +53,12 @@ LOADER = textwrap.dedent(
         "executor": defs.executor.name if defs.executor else None,
         "executor_is_k8s_job_executor": defs.executor is k8s_job_executor,
         "jobs": {job.name: job.executor_def.name for job in repository.get_all_jobs()},
+        "pools": sorted({
+            node.definition.pool
+            for job in repository.get_all_jobs()
+            for node in job.graph.nodes
+            if isinstance(node.definition, dg.OpDefinition) and node.definition.pool
+        }),
         "sensors": {s.name: s.default_status.value for s in repository.sensor_defs},
         "resources": {k: f"{type(v).__module__}.{type(v).__name__}" for k, v in defs.resources.items()},
         "ray_cluster_is_kuberay": isinstance(ray_cluster, KubeRayCluster),
@@ -129,3 +138,17 @@ def test_ray_cluster_is_a_per_run_kuberay_cluster(loaded: dict[str, Any]) -> Non
     assert loaded["raycluster_client_ok"] is True
     assert loaded["ray_cluster_namespace"] == "dagster"
     assert {"io_manager", "mlflow"} <= set(loaded["resources"])
+
+
+def test_every_pool_the_code_declares_is_one_writer_in_production(loaded: dict[str, Any], helm_effective: Any) -> None:
+    """Each stage's pool (its asset's writer and checks) and `promotion` hold one slot in the production instance:
+    set to 1 by deploy/k8s/pool-limits-job.yaml, or, left unset there, at the chart's `defaultLimit`."""
+    stages = ("raw", "features", "model", "predictions", "backtest", "backtest_report")
+    assert set(loaded["pools"]) == {f"{p}.{stage}" for p in PIPELINES for stage in stages} | {PROMOTION_POOL}
+    job = (schemas.DEPLOY_DIR / "k8s" / "pool-limits-job.yaml").read_text(encoding="utf-8")
+    explicit = {pool: int(limit) for pool, limit in re.findall(r"dagster instance concurrency set (\S+) (\d+)", job)}
+    default = helm_effective["concurrency"]["pools"]["defaultLimit"]
+    assert helm_effective["concurrency"]["pools"]["granularity"] == "op"  # claimed per step, in-process runs too
+    limits = {pool: explicit.get(pool, default) for pool in loaded["pools"]}
+    assert limits == dict.fromkeys(loaded["pools"], 1), limits
+    assert explicit == {PROMOTION_POOL: 1}, "a limit set for a pool the code does not declare"

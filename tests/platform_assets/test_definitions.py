@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 from conftest import TODAY, PipelineFactory, bike_spec_document
 
+from kernel.names import GATES, PROMOTION_POOL
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from kernel.spec import SpecError
@@ -84,6 +85,27 @@ def test_asset_graph_matches_the_snapshot(tmp_path: Path) -> None:
     if os.environ.get("UPDATE_SNAPSHOT") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
     assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_every_writer_and_judge_of_an_asset_takes_that_assets_pool(tmp_path: Path) -> None:
+    """One writer per asset: the step that materialises a stage and the step that judges it share the stage's pool
+    (limit 1 in every instance), so no two runs write or judge the same partitions at once; the champion's writer is
+    in `promotion`, the pool of every writer of the champion alias."""
+    defs = shipped_defs(tmp_path)
+    pools: dict[str, str | None] = {}
+    for assets_def in defs.assets or []:
+        assert isinstance(assets_def, dg.AssetsDefinition)
+        (key,) = assets_def.keys
+        pools[key.to_user_string()] = assets_def.op.pool
+    judged: dict[str, str | None] = {}
+    for checks_def in defs.asset_checks or []:
+        assert isinstance(checks_def, dg.AssetChecksDefinition)
+        (key,) = {spec.asset_key for spec in checks_def.check_specs}
+        judged[key.to_user_string()] = checks_def.op.pool
+    expected = {key: PROMOTION_POOL if key.endswith("/champion") else key.replace("/", ".") for key in pools}
+    assert pools == expected
+    assert judged == {key: expected[key] for key in judged}
+    assert set(judged) == {f"{p}/{stage}" for p in ("bike_demand", "air_quality") for stage in GATES}
 
 
 def test_every_asset_check_and_sensor_has_a_description(tmp_path: Path) -> None:

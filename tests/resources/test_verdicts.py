@@ -40,7 +40,7 @@ def daily(context: dg.AssetExecutionContext) -> dict[str, pd.DataFrame]:
 SPECS = [dg.AssetCheckSpec(CHECK, asset=KEY, blocking=True, partitions_def=DAILY)]
 
 
-@multi_check("demo_checks", SPECS)
+@multi_check("demo_checks", SPECS, "demo.raw")
 def demo_checks(
     context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
 ) -> Iterator[Any]:
