@@ -131,9 +131,8 @@ def entry_for(
     """The manifest entry of a landed file, from its parsed rows (days in the data's own dates)."""
     days = [str(day) for day in ingest.days_in(normalised.frame)] if len(normalised.frame) else []
     key = parse_key(spec)
-    name = EntryName(
-        landed_ns, "entry", path_key(source.path), sha256, days[0] if days else NO_CONTENT, days[-1] if days else "-"
-    )
+    first, last = (days[0], days[-1]) if days else (NO_CONTENT, NO_CONTENT)
+    name = EntryName(landed_ns, "entry", path_key(source.path), sha256, first, last)
     return LogEntry(
         name=name,
         source=source.path,
@@ -156,9 +155,8 @@ def content_name(sha256: str, key: str) -> str:
 def tombstone_for(source: str, retired: Sequence[LogEntry], reason: str, requested_by: str, landed_ns: int) -> LogEntry:
     """A tombstone that retires `retired` (the live entries of `source`) and says who and why."""
     days = sorted({day for entry in retired for day in entry.days})
-    name = EntryName(
-        landed_ns, "retire", path_key(source), NO_CONTENT, days[0] if days else "-", days[-1] if days else "-"
-    )
+    first, last = (days[0], days[-1]) if days else (NO_CONTENT, NO_CONTENT)
+    name = EntryName(landed_ns, "retire", path_key(source), NO_CONTENT, first, last)
     return LogEntry(
         name=name,
         source=source,
@@ -222,13 +220,13 @@ def build_raw_days(
     dtypes = raw_dtypes(spec)
     frames = []
     lineage: dict[str, list[dict[str, str]]] = {str(day): [] for day in days}
-    for entry, frame in sorted(parts, key=lambda part: part[0].name):
-        if missing := [column for column in dtypes if column not in frame.columns]:
+    for entry, stored in sorted(parts, key=lambda part: part[0].name):
+        if missing := [column for column in dtypes if column not in stored.columns]:
             raise IngestLogError(
                 f"ingest log entry {entry.name.id} ({entry.source}) has no column(s) {missing}: it was parsed by an "
                 "earlier spec; land the file again, or retire it"
             )
-        frame = ingest.rebase(frame[list(dtypes)], shift_days)
+        frame = ingest.rebase(stored[list(dtypes)], shift_days)
         frames.append(frame)
         for day in sorted(set(frame[TIMESTAMP].dt.date.astype("str")) & set(lineage)):
             lineage[day].append({"source": entry.source, "sha256": entry.sha256, "entry": entry.name.id})
