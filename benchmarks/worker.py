@@ -27,6 +27,7 @@ from benchmarks.common import (
     rusage_mb,
 )
 from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
+from benchmarks.ingest import worker_ingest_nth
 from benchmarks.script import worker_script
 from kernel.days import day_range
 from kernel.paths import PROJECT_ROOT
@@ -469,6 +470,7 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "model_backfill": worker_model_backfill,
     "backtest": worker_backtest,
     "fingerprints": worker_fingerprints,
+    "ingest_nth": worker_ingest_nth,
 }
 
 

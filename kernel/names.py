@@ -35,7 +35,8 @@ PROMOTION_POOL = "promotion"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 PIPELINE_TAG = "platform/pipeline"
-SOURCE_FILES_TAG = "platform/source_files"  # a landing run's files: a JSON list of paths
+RETIRED_TAG = "platform/retired"  # a retire run's tombstones: a JSON list of ingest log entry ids
+SOURCE_FILES_TAG = "platform/source_files"  # a landing run's files: JSON {path: "size:mtime_ns"} as the sensor saw them
 
 # Input metadata: a partitioned input may load with some upstream partitions absent, and the upstream's
 # blocking checks whose per-day verdicts decide which loaded days are usable (the day gate).

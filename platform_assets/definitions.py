@@ -39,7 +39,7 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
         [automation_sensor, run_failure_alert, mlflow_runs_of_failed_runs, *wiring.sensors],
     )
     for spec in specs:
-        built = build_pipeline(_pipeline(spec, settings, today), settings.quarantine_uri)
+        built = build_pipeline(_pipeline(spec, settings, today), wiring.store, settings.quarantine_uri)
         assets += built.assets
         checks += built.checks
         sensors += built.sensors

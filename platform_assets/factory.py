@@ -19,10 +19,13 @@ from platform_assets.stages import (
     predictions,
     promote,
     report,
+    retire,
     rollback,
     training,
 )
+from resources.storage import PartitionedParquetIOManager
 from sensors import landing
+from sensors import retire as retire_sensor
 
 
 @dataclass
@@ -35,7 +38,10 @@ class PipelineDefinitions:
     jobs: list[dg.JobDefinition] = field(default_factory=list)
 
 
-def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> PipelineDefinitions:
+def build_pipeline(
+    pipeline: Pipeline, store: PartitionedParquetIOManager, quarantine_uri: str | None = None
+) -> PipelineDefinitions:
+    """One pipeline's definitions; `store` is the asset store resource, whose ingest log the sensors read."""
     return PipelineDefinitions(
         assets=[
             ingest.build(pipeline),
@@ -52,6 +58,6 @@ def build_pipeline(pipeline: Pipeline, quarantine_uri: str | None = None) -> Pip
             model_checks.build(pipeline),
             prediction_checks.build(pipeline),
         ],
-        sensors=[landing.build(pipeline, quarantine_uri)],
-        jobs=[rollback.build_rollback(pipeline), promote.build_promote(pipeline)],
+        sensors=[landing.build(pipeline, store, quarantine_uri), retire_sensor.build(pipeline, store)],
+        jobs=[rollback.build_rollback(pipeline), promote.build_promote(pipeline), retire.build_retire(pipeline)],
     )

@@ -22,6 +22,13 @@ class Wiring:
     executor: dg.ExecutorDefinition | None = None
     sensors: list[dg.SensorDefinition] = field(default_factory=list)
 
+    @property
+    def store(self) -> PartitionedParquetIOManager:
+        """The asset store resource (the sensors read each pipeline's ingest log in it)."""
+        store = self.resources["io_manager"]
+        assert isinstance(store, PartitionedParquetIOManager)
+        return store
+
 
 def build_wiring(settings: Settings, specs: list[PipelineSpec]) -> Wiring:
     """Local: the dev command's Ray head, a project-local store and MLflow. Production: KubeRay per run,

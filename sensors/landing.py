@@ -1,8 +1,11 @@
 """Landing-zone sensor: new or changed source files, once stable, request raw and features for the days they hold.
 
 - **One run per tick.** Every file judged ready on a tick goes into one run request over the days they cover
-  together (first to last), tagged with their paths: a dataset delivered as twelve files (one per station, say)
-  is one run that reads them once, not twelve runs over the same days writing the same partitions.
+  together (first to last), tagged with their paths and fingerprints: a dataset delivered as twelve files (one per
+  station, say) is one run that reads them once, not twelve runs over the same days writing the same partitions.
+- **The run lands them.** The run adds each named file to the ingest log (`resources/ingest_log.py`) if it is still
+  as the sensor saw it, then builds its days from the log. A file re-landed at the same path supersedes its earlier
+  entry: the run also covers the days of that entry, so a day the correction no longer holds is rebuilt too.
 
 A file is judged on what it is, never on what happened while it was read:
 
@@ -36,6 +39,9 @@ import pyarrow.fs as pafs
 from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline
 from ml import ingest
+from ml import ingest_log as log
+from resources.ingest_log import IngestLog
+from resources.storage import PartitionedParquetIOManager
 
 
 @dataclass
@@ -218,18 +224,35 @@ def run_key(fingerprints: dict[str, str]) -> str:
     return f"landing:{hashlib.sha256(listed.encode()).hexdigest()}"
 
 
-def one_request(ready: dict[str, tuple[str, list[date]]], targets: list[dg.AssetKey]) -> dg.RunRequest:
-    """One run over the days the files ready this tick cover together (first to last)."""
-    days = [day for _, covered in ready.values() for day in covered]
-    files = sorted(ready)
+def superseded_days(pipeline: Pipeline, ingest_log: IngestLog, paths: list[str]) -> list[date]:
+    """The days of the live log entries the files at `paths` supersede when landed (inside the partitions)."""
+    names = ingest_log.names()
+    keys = set(pipeline.partitions_def.get_partition_keys())
+    days = []
+    for path in paths:
+        if (current := log.latest_of(names, path)) is not None:
+            covered = log.partition_days(ingest_log.read_entry(current).days, pipeline.shift_days)
+            days += [day for day in covered if str(day) in keys]
+    return days
+
+
+def one_request(
+    ready: dict[str, tuple[str, list[date]]], targets: list[dg.AssetKey], superseded: list[date]
+) -> dg.RunRequest:
+    """One run over the days the files ready this tick cover together, and those of the entries they supersede
+    (first to last), naming each file with the fingerprint it had when it was judged."""
+    days = [day for _, covered in ready.values() for day in covered] + superseded
+    files = {path: fingerprint for path, (fingerprint, _) in sorted(ready.items())}
     return dg.RunRequest(
-        run_key=run_key({path: fingerprint for path, (fingerprint, _) in ready.items()}),
+        run_key=run_key(files),
         asset_selection=targets,
         tags={RANGE_START: str(min(days)), RANGE_END: str(max(days)), SOURCE_FILES_TAG: json.dumps(files)},
     )
 
 
-def build(pipeline: Pipeline, quarantine_uri: str | None = None) -> dg.SensorDefinition:
+def build(
+    pipeline: Pipeline, store: PartitionedParquetIOManager, quarantine_uri: str | None = None
+) -> dg.SensorDefinition:
     raw_key = pipeline.key("raw")
     targets = [raw_key, pipeline.key("features")]
     uri = pipeline.spec.source.uri
@@ -254,6 +277,9 @@ def build(pipeline: Pipeline, quarantine_uri: str | None = None) -> dg.SensorDef
                 continue
             if days:
                 ready[source.path] = (source.fingerprint, days)
-        return dg.SensorResult(run_requests=[one_request(ready, targets)] if ready else [], cursor=tick.cursor.dump())
+        if not ready:
+            return dg.SensorResult(run_requests=[], cursor=tick.cursor.dump())
+        superseded = superseded_days(pipeline, IngestLog.of(store, pipeline.name), sorted(ready))
+        return dg.SensorResult(run_requests=[one_request(ready, targets, superseded)], cursor=tick.cursor.dump())
 
     return landing_sensor

@@ -81,14 +81,20 @@ PipelineFactory = Callable[..., dg.Definitions]
 
 @pytest.fixture
 def make_defs(platform_home: Path, tmp_path: Path) -> PipelineFactory:
-    """Build the code location for one spec document (written to its own specs folder)."""
+    """Build the code location for one spec document (written to its own specs folder), with the session's state
+    unless a test needs a `home` of its own (a pipeline name several tests land different files for: its ingest log
+    is durable state, as in production)."""
 
-    def build(document: dict[str, Any], today: date = TODAY) -> dg.Definitions:
+    def build(document: dict[str, Any], today: date = TODAY, home: Path | None = None) -> dg.Definitions:
         specs = tmp_path / f"specs_{document['name']}"
         specs.mkdir(exist_ok=True)
         (specs / f"{document['name']}.yaml").write_text(yaml.safe_dump(document))
         settings = Settings(
-            env="local", root=PROJECT_ROOT, home=platform_home, specs_dir=specs, mlflow_ui_url="http://127.0.0.1:5000"
+            env="local",
+            root=PROJECT_ROOT,
+            home=home or platform_home,
+            specs_dir=specs,
+            mlflow_ui_url="http://127.0.0.1:5000",
         )
         return build_definitions(settings, today=today)
 

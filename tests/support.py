@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,20 +13,32 @@ import dagster as dg
 import pandas as pd
 import psutil
 
-from kernel.names import RANGE_END, RANGE_START
+from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
 
 
 def run_range(
-    defs: dg.Definitions, stages: list[str], pipeline: str, days: tuple[str, str], instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    stages: list[str],
+    pipeline: str,
+    days: tuple[str, str],
+    instance: dg.DagsterInstance,
+    *,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialise `stages` of a pipeline for the days first..last in one run, as a backfill would."""
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
         instance=instance,
         asset_selection=[dg.AssetKey([pipeline, stage]) for stage in stages],
-        tags={RANGE_START: days[0], RANGE_END: days[1]},
+        tags={RANGE_START: days[0], RANGE_END: days[1], **(tags or {})},
         raise_on_error=False,
     )
+
+
+def landed(*paths: Path) -> dict[str, str]:
+    """The tag of a landing run naming `paths` as they are now (what the landing sensor requests once they are
+    stable): such a run lands them in the ingest log before building its days."""
+    return {SOURCE_FILES_TAG: json.dumps({str(p): f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths})}
 
 
 def run_unpartitioned(

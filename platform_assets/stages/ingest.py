@@ -1,31 +1,58 @@
-"""`<p>/raw`: one day of source rows per partition, in the platform's raw schema."""
+"""`<p>/raw`: one day of source rows per partition, in the platform's raw schema, built from the ingest log.
+
+A landing run (tag `platform/source_files`, from the landing sensor) first lands exactly the files it names, as the
+sensor saw them; any other run only reads the log, except the first run of a pipeline whose log is empty, which lands
+the files present then (how the shipped samples start). A day is built from the live log entries covering it alone.
+"""
+
+import json
 
 import dagster as dg
 import pandas as pd
 
 from kernel import automation
 from kernel.metadata import frame_metadata
+from kernel.names import SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline, run_days
 from ml import ingest
+from ml import ingest_log as log
+from resources.ingest_log import IngestLog, Landed
+from resources.storage import PartitionedParquetIOManager
 
 
-def load_source(pipeline: Pipeline) -> tuple[ingest.Normalised, list[ingest.SourceFile], dict[str, int]]:
-    """Read, normalise and rebase every source file of a pipeline, then apply its duplicates policy (across
-    files: a later file may repeat an hour); also returns the rows it merged away per (rebased) day."""
-    spec = pipeline.spec
-    files = ingest.list_source_files(spec.source.uri, pipeline.root)
-    if not files:
-        raise dg.Failure(f"{pipeline.name}: no source files match {spec.source.uri!r}")
-    parts, errors, notes = [], {}, []
+def named_files(tag: str) -> list[ingest.SourceFile]:
+    """The files a landing run names, as the sensor saw them (`{path: "size:mtime_ns"}`)."""
+    seen = json.loads(tag)
+    files = []
+    for path, fingerprint in sorted(seen.items()):
+        size, mtime_ns = (int(part) for part in fingerprint.split(":"))
+        files.append(ingest.SourceFile(path, size, mtime_ns))
+    return files
+
+
+def land_files(context: dg.AssetExecutionContext, pipeline: Pipeline, ingest_log: IngestLog) -> list[Landed]:
+    """Land the run's named files; with no names, the files present now if the log is still empty; else nothing."""
+    tag = context.run.tags.get(SOURCE_FILES_TAG)
+    if tag is not None:
+        files = named_files(tag)
+    elif not ingest_log.names():
+        files = ingest.list_source_files(pipeline.spec.source.uri, pipeline.root)
+        if not files:
+            raise dg.Failure(
+                f"{pipeline.name}: the ingest log is empty and no source files match {pipeline.spec.source.uri!r}"
+            )
+        context.log.info(f"{pipeline.name}: the ingest log is empty: landing the {len(files)} file(s) present now")
+    else:
+        return []
+    landed = []
     for source in files:
-        normalised = ingest.normalise(ingest.read_source_file(source.path, spec, pipeline.root), spec, source.path)
-        parts.append(normalised.frame)
-        errors |= {f"{source.path}:{column}": value for column, value in normalised.coercion_errors.items()}
-        notes.append(normalised.notes)
-    frame = ingest.rebase(pd.concat(parts, ignore_index=True), pipeline.shift_days)
-    collapsed = ingest.collapse_duplicates(frame, spec)
-    merged = ingest.rebase_notes(ingest.merge_notes(*notes), pipeline.shift_days)
-    return ingest.Normalised(collapsed.frame, errors, merged), files, collapsed.rows_collapsed
+        try:
+            outcome = ingest_log.land(pipeline, source)
+        except ingest.SourceFormatError as exc:
+            raise dg.Failure(f"{pipeline.name}: {exc}") from exc
+        (context.log.info if outcome.entry is not None else context.log.warning)(f"{source.path}: {outcome.note}")
+        landed.append(outcome)
+    return landed
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -33,30 +60,46 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
 
     @pipeline.asset(
         "raw",
-        description=f"One day of {spec.name} source rows, typed to the raw schema.",
+        description=f"One day of {spec.name} source rows, typed to the raw schema, built from the ingest log.",
         kinds={"pandas", "parquet"},
         automation_condition=automation.missing_latest_partition(),
     )
-    def raw(context: dg.AssetExecutionContext) -> dg.Output[dict[str, pd.DataFrame]]:
-        """One day of source rows, typed to the raw schema."""
-        normalised, files, collapsed = load_source(pipeline)
+    def raw(
+        context: dg.AssetExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+    ) -> dg.Output[dict[str, pd.DataFrame]]:
+        """One day of source rows from the ingest log, typed to the raw schema, naming the bytes it came from."""
+        ingest_log = IngestLog.of(io_manager, pipeline.name)
+        landed = land_files(context, pipeline, ingest_log)
         days = run_days(context)
-        by_day = ingest.split_days(normalised.frame, days, spec)
-        rows = {key: len(frame) for key, frame in by_day.items()}
-        collapsed = {day: count for day, count in collapsed.items() if day in by_day}
-        metadata = frame_metadata(pd.concat(by_day.values(), ignore_index=True))
+        wanted = log.source_days(days, pipeline.shift_days)
+        try:
+            entries = ingest_log.covering(wanted)
+            parts = [(entry, ingest_log.read_rows(entry, wanted)) for entry in entries]
+            built = log.build_raw_days(parts, days, spec, pipeline.shift_days)
+        except log.IngestLogError as exc:
+            raise dg.Failure(f"{pipeline.name}: {exc}") from exc
+        for day, sources in built.lineage.items():
+            context.add_asset_metadata({"sources": dg.MetadataValue.json(sources)}, partition_key=day)
+        rows = {key: len(frame) for key, frame in built.frames.items()}
+        metadata = frame_metadata(pd.concat(built.frames.values(), ignore_index=True))
         metadata |= {
             "rows_per_partition": dg.MetadataValue.json(rows),
             "empty_partitions": sum(1 for count in rows.values() if count == 0),
-            "source_files": dg.MetadataValue.json([f.path for f in files]),
-            "coercion_errors": dg.MetadataValue.json(normalised.coercion_errors),
+            "source_files": dg.MetadataValue.json(
+                [{"source": e.source, "sha256": e.sha256, "entry": e.name.id} for e in entries]
+            ),
+            "landed": dg.MetadataValue.json({outcome.source: outcome.note for outcome in landed}),
+            "coercion_errors": dg.MetadataValue.json(
+                {f"{e.source}:{column}": value for e in entries for column, value in e.parse_warnings.items()}
+            ),
+            "ingest_log_reads": dg.MetadataValue.json(vars(ingest_log.reads)),
             # Blank entities, infinite numbers, DST-touched times and event marker texts, per day of this run.
-            "notes_per_day": dg.MetadataValue.json({d: n for d, n in normalised.notes.items() if d in by_day}),
+            "notes_per_day": dg.MetadataValue.json(built.notes),
             "duplicates_policy": spec.source.duplicates,
-            "duplicate_rows_collapsed": sum(collapsed.values()),
-            "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(collapsed),
+            "duplicate_rows_collapsed": sum(built.rows_collapsed.values()),
+            "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(built.rows_collapsed),
             "rebase_shift_days": pipeline.shift_days,
         }
-        return dg.Output(by_day, metadata=metadata)
+        return dg.Output(built.frames, metadata=metadata)
 
     return raw

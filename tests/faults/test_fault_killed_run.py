@@ -37,7 +37,7 @@ from datetime import date
 from pathlib import Path
 import dagster as dg
 import pyarrow.fs as pafs
-from support import run_range
+from support import landed, run_range
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
@@ -48,11 +48,11 @@ class SlowRenames(pafs.LocalFileSystem):
         return super().move(src, dest)
 
 pafs.LocalFileSystem = SlowRenames
-home, specs, first, last = sys.argv[1:5]
+home, specs, first, last, source = sys.argv[1:6]
 settings = Settings(env="local", root=PROJECT_ROOT, home=Path(home), specs_dir=Path(specs), mlflow_ui_url="http://x")
 defs = build_definitions(settings, today=date(2013, 1, 1))
 with dg.DagsterInstance.get() as instance:
-    run_range(defs, ["raw"], "killed_bikes", (first, last), instance)
+    run_range(defs, ["raw"], "killed_bikes", (first, last), instance, tags=landed(Path(source)))
 """
 
 
@@ -99,7 +99,7 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     def mid_range() -> bool:  # five days replaced and the sixth written to its temp file, not yet renamed
         return sum(p.stat().st_mtime > started for p in store.glob("*.parquet")) >= 5 and any(store.glob("*.tmp-*"))
 
-    command = [sys.executable, "-c", SLOW_RUN, str(home), str(specs), FIRST, LAST]
+    command = [sys.executable, "-c", SLOW_RUN, str(home), str(specs), FIRST, LAST, str(landing / "hour.csv")]
     run_and_kill_when(command, env, mid_range, "5 days replaced")
 
     # Every day reads whole and is exactly its old value or its new one: never torn, never a mix.

@@ -53,8 +53,9 @@ from kernel.names import RANGE_END, RANGE_START
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
+from support import landed
 
-home, specs, first, last = sys.argv[1:5]
+home, specs, first, last, source = sys.argv[1:6]
 
 class HangsAfterTheLastDay(pafs.LocalFileSystem):
     def move(self, src, dest):
@@ -67,7 +68,7 @@ settings = Settings(env="local", root=PROJECT_ROOT, home=Path(home), specs_dir=P
 job = build_definitions(settings, today=date(2013, 1, 1)).resolve_implicit_global_asset_job_def()
 job = job.get_subset(asset_selection={dg.AssetKey(["judged_bikes", "raw"])}, asset_check_selection=set())
 with dg.DagsterInstance.get() as instance:
-    job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last})
+    job.execute_in_process(instance=instance, tags={RANGE_START: first, RANGE_END: last, **landed(Path(source))})
 """
 
 
@@ -147,7 +148,8 @@ def test_files_written_by_a_run_killed_before_its_events_are_not_used(
     platform.deliver(platform.source.assign(cnt=platform.source["cnt"] + 1000))  # a corrected delivery
     started = time.time()
     env = {**os.environ, "DAGSTER_HOME": str(platform.dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
-    command = [sys.executable, "-c", HANGING_RUN, str(platform.home), str(platform.specs), FIRST, LAST]
+    source = str(platform.landing / "hour.csv")  # its run lands it, as the landing sensor's run would
+    command = [sys.executable, "-c", HANGING_RUN, str(platform.home), str(platform.specs), FIRST, LAST, source]
     run_and_kill_when(command, env, lambda: (store / f"{LAST}.parquet").stat().st_mtime > started, "the last day")
     new = {day: pd.read_parquet(store / f"{day}.parquet") for day in (FIRST, LAST)}
     assert all(not new[day].equals(old[day]) for day in new), "the killed run did not replace the files"

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
-from support import check_results, corrupt_day, run_range
+from support import check_results, corrupt_day, landed, run_range
 
 NAME = "bike_auto"
 FIRST, LATEST = "2012-04-20", "2012-06-20"
@@ -71,7 +71,7 @@ def landing(tmp_path: Path) -> Path:
 def test_a_fresh_start_builds_the_latest_day_through_the_graph(
     make_defs: PipelineFactory, landing: Path, ray_address: str
 ) -> None:
-    defs = make_defs(spec(landing))
+    defs = make_defs(spec(landing), home=landing.parent.parent / "home")
     instance = dg.DagsterInstance.ephemeral()
     ticks = Evaluator(defs, instance)
 
@@ -89,7 +89,7 @@ def test_a_fresh_start_builds_the_latest_day_through_the_graph(
 @pytest.fixture
 def fresh_features(make_defs: PipelineFactory, landing: Path, ray_address: str) -> tuple[dg.DagsterInstance, Evaluator]:
     """Raw and features built for the last ten days, and a first automation tick taken."""
-    defs = make_defs(spec(landing))
+    defs = make_defs(spec(landing), home=landing.parent.parent / "home")
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, ["raw", "features"], NAME, ("2012-06-10", LATEST), instance).success
     ticks = Evaluator(defs, instance)
@@ -119,7 +119,7 @@ def test_a_failed_blocking_check_upstream_stops_freshness_runs(
     instance, ticks = fresh_features
 
     corrupt_day(BIKE_CSV, landing, LATEST)
-    corrupted = run_range(ticks.defs, ["raw"], NAME, (LATEST, LATEST), instance)
+    corrupted = run_range(ticks.defs, ["raw"], NAME, (LATEST, LATEST), instance, tags=landed(landing))
     assert not check_results(corrupted)["passes_expectations"].passed
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)
@@ -133,7 +133,7 @@ def test_a_rejected_day_inside_the_look_back_stops_freshness_runs_of_the_days_th
     inside = "2012-06-16"  # in the latest day's 8-day look-back, not the latest day itself
 
     corrupt_day(BIKE_CSV, landing, inside)
-    corrupted = run_range(ticks.defs, ["raw"], NAME, (inside, inside), instance)
+    corrupted = run_range(ticks.defs, ["raw"], NAME, (inside, inside), instance, tags=landed(landing))
     assert corrupted.success and not check_results(corrupted)["passes_expectations"].passed
 
     set_freshness(instance, "features", FreshnessState.WARN, FreshnessState.PASS)

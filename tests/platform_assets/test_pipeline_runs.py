@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
-from support import check_results, corrupt_day, run_range, run_unpartitioned
+from support import check_results, corrupt_day, landed, run_range, run_unpartitioned
 
 from kernel.metadata import INLINE_MARKDOWN_LIMIT
 from kernel.names import CHAMPION, MODEL_GATES, PREVIOUS_CHAMPION
@@ -218,7 +218,9 @@ def test_a_corrupted_day_is_kept_out_of_features_training_and_promotion(
 
     corrupt_day(BIKE_CSV, source, "2012-06-27")
     stages = ["raw", "features", "model", "champion"]
-    result = run_range(trained.defs, stages, "bike_corrupt", ("2012-06-27", "2012-06-27"), trained.instance)
+    result = run_range(
+        trained.defs, stages, "bike_corrupt", ("2012-06-27", "2012-06-27"), trained.instance, tags=landed(source)
+    )
     assert result.success, "one bad day does not fail the run"
     checks = check_results(result)
     assert not checks["passes_expectations"].passed
@@ -390,7 +392,7 @@ def test_a_rejected_day_stays_rejected_in_a_later_run_until_it_is_fixed(
     assert {d for d, v in stored.items() if isinstance(v, Rejected)} == rejected_after(BAD_DAY, 8, days)
 
     shutil.copy(BIKE_CSV, corrupted_source)  # the source is fixed; the day passes once re-materialised
-    assert run_range(defs, ["raw"], "bike_later", (BAD_DAY, BAD_DAY), instance).success
+    assert run_range(defs, ["raw"], "bike_later", (BAD_DAY, BAD_DAY), instance, tags=landed(corrupted_source)).success
     assert run_range(defs, ["features"], "bike_later", (first, last), instance).success
     stored = store.read_many(key, days, allow_missing=False)
     assert not [d for d, v in stored.items() if isinstance(v, Rejected)]
