@@ -112,8 +112,13 @@ class IngestLog:
     def read_rows(self, entry: log.LogEntry, days: Sequence[date]) -> pd.DataFrame:
         """The entry's stored rows of `days` (the data's own dates); only the row groups that hold them are read."""
         path = f"{self.content_dir}/{entry.content}"
-        start, end = pd.Timestamp(min(days)), pd.Timestamp(max(days)) + pd.Timedelta(days=1)
         try:
+            # Row groups are chosen by instants a day wider on each side (a local day is not a UTC day), in the copy's
+            # own time zone (naive for UTC partitions, the partitions' zone otherwise); the exact days are kept below.
+            zone = pq.read_schema(path, filesystem=self.filesystem).field(TIMESTAMP).type.tz
+            start = pd.Timestamp(min(days), tz="UTC") - pd.Timedelta(days=1)
+            end = pd.Timestamp(max(days), tz="UTC") + pd.Timedelta(days=2)
+            start, end = (t.tz_convert(zone) if zone else t.tz_localize(None) for t in (start, end))
             table = pq.read_table(
                 path,
                 filesystem=self.filesystem,

@@ -17,7 +17,7 @@ import pytest
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._time import get_current_datetime
-from support import run_range, run_unpartitioned
+from support import landed, run_range, run_unpartitioned
 
 from devtools.stack import prepare_home
 from kernel.names import CHAMPION
@@ -89,7 +89,10 @@ def test_a_raw_day_corrected_after_the_models_shows_them_stale_and_the_champion_
         assert tracking.alias_version(NAME, CHAMPION) == serving
 
         correct_day(landing, CORRECTED)
-        assert run_range(defs, ["raw", "features"], NAME, (CORRECTED, CORRECTED), instance).success
+        # As the landing sensor's run: the corrected file lands in the ingest log, its day is rebuilt.
+        assert run_range(
+            defs, ["raw", "features"], NAME, (CORRECTED, CORRECTED), instance, tags=landed(landing)
+        ).success
         followers = [str(d.date()) for d in pd.date_range(CORRECTED, NEWER)][1:]
         stale_features = stale(defs, instance, "features", followers)
         assert stale_features == set(followers), "every features day whose look-back holds the corrected day"

@@ -13,7 +13,7 @@ from conftest import BIKE_CSV, PipelineFactory
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._time import get_current_datetime
-from support import run_range
+from support import landed, run_range
 from test_automation import NAME, Evaluator, key, spec
 
 FIRST, LAST = "2012-06-01", "2012-06-20"
@@ -63,7 +63,7 @@ def built(make_defs: PipelineFactory, tmp_path: Path, ray_address: str) -> tuple
     source = tmp_path / "landing" / "hour.csv"
     source.parent.mkdir()
     shutil.copy(BIKE_CSV, source)
-    defs = make_defs(spec(source))
+    defs = make_defs(spec(source), home=tmp_path / "home")
     ticks = Evaluator(defs, dg.DagsterInstance.ephemeral())
     assert run_range(defs, ["raw", "features"], NAME, (FIRST, LAST), ticks.instance).success
     assert ticks.tick() == {}
@@ -78,7 +78,7 @@ def test_a_corrected_raw_day_makes_the_feature_days_holding_it_stale_and_automat
     expected = holding(defs)
 
     correct_day(BIKE_CSV, source, CORRECTED)
-    assert run_range(defs, ["raw"], NAME, (CORRECTED, CORRECTED), ticks.instance).success
+    assert run_range(defs, ["raw"], NAME, (CORRECTED, CORRECTED), ticks.instance, tags=landed(source)).success
 
     stale = stale_days(defs, ticks.instance, "features")
     assert set(stale) == expected, "exactly the days whose look-back holds the corrected day"
@@ -99,7 +99,10 @@ def test_a_raw_day_rebuilt_with_its_features_in_one_run_leaves_nothing_stale_ins
 ) -> None:
     defs, source, ticks = built
     correct_day(BIKE_CSV, source, CORRECTED)
-    assert run_range(defs, ["raw", "features"], NAME, (CORRECTED, CORRECTED), ticks.instance).success
+    landing_run = run_range(
+        defs, ["raw", "features"], NAME, (CORRECTED, CORRECTED), ticks.instance, tags=landed(source)
+    )
+    assert landing_run.success
 
     followers = holding(defs) - {CORRECTED}
     stale = stale_days(defs, ticks.instance, "features")
