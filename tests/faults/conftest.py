@@ -1,10 +1,10 @@
 """The fault suite's tools: a landing zone of real files, a disk that fails on cue, and the table of what happened.
 
 Every fault test fills one row: the scenario, what was injected, what was lost (landing rows: delivered files found
-neither in the landing zone nor in quarantine afterwards; run rows: partitions left torn or missing after the
-re-run), ungated promotions (a `champion` alias on a version without its stored, gated record), duplicate runs (more
-than one successful run for a partition of a backfill) and the result; a column that does not apply shows "-".
-`make faults` runs `pytest -m faults` with
+neither in the landing zone nor in quarantine afterwards, plus days of good files that the runs the sensor requested
+did not store; run rows: partitions left torn or missing after the re-run), ungated promotions (a `champion` alias on
+a version without its stored, gated record), duplicate runs (more than one successful run for a partition of a
+backfill) and the result; a column that does not apply shows "-". `make faults` runs `pytest -m faults` with
 `FAULTS_REPORT` set to `benchmarks/results/faults.json`: the table is printed at the end and written there.
 """
 
@@ -15,23 +15,29 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dagster as dg
 import pyarrow.fs as pafs
 import pytest
 import yaml
+from support import run_range
 
-from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
+from devtools.stack import prepare_home
+from kernel.names import CHAMPION, RANGE_END, RANGE_START, SOURCE_FILES_TAG
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
+from resources.storage import PartitionedParquetIOManager
+from resources.tracking import MlflowTracking
 
 NAME = "faulty_bikes"
 REPORT_ENV = "FAULTS_REPORT"
@@ -61,7 +67,111 @@ def promotable_bikes(root: Path, name: str) -> Settings:
         promotion={"min_improvement_over_baseline": 0.0, "max_regression_vs_champion": 10.0},
     )
     (specs / f"{name}.yaml").write_text(yaml.safe_dump(document))
-    return Settings(env="local", root=PROJECT_ROOT, home=root / "home", specs_dir=specs, mlflow_ui_url="x")
+    return local_settings(root)
+
+
+def local_settings(root: Path) -> Settings:
+    """Local settings for a root made by `promotable_bikes` (or a copy of one): specs in `root/specs`, state in
+    `root/home`."""
+    return Settings(env="local", root=PROJECT_ROOT, home=root / "home", specs_dir=root / "specs", mlflow_ui_url="x")
+
+
+def copy_state(template: Path, target: Path) -> Path:
+    """Copy a test's root (specs, landing zone, asset store, MLflow store and artifacts, Dagster home) to `target`,
+    every absolute path in it moved from `template` to `target`; returns `target`.
+
+    MLflow's SQLite store names its artifacts by absolute URI and Dagster's event log names stored files: without
+    the move the copy would load, and overwrite, the template's artifacts. SQLite files are rewritten with SQL (every
+    text column), other files must be text (the specs, MLflow's `MLmodel`). A copy is as independent of the template
+    as a root built from scratch, and much cheaper than training again.
+    """
+    shutil.copytree(template, target)
+    old, new = f"{template}/", f"{target}/"
+    for path in target.rglob("*"):
+        if not path.is_file() or old.encode() not in (data := path.read_bytes()):
+            continue
+        if data.startswith(b"SQLite format 3\x00"):
+            _move_paths_in_sqlite(path, old, new)
+        else:
+            path.write_text(data.decode().replace(old, new))
+    return target
+
+
+def _move_paths_in_sqlite(path: Path, old: str, new: str) -> None:
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]:
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                        (old, new, old),
+                    )
+                    left = connection.execute(
+                        f'SELECT count(*) FROM "{table}" WHERE instr("{column}", ?) > 0', (old.encode(),)
+                    ).fetchone()[0]
+                    assert left == 0, f"{path.name}: {table}.{column} names {old} in {left} non-text values"
+    finally:
+        connection.close()
+
+
+# The trained home the promotion and lineage scenarios start from: raw and features FIRST..LATER, a model
+# partition for BEFORE promoted to champion, and one for DAY trained (its gates passed) but not promoted yet.
+TRAINED = "promoted_bikes"
+FIRST, BEFORE, DAY, LATER = "2012-04-25", "2012-06-25", "2012-06-26", "2012-06-27"  # 56-day windows that pass
+
+
+@dataclass
+class TrainedHome:
+    """A copy of the trained home: its settings, code location, Dagster home, MLflow tracking and asset store."""
+
+    root: Path
+    settings: Settings
+    dagster_home: Path
+    defs: dg.Definitions
+    tracking: MlflowTracking
+    store: PartitionedParquetIOManager
+
+    @classmethod
+    def at(cls, root: Path) -> Self:
+        settings = local_settings(root)
+        dagster_home = prepare_home(settings.home)
+        defs = build_definitions(settings, today=TODAY)
+        resources = defs.resources or {}
+        tracking, store = resources["mlflow"], resources["io_manager"]
+        assert isinstance(tracking, MlflowTracking) and isinstance(store, PartitionedParquetIOManager)
+        return cls(root, settings, dagster_home, defs, tracking, store)
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.dagster_home))
+
+    def model_version(self, day: str) -> str:
+        """The registry version the stored model record of `day` names."""
+        return str(self.store.read(dg.AssetKey([TRAINED, "model"]), day)["version"])
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> Path:
+    """The trained home, built once per session (training is what the scenarios' setup costs); scenarios get
+    their own copy from `trained_home` and never touch this one."""
+    root = tmp_path_factory.mktemp("trained_template")
+    promotable_bikes(root, TRAINED)
+    home = TrainedHome.at(root)
+    with home.instance() as instance:
+        assert run_range(home.defs, ["raw", "features"], TRAINED, (FIRST, LATER), instance).success
+        assert run_range(home.defs, ["model", "champion"], TRAINED, (BEFORE, BEFORE), instance).success
+        assert run_range(home.defs, ["model"], TRAINED, (DAY, DAY), instance).success
+    first = home.tracking.alias_version(TRAINED, CHAMPION)
+    assert first is not None and first == home.model_version(BEFORE) != home.model_version(DAY)
+    return root
+
+
+@pytest.fixture
+def trained_home(trained_template: Path, tmp_path: Path) -> TrainedHome:
+    """The test's own copy of the trained home (it may do anything to it)."""
+    return TrainedHome.at(copy_state(trained_template, tmp_path / "trained"))
 
 
 @dataclass
@@ -151,13 +261,17 @@ def digest(data: bytes) -> str:
 
 @dataclass
 class Landing:
-    """A landing zone of real files, the real landing sensor over it, and the bookkeeping of what was delivered."""
+    """A landing zone of real files, the real landing sensor over it, the runs it requests (launched in-process on
+    the sensor's instance, as the daemon would launch them) and the bookkeeping of what was delivered."""
 
     root: Path
     delivered: list[str] = field(default_factory=list)
+    expected: set[str] = field(default_factory=set)
     cursor: str | None = None
     requests: list[dg.RunRequest] = field(default_factory=list)
+    launched: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     instance: dg.DagsterInstance = field(default_factory=dg.DagsterInstance.ephemeral)
+    _defs: dg.Definitions | None = None
     _sensor: dg.SensorDefinition | None = None
 
     @property
@@ -167,6 +281,11 @@ class Landing:
     @property
     def home(self) -> Path:
         return self.root / "home"
+
+    @property
+    def defs(self) -> dg.Definitions:
+        assert self._defs is not None, "build() first"
+        return self._defs
 
     def build(self, quarantine_uri: str | None = None, **source: Any) -> dg.SensorDefinition:
         """The real code location for a bike spec reading `<zone>/*.csv`, and its landing sensor."""
@@ -184,14 +303,17 @@ class Landing:
         )
         if quarantine_uri is not None:
             settings = dataclasses.replace(settings, quarantine_uri=quarantine_uri)
-        self._sensor = build_definitions(settings, today=TODAY).resolve_sensor_def(f"{NAME}_landing_sensor")
+        self._defs = build_definitions(settings, today=TODAY)
+        self._sensor = self._defs.resolve_sensor_def(f"{NAME}_landing_sensor")
         return self._sensor
 
-    def deliver(self, name: str, data: bytes) -> Path:
-        """A complete file arrives (its content is what must never be lost)."""
+    def deliver(self, name: str, data: bytes, holds: tuple[str, ...] = ()) -> Path:
+        """A complete file arrives (its content is what must never be lost); `holds` are the days it must land as
+        (raw partitions the runs it leads to store), none for a file that must be refused."""
         path = self.zone / name
         path.write_bytes(data)
         self.delivered.append(digest(data))
+        self.expected.update(holds)
         return path
 
     def tick(self) -> dg.SensorResult:
@@ -202,6 +324,21 @@ class Landing:
         self.cursor = result.cursor
         self.requests += result.run_requests or []
         return result
+
+    def launch(self) -> list[dg.ExecuteInProcessResult]:
+        """Run the requests not run yet, each with its assets and tags, in-process on the sensor's instance (as the
+        daemon launches them); returns every run so far."""
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        for request in self.requests[len(self.launched) :]:
+            self.launched.append(
+                job.execute_in_process(
+                    instance=self.instance,
+                    asset_selection=list(request.asset_selection or []),
+                    tags=request.tags,
+                    raise_on_error=False,
+                )
+            )
+        return self.launched
 
     def ranges(self, result: dg.SensorResult | None = None) -> list[tuple[str, str, str]]:
         """(file name, first day, last day) of each request of one tick, or of every tick so far."""
@@ -220,9 +357,19 @@ class Landing:
                     found.add(digest(path.read_bytes()))
         return found
 
+    def stored_days(self) -> set[str]:
+        """The expected days whose raw partition is stored with rows."""
+        if not self.expected:
+            return set()
+        store = (self.defs.resources or {})["io_manager"]
+        assert isinstance(store, PartitionedParquetIOManager)
+        raw = dg.AssetKey([NAME, "raw"])
+        return {day for day in self.expected if store.exists(raw, day) and len(store.read(raw, day)) > 0}
+
     def lost(self, *roots: Path) -> int:
+        """Delivered files kept nowhere, plus expected days the requested runs did not store."""
         kept = self.kept(*roots)
-        return sum(1 for d in self.delivered if d not in kept)
+        return sum(1 for d in self.delivered if d not in kept) + len(self.expected - self.stored_days())
 
 
 @pytest.fixture
@@ -233,16 +380,17 @@ def fault(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
     yield row
     row.seconds = round(time.perf_counter() - started, 2)
     report = getattr(request.node, "rep_call", None)
-    row.outcome = "not run" if report is None else report.outcome
-    if report is not None and report.failed:
+    known = report is not None and hasattr(report, "wasxfail")  # a product bug the test is marked as expecting
+    row.outcome = "not run" if report is None else "xfailed" if known else report.outcome
+    if report is not None and (report.failed or known):
         crash = getattr(report.longrepr, "reprcrash", None)
         message = getattr(crash, "message", None) or str(report.longrepr).strip().splitlines()[-1]
-        row.result = "FAIL: " + " ".join(message.split())[:150]
+        row.result = ("KNOWN BUG: " if known else "FAIL: ") + " ".join(message.split())[:150]
     ROWS.append(row)
 
 
 @pytest.fixture
-def landing(tmp_path: Path, fault: FaultRow) -> Iterator[Landing]:
+def landing(tmp_path: Path, fault: FaultRow, ray_address: str) -> Iterator[Landing]:
     """A landing zone whose lost files are counted into the test's row when the test ends (pass or fail)."""
     zone = Landing(tmp_path)
     yield zone

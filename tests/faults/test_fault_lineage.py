@@ -4,33 +4,28 @@ points at another version, and a registered artifact overwritten with other byte
 fails naming the version and the mismatch; nothing the forged model would compute is stored; its code never runs.
 
 Real stores: models trained in-process on a real Ray head into a SQLite MLflow store (file artifacts) and a Dagster
-instance on disk; the forged version is registered with MLflow's own cloudpickle flavour, as an attacker would.
+instance on disk, once per session (conftest's `trained_template`), each test forging on its own copy; the forged
+version is registered with MLflow's own cloudpickle flavour, as an attacker would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from support import run_range, run_unpartitioned
 
-from devtools.stack import prepare_home
 from kernel.names import CHAMPION
 from kernel.records import ModelRecord
-from kernel.settings import Settings
-from platform_assets.definitions import build_definitions
-from resources.storage import PartitionedParquetIOManager
-from resources.tracking import MODEL_FILE, MlflowTracking
+from resources.tracking import MODEL_FILE
 
-from .conftest import TODAY, FaultRow, promotable_bikes
+from .conftest import BEFORE, DAY, LATER, TRAINED, FaultRow, TrainedHome, copy_state
 
-NAME = "lineage_bikes"
-FIRST, BEFORE, DAY, NEXT = "2012-04-25", "2012-06-25", "2012-06-26", "2012-06-27"
+NAME = TRAINED
+NEXT = LATER
 
 
 class Payload:
@@ -43,16 +38,9 @@ class Payload:
         return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
 
 
-@dataclass
-class Trained:
-    settings: Settings
-    defs: dg.Definitions
-    dagster_home: Path
-    tracking: MlflowTracking
-    store: PartitionedParquetIOManager
-
-    def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(self.dagster_home))
+class Trained(TrainedHome):
+    """A copy of the trained home after a `champion` run: two gated model partitions (BEFORE, DAY), the DAY one the
+    champion, and features up to NEXT."""
 
     def record(self, day: str) -> ModelRecord:
         return ModelRecord.model_validate(self.store.read(dg.AssetKey([NAME, "model"]), day))
@@ -62,21 +50,19 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> Iterator[Trained]:
-    """Two gated model partitions (BEFORE, DAY), the DAY one the champion, and features up to NEXT."""
-    settings = promotable_bikes(tmp_path_factory.mktemp("lineage"), NAME)
-    dagster_home = prepare_home(settings.home)
-    defs = build_definitions(settings, today=TODAY)
-    resources = defs.resources or {}
-    tracking, store = resources["mlflow"], resources["io_manager"]
-    assert isinstance(tracking, MlflowTracking) and isinstance(store, PartitionedParquetIOManager)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        assert run_range(defs, ["raw", "features"], NAME, (FIRST, NEXT), instance).success
-        assert run_range(defs, ["model"], NAME, (BEFORE, DAY), instance).success
-        assert run_unpartitioned(defs, ["champion"], NAME, instance).success
-    trained = Trained(settings, defs, dagster_home, tracking, store)
-    assert tracking.alias_version(NAME, CHAMPION) == trained.record(DAY).version
-    yield trained
+def champion_template(trained_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained home once its DAY model is promoted; every test forges on its own copy (`trained`)."""
+    root = copy_state(trained_template, tmp_path_factory.mktemp("lineage") / "trained")
+    home = Trained.at(root)
+    with home.instance() as instance:
+        assert run_unpartitioned(home.defs, ["champion"], NAME, instance).success
+    assert home.tracking.alias_version(NAME, CHAMPION) == home.record(DAY).version
+    return root
+
+
+@pytest.fixture
+def trained(champion_template: Path, tmp_path: Path) -> Trained:
+    return Trained.at(copy_state(champion_template, tmp_path / "trained"))
 
 
 def forge_pickled_version(trained: Trained, marker: Path, tags: dict[str, str]) -> str:
@@ -85,6 +71,7 @@ def forge_pickled_version(trained: Trained, marker: Path, tags: dict[str, str]) 
     import mlflow.sklearn
 
     mlflow.set_tracking_uri(trained.tracking.tracking_uri)
+    mlflow.set_registry_uri(trained.tracking.tracking_uri)  # not whichever store the process's last run registered to
     mlflow.start_run(experiment_id=trained.tracking.experiment_id("forgeries"))  # artifacts under the test's home
     try:
         info = mlflow.sklearn.log_model(

@@ -3,7 +3,8 @@ record, the one window where registry and store disagree. The next run converges
 the champion asset's materialisation name the same version, and rollback still has the previous champion.
 
 Real processes and stores: models trained in-process on a real Ray head into a SQLite MLflow store and a Dagster
-instance on disk (made as `make dev` makes it); the promotion runs in a child process on the same stores, its disk
+instance on disk (made as `make dev` makes it), once per session, and each scenario on its own copy of that home
+(conftest's `trained_template`, `copy_state`); the promotion runs in a child process on the same stores, its disk
 slow (2 s) only at the rename that publishes the champion's record, and it is killed as soon as the test sees the
 `champion` alias move in the MLflow store.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,14 @@ import dagster as dg
 import pytest
 from support import run_range, run_unpartitioned
 
-from devtools.stack import prepare_home, recover_interrupted
+from devtools.stack import recover_interrupted
 from kernel.names import CHAMPION, MODEL_GATES, PREVIOUS_CHAMPION
 from kernel.paths import PROJECT_ROOT
-from kernel.settings import Settings
-from platform_assets.definitions import build_definitions
-from resources.storage import PartitionedParquetIOManager
-from resources.tracking import MlflowTracking
 from resources.verdicts import rejected_days
 
-from .conftest import TODAY, FaultRow, promotable_bikes, run_and_kill_when, wait_until
+from .conftest import DAY, LATER, TRAINED, FaultRow, TrainedHome, copy_state, run_and_kill_when, wait_until
 
-NAME = "promoted_bikes"
-FIRST, BEFORE, DAY = "2012-04-25", "2012-06-25", "2012-06-26"  # the 56-day window of the gates that pass
+NAME = TRAINED
 
 SLOW_PROMOTION = """
 import sys, time
@@ -70,24 +66,14 @@ with dg.DagsterInstance.get() as instance:
 @pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_a_promotion_killed_between_alias_and_record_converges_on_the_next_run(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    trained_home: TrainedHome, fault: FaultRow
 ) -> None:
     fault.scenario = "run killed mid-promotion"
     fault.injected = "kill -9 of the champion run right after the MLflow alias moved, before its stored record"
-    settings = promotable_bikes(tmp_path, NAME)
-    dagster_home = prepare_home(settings.home)
-    defs = build_definitions(settings, today=TODAY)
-    resources = defs.resources or {}
-    tracking, store = resources["mlflow"], resources["io_manager"]
-    assert isinstance(tracking, MlflowTracking) and isinstance(store, PartitionedParquetIOManager)
+    settings, dagster_home, defs = trained_home.settings, trained_home.dagster_home, trained_home.defs
+    tracking, store = trained_home.tracking, trained_home.store
     champion_key = dg.AssetKey([NAME, "champion"])
-
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        assert run_range(defs, ["raw", "features"], NAME, (FIRST, DAY), instance).success
-        assert run_range(defs, ["model", "champion"], NAME, (BEFORE, BEFORE), instance).success
-        first = tracking.alias_version(NAME, CHAMPION)
-        assert run_range(defs, ["model"], NAME, (DAY, DAY), instance).success
-    second = str(store.read(dg.AssetKey([NAME, "model"]), DAY)["version"])
+    first, second = tracking.alias_version(NAME, CHAMPION), trained_home.model_version(DAY)
     assert first is not None and second != first
 
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
@@ -155,24 +141,20 @@ with dg.DagsterInstance.get() as instance:
         )
 sys.exit(0 if result.success else 1)
 """
-LATER = "2012-06-27"
 REASON = {"reason": "v2 over-forecasts", "requested_by": "ana@example.com"}
 
 
 @dataclass
-class Promoted:
-    """A home where `first` (BEFORE) was promoted and `second` (DAY) trained, its gates passed."""
+class Promoted(TrainedHome):
+    """A copy of the trained home, where `first` (BEFORE) was promoted and `second` (DAY) trained, its gates passed."""
 
-    settings: Settings
-    dagster_home: Path
-    defs: dg.Definitions
-    tracking: MlflowTracking
-    store: PartitionedParquetIOManager
-    first: str
-    second: str
+    first: str = field(init=False)
+    second: str = field(init=False)
 
-    def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(self.dagster_home))
+    def __post_init__(self) -> None:
+        first, self.second = self.tracking.alias_version(NAME, CHAMPION), self.model_version(DAY)
+        assert first is not None and self.second != first
+        self.first = first
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "DAGSTER_HOME": str(self.dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
@@ -219,31 +201,17 @@ class Promoted:
         return int(stored != version or partition in gates)
 
 
-def promoted(tmp_path: Path, last: str = DAY) -> Promoted:
-    settings = promotable_bikes(tmp_path, NAME)
-    dagster_home = prepare_home(settings.home)
-    defs = build_definitions(settings, today=TODAY)
-    resources = defs.resources or {}
-    tracking, store = resources["mlflow"], resources["io_manager"]
-    assert isinstance(tracking, MlflowTracking) and isinstance(store, PartitionedParquetIOManager)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        assert run_range(defs, ["raw", "features"], NAME, (FIRST, last), instance).success
-        assert run_range(defs, ["model", "champion"], NAME, (BEFORE, BEFORE), instance).success
-        assert run_range(defs, ["model"], NAME, (DAY, DAY), instance).success
-    first = tracking.alias_version(NAME, CHAMPION)
-    second = str(store.read(dg.AssetKey([NAME, "model"]), DAY)["version"])
-    assert first is not None and second != first
-    return Promoted(settings, dagster_home, defs, tracking, store, first, second)
+@pytest.fixture
+def home(trained_template: Path, tmp_path: Path) -> Promoted:
+    """The test's own copy of the trained home."""
+    return Promoted.at(copy_state(trained_template, tmp_path / "trained"))
 
 
 @pytest.mark.faults
 @pytest.mark.timeout(420)
-def test_a_rollback_sticks_through_a_model_backfill_and_the_next_champion_run(
-    tmp_path: Path, ray_address: str, fault: FaultRow
-) -> None:
+def test_a_rollback_sticks_through_a_model_backfill_and_the_next_champion_run(home: Promoted, fault: FaultRow) -> None:
     fault.scenario = "rollback, then automation"
     fault.injected = "rollback v2 -> v1, then an old model day backfilled and `champion` run again (as automation)"
-    home = promoted(tmp_path, last=LATER)
     with home.instance() as instance:
         assert run_unpartitioned(home.defs, ["champion"], NAME, instance).success
         assert home.aliases() == (home.second, home.first)
@@ -272,11 +240,10 @@ def test_a_rollback_sticks_through_a_model_backfill_and_the_next_champion_run(
 @pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_champion_and_rollback_racing_take_turns_and_agree_with_the_registry(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    home: Promoted, tmp_path: Path, fault: FaultRow
 ) -> None:
     fault.scenario = "champion and rollback racing"
     fault.injected = "a rollback launched while a `champion` run is between deciding and writing the champion alias"
-    home = promoted(tmp_path)
     marker = tmp_path / "writing"
     command = home.slow_writer("champion", CHAMPION, marker, pause=5)
     log = tmp_path / "champion.log"
@@ -310,11 +277,10 @@ def test_champion_and_rollback_racing_take_turns_and_agree_with_the_registry(
 @pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_a_rollback_killed_between_its_alias_writes_converges_on_re_run(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    home: Promoted, tmp_path: Path, fault: FaultRow
 ) -> None:
     fault.scenario = "crash between rollback's alias writes"
     fault.injected = "kill -9 of the rollback run after `champion` moved back, before `previous_champion` moved"
-    home = promoted(tmp_path)
     with home.instance() as instance:
         assert run_unpartitioned(home.defs, ["champion"], NAME, instance).success
     assert home.aliases() == (home.second, home.first)
@@ -345,11 +311,10 @@ def test_a_rollback_killed_between_its_alias_writes_converges_on_re_run(
 @pytest.mark.faults
 @pytest.mark.timeout(420)
 def test_an_alias_moved_outside_the_pool_fails_the_champion_run_instead_of_being_overwritten(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    home: Promoted, tmp_path: Path, fault: FaultRow
 ) -> None:
     fault.scenario = "alias moved behind the champion run's back"
     fault.injected = "`champion` set by hand in MLflow (outside the pool) after a champion run decided, before it wrote"
-    home = promoted(tmp_path)
     marker = tmp_path / "writing"
     command = home.slow_writer("champion", PREVIOUS_CHAMPION, marker, pause=5)
     log = tmp_path / "champion.log"

@@ -1,7 +1,8 @@
 """Something happens between a verdict and the bytes it judged; the day gate must still pass only judged bytes.
 
-Each scenario builds `raw` for ten days of May 2012 with its checks (the real code location, a Dagster instance on
-disk made as `make dev` makes it), does one thing to the link between the files and their verdicts, then runs the
+Each scenario starts from `raw` for ten days of May 2012 built with its checks (the real code location, a Dagster
+instance on disk made as `make dev` makes it; built once per module, each scenario on its own copy, but for the wipe
+scenario, whose delivery differs), does one thing to the link between the files and their verdicts, then runs the
 downstream `features` for the last three days (each look-back window holds eight raw days, together all ten) on a
 real Ray head. "ungated" counts the features days built from raw bytes that no passing verdict judged: it must be 0.
 
@@ -33,7 +34,7 @@ from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
 from resources.storage import PartitionedParquetIOManager
 
-from .conftest import BIKE_CSV, TODAY, FaultRow, FlakyDisk, bike_spec_document, run_and_kill_when
+from .conftest import BIKE_CSV, TODAY, FaultRow, FlakyDisk, bike_spec_document, copy_state, run_and_kill_when
 
 NAME = "judged_bikes"
 FIRST, LAST = "2012-05-01", "2012-05-10"
@@ -73,21 +74,12 @@ with dg.DagsterInstance.get() as instance:
 
 
 class Platform:
-    """The code location over a landing zone of May 2012, its asset store and its Dagster home."""
+    """The code location over a landing zone of May 2012, its asset store and its Dagster home, all under `root`."""
 
     def __init__(self, root: Path) -> None:
         self.landing, self.specs, self.home = root / "landing", root / "specs", root / "home"
-        self.landing.mkdir()
-        self.specs.mkdir()
         source = pd.read_csv(BIKE_CSV)
         self.source = source[(source["yr"] == 1) & (source["mnth"] == 5)]
-        self.deliver(self.source)
-        document = bike_spec_document(
-            name=NAME,
-            source={"uri": str(self.landing / "*.csv")},
-            partitioning={"start_date": FIRST, "end_date": "2012-06-01", "rebase_to_yesterday": False},
-        )
-        (self.specs / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
         self.settings = Settings(
             env="local", root=PROJECT_ROOT, home=self.home, specs_dir=self.specs, mlflow_ui_url="http://x"
         )
@@ -98,6 +90,21 @@ class Platform:
         self.store = store
         self.raw = dg.AssetKey([NAME, "raw"])
         self.features = dg.AssetKey([NAME, "features"])
+
+    @classmethod
+    def create(cls, root: Path) -> Platform:
+        """A new root: the spec, and May 2012 delivered to the landing zone."""
+        (root / "landing").mkdir()
+        (root / "specs").mkdir()
+        document = bike_spec_document(
+            name=NAME,
+            source={"uri": str(root / "landing" / "*.csv")},
+            partitioning={"start_date": FIRST, "end_date": "2012-06-01", "rebase_to_yesterday": False},
+        )
+        (root / "specs" / f"{NAME}.yaml").write_text(yaml.safe_dump(document))
+        platform = cls(root)
+        platform.deliver(platform.source)
+        return platform
 
     def deliver(self, frame: pd.DataFrame) -> None:
         frame.to_csv(self.landing / "hour.csv", index=False)
@@ -132,16 +139,30 @@ def reasons(values: dict[str, pd.DataFrame | Rejected]) -> str:
     return " | ".join(value.reason for value in values.values() if isinstance(value, Rejected))
 
 
+@pytest.fixture(scope="module")
+def judged_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """May 2012 delivered and raw built with its checks, every day passing: built once, copied by `judged`."""
+    root = tmp_path_factory.mktemp("judged_template")
+    platform = Platform.create(root)
+    with platform.instance() as instance:
+        platform.build_raw(instance)
+    return root
+
+
+@pytest.fixture
+def judged(judged_template: Path, tmp_path: Path) -> Platform:
+    """The test's own copy of the judged raw (its landing zone, asset store and Dagster home)."""
+    return Platform(copy_state(judged_template, tmp_path / "judged"))
+
+
 @pytest.mark.faults
 @pytest.mark.timeout(400)
 def test_files_written_by_a_run_killed_before_its_events_are_not_used(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    judged: Platform, ray_address: str, fault: FaultRow
 ) -> None:
     fault.scenario = "killed after writes, before events"
     fault.injected = "kill -9 of a raw run (checks not selected) after all 10 days' files, before Dagster recorded them"
-    platform = Platform(tmp_path)
-    with platform.instance() as instance:
-        platform.build_raw(instance)
+    platform = judged
     store = StatePaths(platform.home).assets / NAME / "raw"
     old = {day: pd.read_parquet(store / f"{day}.parquet") for day in (FIRST, LAST)}
 
@@ -185,7 +206,7 @@ def test_a_wiped_history_rejects_every_day_and_the_failed_one_stays_out(
 ) -> None:
     fault.scenario = "wipe materializations, then load"
     fault.injected = f"raw judged (one day, {BAD_DAY}, failed its check), then instance.wipe_assets (the UI's wipe)"
-    platform = Platform(tmp_path)
+    platform = Platform.create(tmp_path)
     bad_hours = pd.to_datetime(platform.source["dteday"], format="%m/%d/%y").dt.strftime("%Y-%m-%d") == BAD_DAY
     platform.deliver(platform.source.assign(cnt=platform.source["cnt"].where(~bad_hours, -5)))
     with platform.instance() as instance:
@@ -203,17 +224,16 @@ def test_a_wiped_history_rejects_every_day_and_the_failed_one_stays_out(
 @pytest.mark.faults
 @pytest.mark.timeout(400)
 def test_planned_checks_of_a_queued_and_a_cancelled_run_reject_no_day(
-    tmp_path: Path, ray_address: str, fault: FaultRow
+    judged: Platform, ray_address: str, fault: FaultRow
 ) -> None:
     fault.scenario = "queued and cancelled runs"
     fault.injected = "raw judged; then a raw run of the range left queued and one cancelled before judging"
-    platform = Platform(tmp_path)
+    platform = judged
     raw_checks = {dg.AssetCheckKey(platform.raw, name) for name in GATES["raw"]}
     job = platform.defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection={platform.raw}, asset_check_selection=raw_checks
     )
     with platform.instance() as instance:
-        platform.build_raw(instance)
         tags = {RANGE_START: FIRST, RANGE_END: LAST}
         instance.create_run_for_job(job, asset_selection=frozenset({platform.raw}), tags=tags)
         cancelled = instance.create_run_for_job(job, asset_selection=frozenset({platform.raw}), tags=tags)
@@ -229,16 +249,15 @@ def test_planned_checks_of_a_queued_and_a_cancelled_run_reject_no_day(
 @pytest.mark.faults
 @pytest.mark.timeout(400)
 def test_a_verdict_is_credited_to_the_bytes_the_check_read(
-    tmp_path: Path, ray_address: str, fault: FaultRow, flaky_disk: type[FlakyDisk]
+    flaky_disk: type[FlakyDisk], judged: Platform, ray_address: str, fault: FaultRow
 ) -> None:
     fault.scenario = "verdict credited to other bytes"
     fault.injected = f"while a check run reads raw {LAST}, another writer replaces it (bad counts) and records it"
-    platform = Platform(tmp_path)
+    platform = judged
     checks_only = platform.defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection=set(), asset_check_selection={dg.AssetCheckKey(platform.raw, n) for n in GATES["raw"]}
     )
     with platform.instance() as instance:
-        platform.build_raw(instance)
 
         def another_writer() -> None:  # its file and its materialisation land while the check reads the old bytes
             platform.store.write(platform.raw, LAST, platform.store.read(platform.raw, LAST).assign(cnt=-1))
@@ -248,10 +267,10 @@ def test_a_verdict_is_credited_to_the_bytes_the_check_read(
             )
 
         flaky_disk.on_open[platform.store.path_for(platform.raw, LAST, "parquet")] = another_writer
-        judged = checks_only.execute_in_process(
+        checked = checks_only.execute_in_process(
             instance=instance, tags={RANGE_START: FIRST, RANGE_END: LAST}, raise_on_error=False
         )
-        assert judged.success and not flaky_disk.on_open, "the other writer did not run during the check"
+        assert checked.success and not flaky_disk.on_open, "the other writer did not run during the check"
         features = platform.build_features(instance)
     fault.ungated = ungated(features, [LAST])
     assert fault.ungated == 0, "the check's verdict on the old bytes passed the other writer's bad bytes"
