@@ -129,11 +129,6 @@ def test_a_half_written_file_is_read_only_once_stable(
     fault.result = "not opened while growing; 1 request for all 3 days on the first quiet tick; its run stored them"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a landing run's raw step reads every file of the zone (platform_assets/stages/ingest.py "
-    "load_source), not the request's files, so the poison file the sensor kept fails the good file's run",
-)
 def test_a_poison_file_does_not_stop_the_good_one(
     landing: Landing, capfd: pytest.CaptureFixture[str], fault: FaultRow
 ) -> None:
