@@ -273,9 +273,16 @@ def worker_ray_connect(args: Mapping[str, Any]) -> dict[str, Any]:
         from resources.compute import RayCluster
 
         lap("import_dagster_and_resource")
+        import ray
+
+        lap("import_ray")  # as in the plain mode: every step that uses Ray pays it, whatever connects
+        with dg.build_resources({}):
+            pass
+        lap("dagster_setup_without_resources")  # what a step has already paid before it sets up its resources
         with dg.build_resources({"ray_cluster": RayCluster(address="auto")}):
-            lap("resource_setup")  # ray.init + Ray Data options applied locally and in one remote task
+            lap("resource_setup")  # the resource's connect: one ray.init
         lap("resource_teardown")
+        timings["connected_after_teardown"] = float(ray.is_initialized())
     return {"mode": args["mode"], "seconds": timings, **rusage_mb()}
 
 

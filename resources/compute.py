@@ -5,13 +5,41 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 from dagster_ray import RayResource
 from pydantic import Field
 
+if TYPE_CHECKING:
+    from dagster_ray.types import AnyDagsterContext
+    from ray._private.worker import BaseContext
+
 T = TypeVar("T")
+
+
+def connect_without_ray_data(resource: RayResource) -> BaseContext:
+    """`ray.init` with the resource's address, init options and injected env vars, and nothing more.
+
+    dagster-ray's `RayResource.connect` also applies its Ray Data options, locally (importing `ray.data`) and in
+    one remote task (a worker must start and import `ray.data` too): 2.5-3.2 s per step against 0.05 s for the
+    `ray.init` itself, for a library the platform does not use. Its `data_execution_options` are therefore not
+    applied; everything else `connect` passes to `ray.init` is.
+    """
+    import ray
+    from dagster_ray.utils import _process_dagster_env_vars
+
+    options: dict[str, Any] = _process_dagster_env_vars(dict(resource.ray_init_options))
+    runtime_env = dict(options.get("runtime_env") or {})
+    env_vars = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if v is not None}
+    env_vars |= resource.get_env_vars_to_inject()
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    context = ray.init(address=resource.ray_address, **options)
+    resource._context = context
+    return context
 
 
 class RayCluster(RayResource):
@@ -41,6 +69,9 @@ class RayCluster(RayResource):
     @property
     def ready(self) -> bool:
         return True
+
+    def connect(self, context: AnyDagsterContext) -> BaseContext:  # pyright: ignore[reportIncompatibleVariableOverride] (the base method is wrapped by tenacity)
+        return connect_without_ray_data(self)
 
 
 PROGRESS_STEPS = 10

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dagster_ray.kuberay import KubeRayCluster
+
 from kernel.spec import K8sRequests, PipelineSpec
+from resources.compute import connect_without_ray_data
 
 if TYPE_CHECKING:
-    from dagster_ray.kuberay import KubeRayCluster, RayClusterConfig
+    from dagster_ray.kuberay import RayClusterConfig
+    from dagster_ray.types import AnyDagsterContext
+    from ray._private.worker import BaseContext
 
 NAMESPACE = "dagster"
 RAY_VERSION = "2.60.0"
@@ -138,11 +143,18 @@ def ray_cluster_config(specs: list[PipelineSpec]) -> RayClusterConfig:
     )
 
 
-def kuberay_cluster(specs: list[PipelineSpec]) -> KubeRayCluster:
+class KubeRayRunCluster(KubeRayCluster):
+    """A per-run KubeRay cluster for the run's Ray tasks, connected without dagster-ray's Ray Data probe."""
+
+    def connect(self, context: AnyDagsterContext) -> BaseContext:  # pyright: ignore[reportIncompatibleVariableOverride] (the base method is wrapped by tenacity)
+        return connect_without_ray_data(self)
+
+
+def kuberay_cluster(specs: list[PipelineSpec]) -> KubeRayRunCluster:
     """A RayCluster per run (steps of a run share it), deleted after the run; the cleanup sensor reaps leftovers."""
-    from dagster_ray.kuberay import ClusterSharing, KubeRayCluster
+    from dagster_ray.kuberay import ClusterSharing
     from dagster_ray.kuberay.configs import MatchDagsterLabels
 
     # run_id=True: steps of one run share its cluster; another run (maybe another image) never joins it.
     sharing = ClusterSharing(enabled=True, match_dagster_labels=MatchDagsterLabels(run_id=True))
-    return KubeRayCluster(ray_cluster=ray_cluster_config(specs), cluster_sharing=sharing)
+    return KubeRayRunCluster(ray_cluster=ray_cluster_config(specs), cluster_sharing=sharing)

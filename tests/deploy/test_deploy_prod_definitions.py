@@ -134,7 +134,7 @@ def test_kuberay_cleanup_sensor_runs_by_default(loaded: dict[str, Any]) -> None:
 
 def test_ray_cluster_is_a_per_run_kuberay_cluster(loaded: dict[str, Any]) -> None:
     assert loaded["ray_cluster_is_kuberay"] is True
-    assert loaded["resources"]["ray_cluster"] == "dagster_ray.kuberay.resources.raycluster.KubeRayCluster"
+    assert loaded["resources"]["ray_cluster"] == "resources.kuberay.KubeRayRunCluster"
     assert loaded["raycluster_client_ok"] is True
     assert loaded["ray_cluster_namespace"] == "dagster"
     assert {"io_manager", "mlflow"} <= set(loaded["resources"])
