@@ -22,6 +22,9 @@ PARTITION_START = date(2011, 1, 1)
 PARTITION_END = date(2013, 1, 1)  # exclusive
 LAST_DAY = PARTITION_END - timedelta(days=1)
 DEFAULT_CYCLE_DAY = date(2012, 6, 13)
+# (a) and (g): the last 350 partitions. A backfill needs bike's 365-day training window plus its look-back before
+# its range, and the shipped data has 731 days, so at most 358 fit; 350 is the round figure issue 17 measured.
+DEFAULT_DAYS = 350
 BACKFILL_STAGES = ("raw", "features", "predictions")
 CYCLE_STAGES = ("raw", "features", "model", "champion", "predictions")
 HEAVY_MODULES = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "skops", "matplotlib", "dagster_k8s")
@@ -72,6 +75,20 @@ def bench_pipeline(specs_dir: Path, root: Path = PROJECT_ROOT, name: str = PIPEL
 def history_days(pipeline: Pipeline) -> int:
     """Days of features before a model partition (its training window) plus the raw look-back of those features."""
     return pipeline.spec.training.window_days + pipeline.lookback_days
+
+
+def backfill_range(pipeline: Pipeline, days: int) -> tuple[date, date]:
+    """(a)'s first history day and first partition for a backfill of the last `days` partitions, or why not."""
+    history = history_days(pipeline)
+    first = LAST_DAY - timedelta(days=days - 1)
+    setup_first = first - timedelta(days=history)
+    if setup_first < PARTITION_START:
+        most = (LAST_DAY - PARTITION_START).days + 1 - history
+        raise StageFailed(
+            f"--days {days} leaves no room for {history} days of history (training window + look-back) before the "
+            f"range: the data's partitions {PARTITION_START}..{LAST_DAY} allow at most --days {most}"
+        )
+    return setup_first, first
 
 
 def range_tags(first: date, last: date) -> dict[str, str]:

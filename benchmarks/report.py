@@ -129,7 +129,7 @@ def print_report(report: Mapping[str, Any]) -> None:
         )
         print(tabulate([[k, v] for k, v in a["ratios"].items()], headers=["ratio", "x"]))
         head = a["headline"]
-        verdict = "OK" if head["meets_target"] else "MISS"
+        verdict = "PASS" if head["meets_target"] else "MISS"
         print(f"  headline ratio {head['ratio']} (target <= {head['target']}): {verdict}")
         print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
         step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
@@ -155,7 +155,7 @@ def print_report(report: Mapping[str, Any]) -> None:
         print("\n(b) code-location load")
         rows = [[k, v, b["samples_s"][k]] for k, v in b["median_s"].items()]
         print(tabulate(rows, headers=["process", "median s", "samples s"]))
-        print(f"  ratio {b['ratio']} (target <= {b['target']}): {'OK' if b['meets_target'] else 'MISS'}")
+        print(f"  ratio {b['ratio']} (target <= {b['target']}): {'PASS' if b['meets_target'] else 'MISS'}")
         print(f"  heavy modules imported by the load: {b['loaded']['heavy_imported'] or 'none'}")
         print("  top imports:", ", ".join(f"{o['package']} {o['self_s']}s" for o in b["import_offenders"][:6]))
     for name, oos in figures.get("oos", {}).items():

@@ -20,6 +20,7 @@ from benchmarks.common import (
     PARTITION_START,
     TARGETS,
     StageFailed,
+    backfill_range,
     history_days,
 )
 from benchmarks.harness import Bench, tail
@@ -62,11 +63,7 @@ def serving_champion(pipeline: Pipeline, state: StatePaths) -> dict[str, Any]:
 
 
 def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str, Any]:
-    first = LAST_DAY - timedelta(days=days - 1)
-    history = history_days(bench.pipeline)
-    setup_first = first - timedelta(days=history)
-    if setup_first < PARTITION_START:
-        raise StageFailed(f"--days {days} leaves no room for {history} days of history before the range")
+    setup_first, first = backfill_range(bench.pipeline, days)
     last = LAST_DAY
     state = bench.home("a")
     span = {"first": str(first), "last": str(last)}
