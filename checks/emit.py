@@ -121,8 +121,10 @@ def emit(
                 target_materialization_data=targets.get(day),
             )
         failed = {day: v.reason or "no fingerprint" for day, v in by_day.items() if not v.passed or not judged.get(day)}
-        if failed:
-            context.log.warning(f"{spec.name}: {len(failed)} of {len(by_day)} day(s) failed: {sorted(failed)}")
+        listed = sorted(failed)[:MAX_LISTED_DAYS]
+        summary = f"{spec.name} on {spec.asset_key.to_user_string()}: {len(by_day)} day(s) judged, {len(failed)} failed"
+        summary += f": {listed}{' ...' if len(failed) > len(listed) else ''}" if failed else ""
+        (context.log.warning if failed else context.log.info)(summary)
         yield dg.AssetObservation(
             asset_key=spec.asset_key,
             metadata={

@@ -109,6 +109,19 @@ def test_materialise_a_range_of_raw_and_features_from_the_cli(home: Home) -> Non
             [dg.AssetCheckKey(dg.AssetKey([NAME, "raw"]), "passes_expectations")]
         )
         assert verdicts, "the blocking check of raw ran in the same run"
+        evaluations = instance.get_records_for_run(
+            runs[0].dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=1000
+        ).records
+        events = [r.event_log_entry.dagster_event for r in evaluations]
+        data = [event.event_specific_data for event in events if event is not None]
+        judged = {(d.asset_check_key, d.partition) for d in data if isinstance(d, dg.AssetCheckEvaluation)}
+        checks_per_day = 5  # raw: passes_expectations, complete_days; features: finite, schema, drift
+        assert len(evaluations) == len(judged) == len(days) * checks_per_day, "one recorded verdict per day per check"
+
+    # The terminal (local dagster.yaml: python_log_level INFO) has each check's summary, not a line per evaluation.
+    output = result.stdout + result.stderr
+    assert "ASSET_CHECK_EVALUATION" not in output, output[-3000:]
+    assert f"passes_expectations on {NAME}/raw: {len(days)} day(s) judged, 0 failed" in output, output[-3000:]
 
 
 def test_the_rollback_job_accepts_the_documented_command_and_config(home: Home, tmp_path: Path) -> None:
