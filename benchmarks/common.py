@@ -41,6 +41,10 @@ TARGETS: dict[str, Any] = {
     # N = 1,826 against N = 30 (flat in N: the run reads the log entries of its day, never the history).
     "i_time_ratio_max": 1.5,
     "i_bytes_ratio_max": 1.1,
+    # (j) N files of one pipeline landed at once (N = 1, 12, 100): the landing sensor requests one run, and the
+    # runs read each landed row once (flat in N: not each file's days once per file).
+    "j_runs_requested": 1,
+    "j_rows_read_ratio_max": 1.05,
     # Out-of-sample MAE improvement over the pipeline's seasonal-naive baseline; a pipeline not listed is held to
     # its own spec's promotion.min_improvement_over_baseline.
     "oos_improvement_min": {"bike_demand": 0.30},

@@ -1,5 +1,5 @@
 """Platform benchmarks: backfill vs a plain script (a), code-location load (b), one daily cycle (c), what
-fingerprints cost (g), landing the N-th daily file (i).
+fingerprints cost (g), landing the N-th daily file (i), landing N files at once (j).
 
     .venv/bin/python benchmarks/run.py                 # a, b, c and g, 350-day backfill (~20 min on 2 cores)
     .venv/bin/python benchmarks/run.py --only b        # one section
@@ -44,8 +44,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "g", "i", "oos")
-DEFAULT_SECTIONS = "a,b,c,g,i"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "b", "c", "g", "i", "j", "oos")
+DEFAULT_SECTIONS = "a,b,c,g,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -56,7 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         "--only",
         default=DEFAULT_SECTIONS,
         help="comma-separated sections: a (backfill), b (load), c (cycle), g (fingerprints), i (ingest of the N-th "
-        "file), oos (out-of-sample backtest; not default)",
+        "file), j (N files landed at once), oos (out-of-sample backtest; not default)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.common import RESULTS, StageFailed, backfill_range
     from benchmarks.harness import Bench, ray_head
     from benchmarks.ingest import section_i
+    from benchmarks.many_files import section_j
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
     from benchmarks.sections import section_a, section_b, section_c, section_g
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["g"] = section_g(bench, args.days)
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
+            if "j" in sections:
+                report["figures"]["j"] = section_j(bench)
             if "oos" in sections:
                 names = [n.strip() for n in args.oos_pipelines.split(",") if n.strip()]
                 report["figures"]["oos"] = section_oos(bench, args.oos_days, names)

@@ -28,6 +28,7 @@ from benchmarks.common import (
 )
 from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
 from benchmarks.ingest import worker_ingest_nth
+from benchmarks.many_files import worker_many_files
 from benchmarks.script import worker_script
 from kernel.days import day_range
 from kernel.paths import PROJECT_ROOT
@@ -478,6 +479,7 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "backtest": worker_backtest,
     "fingerprints": worker_fingerprints,
     "ingest_nth": worker_ingest_nth,
+    "many_files": worker_many_files,
 }
 
 
