@@ -124,7 +124,7 @@ def test_asset_keys(loaded: dict[str, Any]) -> None:
 
 def test_every_job_uses_the_k8s_job_executor(loaded: dict[str, Any]) -> None:
     assert loaded["executor"] == "k8s" and loaded["executor_is_k8s_job_executor"] is True
-    user_actions = {f"{p}_{action}": "k8s" for p in PIPELINES for action in ("rollback", "promote")}
+    user_actions = {f"{p}_{action}": "k8s" for p in PIPELINES for action in ("rollback", "promote", "retire")}
     assert loaded["jobs"] == {"__ASSET_JOB": "k8s", "delete_kuberay_clusters": "k8s", **user_actions}
 
 

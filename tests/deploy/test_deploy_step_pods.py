@@ -46,9 +46,11 @@ class Location:
 
 
 def _example_config(job_name: str) -> dict[str, Any] | None:
-    """The rollback and manual promotion jobs need their reason and requester (and version) to plan; the other jobs
-    need no config."""
+    """The rollback, manual promotion and retire jobs need their reason and requester (and version, or source) to
+    plan; the other jobs need no config."""
     config = {"reason": "planning only", "requested_by": "tests"}
+    if job_name.endswith("_retire"):
+        return {"ops": {f"{job_name}_source": {"config": {**config, "source": "planning-only.csv"}}}}
     if job_name.endswith("_promote"):
         config["version"] = "1"
     elif not job_name.endswith("_rollback"):

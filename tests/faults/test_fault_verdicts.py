@@ -158,11 +158,15 @@ def judged(judged_template: Path, tmp_path: Path) -> Platform:
 @pytest.mark.faults
 @pytest.mark.timeout(400)
 def test_files_written_by_a_run_killed_before_its_events_are_not_used(
-    judged: Platform, ray_address: str, fault: FaultRow
+    tmp_path: Path, ray_address: str, fault: FaultRow
 ) -> None:
     fault.scenario = "killed after writes, before events"
     fault.injected = "kill -9 of a raw run (checks not selected) after all 10 days' files, before Dagster recorded them"
-    platform = judged
+    # Its own platform, not a copy: the corrected delivery must replace the ingest log's entry of the same landing
+    # path, and a copy's entries name the template's paths.
+    platform = Platform.create(tmp_path)
+    with platform.instance() as instance:
+        platform.build_raw(instance)
     store = StatePaths(platform.home).assets / NAME / "raw"
     old = {day: pd.read_parquet(store / f"{day}.parquet") for day in (FIRST, LAST)}
 
