@@ -38,43 +38,49 @@ def daily_csv(frame: Any, day: date) -> bytes:
     return rows.to_csv(index=False).encode()
 
 
-def worker_ingest_nth(args: Mapping[str, Any]) -> dict[str, Any]:
-    """History of N-1 daily files landed untimed, then `REPEATS` timed landing runs of one new file each."""
-    import dagster as dg
-    import pandas as pd
+def landing_platform(name: str, landing: Path, specs: Path, first: date, end: date) -> tuple[Any, Any, Any]:
+    """The shipped bike spec renamed `name`, reading `landing/*.csv` over first..end (exclusive), built as the code
+    location builds it in `PLATFORM_HOME`: its definitions, asset store and pipeline."""
     import yaml
 
-    from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
     from kernel.pipeline import Pipeline
     from kernel.settings import Settings
     from kernel.spec import load_spec
-    from ml import ingest
     from platform_assets.definitions import build_definitions
-    from resources.ingest_log import IngestLog
     from resources.storage import PartitionedParquetIOManager
 
-    n, root = int(args["n"]), Path(args["root"])
-    landing, archive, specs = root / "landing", root / "archive", root / "specs"
-    for folder in (landing, archive, specs):
-        folder.mkdir(parents=True, exist_ok=True)
     document = yaml.safe_load(SOURCE_SPEC.read_text())
     document |= {
-        "name": PIPELINE,
+        "name": name,
         "source": {**document["source"], "uri": str(landing / "*.csv")},
-        "partitioning": {
-            "start_date": FIRST_DAY,
-            "end_date": FIRST_DAY + timedelta(days=n + REPEATS),
-            "rebase_to_yesterday": False,
-        },
+        "partitioning": {"start_date": first, "end_date": end, "rebase_to_yesterday": False},
     }
-    (specs / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    (specs / f"{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     home = Path(os.environ["PLATFORM_HOME"])
     settings = Settings(env="local", root=PROJECT_ROOT, home=home, specs_dir=specs, mlflow_ui_url="http://x")
     defs = build_definitions(settings)
     store = (defs.resources or {})["io_manager"]
     if not isinstance(store, PartitionedParquetIOManager):
         raise StageFailed("unexpected asset store resource")
-    pipeline = Pipeline(spec=load_spec(specs / f"{PIPELINE}.yaml"), root=PROJECT_ROOT)
+    return defs, store, Pipeline(spec=load_spec(specs / f"{name}.yaml"), root=PROJECT_ROOT)
+
+
+def worker_ingest_nth(args: Mapping[str, Any]) -> dict[str, Any]:
+    """History of N-1 daily files landed untimed, then `REPEATS` timed landing runs of one new file each."""
+    import dagster as dg
+    import pandas as pd
+
+    from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
+    from ml import ingest
+    from resources.ingest_log import IngestLog
+
+    n, root = int(args["n"]), Path(args["root"])
+    landing, archive, specs = root / "landing", root / "archive", root / "specs"
+    for folder in (landing, archive, specs):
+        folder.mkdir(parents=True, exist_ok=True)
+    defs, store, pipeline = landing_platform(
+        PIPELINE, landing, specs, FIRST_DAY, FIRST_DAY + timedelta(days=n + REPEATS)
+    )
     frame = pd.read_csv(PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv")
     frame["dteday"] = pd.to_datetime(frame["dteday"], format="%m/%d/%y").dt.strftime("%Y-%m-%d")
 

@@ -16,15 +16,15 @@ and their rows counted. Flat means rows read / rows landed close to 1: each land
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SOURCE_SPEC, TARGETS, StageFailed
+from benchmarks.common import TARGETS, StageFailed
 from benchmarks.harness import Bench
+from benchmarks.ingest import landing_platform
 from kernel.paths import PROJECT_ROOT
 
 PIPELINE = "bike_landing"
@@ -43,40 +43,17 @@ def worker_many_files(args: Mapping[str, Any]) -> dict[str, Any]:
     """N files land at once; the real landing sensor is ticked and every run it requests is executed in-process."""
     import dagster as dg
     import pandas as pd
-    import yaml
 
     from kernel.days import day_range
     from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
-    from kernel.pipeline import Pipeline
-    from kernel.settings import Settings
-    from kernel.spec import load_spec
     from ml import ingest_log as log
-    from platform_assets.definitions import build_definitions
     from resources.ingest_log import IngestLog
-    from resources.storage import PartitionedParquetIOManager
 
     n, root = int(args["n"]), Path(args["root"])
     landing, specs = root / "landing", root / "specs"
     for folder in (landing, specs):
         folder.mkdir(parents=True, exist_ok=True)
-    document = yaml.safe_load(SOURCE_SPEC.read_text())
-    document |= {
-        "name": PIPELINE,
-        "source": {**document["source"], "uri": str(landing / "*.csv")},
-        "partitioning": {
-            "start_date": FIRST_DAY,
-            "end_date": LAST_DAY + timedelta(days=1),
-            "rebase_to_yesterday": False,
-        },
-    }
-    (specs / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    home = Path(os.environ["PLATFORM_HOME"])
-    settings = Settings(env="local", root=PROJECT_ROOT, home=home, specs_dir=specs, mlflow_ui_url="http://x")
-    defs = build_definitions(settings)
-    store = (defs.resources or {})["io_manager"]
-    if not isinstance(store, PartitionedParquetIOManager):
-        raise StageFailed("unexpected asset store resource")
-    pipeline = Pipeline(spec=load_spec(specs / f"{PIPELINE}.yaml"), root=PROJECT_ROOT)
+    defs, store, pipeline = landing_platform(PIPELINE, landing, specs, FIRST_DAY, LAST_DAY + timedelta(days=1))
     sensor = defs.resolve_sensor_def(f"{PIPELINE}_landing_sensor")
     job = defs.resolve_implicit_global_asset_job_def()
 

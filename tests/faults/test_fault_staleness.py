@@ -14,10 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
-from support import landed, run_range, run_unpartitioned
+from support import correct_day, landed, run_range, run_unpartitioned, stale_causes
 
 from devtools.stack import prepare_home
 from kernel.names import CHAMPION
@@ -33,27 +30,9 @@ FIRST, SERVING, NEWER = "2012-04-25", "2012-06-25", "2012-06-26"
 CORRECTED = "2012-06-20"  # inside both models' 56-day windows
 
 
-def correct_day(target: Path, day: str) -> None:
-    """The bike CSV with one day's counts corrected (one more rental each hour): plausible, passes its checks."""
-    frame = pd.read_csv(BIKE_CSV)
-    stamp = pd.Timestamp(day)
-    rows = frame["dteday"] == f"{stamp.month}/{stamp.day}/{stamp.strftime('%y')}"
-    assert rows.any()
-    frame.loc[rows, "cnt"] += 1
-    frame.to_csv(target, index=False)
-
-
 def stale(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, days: list[str]) -> set[str]:
     """The days among `days` that Dagster's UI shows stale."""
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance, graph, view)
-    key = dg.AssetKey([NAME, stage])
-    return {day for day in days if resolver.get_status(key, day) == StaleStatus.STALE}
+    return set(stale_causes(defs, instance, dg.AssetKey([NAME, stage]), days))
 
 
 @pytest.mark.faults
@@ -88,7 +67,7 @@ def test_a_raw_day_corrected_after_the_models_shows_them_stale_and_the_champion_
         serving, newer = version(SERVING), version(NEWER)
         assert tracking.alias_version(NAME, CHAMPION) == serving
 
-        correct_day(landing, CORRECTED)
+        correct_day(BIKE_CSV, landing, CORRECTED)
         # As the landing sensor's run: the corrected file lands in the ingest log, its day is rebuilt.
         assert run_range(
             defs, ["raw", "features"], NAME, (CORRECTED, CORRECTED), instance, tags=landed(landing)

@@ -10,10 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import BIKE_CSV, PipelineFactory
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
-from support import landed, run_range
+from support import correct_day, landed, run_range, stale_causes
 from test_automation import NAME, Evaluator, key, spec
 
 FIRST, LAST = "2012-06-01", "2012-06-20"
@@ -30,32 +27,9 @@ def holding(defs: dg.Definitions) -> set[str]:
     return set(days)
 
 
-def correct_day(source: Path, target: Path, day: str) -> None:
-    """Copy the bike CSV with one day's counts corrected (each hour one more rental): plausible, passes its checks."""
-    frame = pd.read_csv(source)
-    stamp = pd.Timestamp(day)
-    rows = frame["dteday"] == f"{stamp.month}/{stamp.day}/{stamp.strftime('%y')}"
-    assert rows.any()
-    frame.loc[rows, "cnt"] += 1
-    frame.to_csv(target, index=False)
-
-
 def stale_days(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str) -> dict[str, str]:
     """Day -> the first stale cause Dagster's UI shows for it, for the stale days among FIRST..LAST."""
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance, graph, view)
-    days = pd.date_range(FIRST, LAST).strftime("%Y-%m-%d")
-    return {
-        day: f"{cause.reason} {cause.dependency.partition_key if cause.dependency else ''}"
-        for day in days
-        if resolver.get_status(key(stage), day) == StaleStatus.STALE
-        for cause in resolver.get_stale_causes(key(stage), day)[:1]
-    }
+    return stale_causes(defs, instance, key(stage), list(pd.date_range(FIRST, LAST).strftime("%Y-%m-%d")))
 
 
 @pytest.fixture
