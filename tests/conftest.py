@@ -39,16 +39,33 @@ AIR_CSV = PROJECT_ROOT / "data" / "beijing_pm25" / "PRSA_data_2010.1.1-2014.12.3
 TODAY = date(2013, 1, 1)
 
 
+HEAD_ATTEMPTS = 3  # concurrent test sessions can pick the same free port and race to bind it
+
+
+def start_ray_head(log: Path) -> tuple[subprocess.Popen[bytes], Ports]:
+    """A Ray head on free loopback ports, listening; ports picked again if another process won the race."""
+    attempt = 1
+    while True:
+        ports = pick_ports(Ports(dagster=0, mlflow=0, ray=6480, ray_dashboard=8365, ray_client=9101, ray_agent=52465))
+        with log.open("ab") as out:
+            head = subprocess.Popen(
+                ray_head_command(ports, cpus=2), env=os.environ.copy(), start_new_session=True, stdout=out, stderr=out
+            )
+        try:
+            wait_for_port(ports.ray_dashboard, "ray", head, timeout=120)
+        except SystemExit:
+            if head.poll() is None or attempt == HEAD_ATTEMPTS:
+                raise
+            attempt += 1
+        else:
+            return head, ports
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Ray head on free loopback ports for the whole session, stopped at the end."""
-    ports = pick_ports(Ports(dagster=0, mlflow=0, ray=6480, ray_dashboard=8365, ray_client=9101, ray_agent=52465))
-    log = (tmp_path_factory.mktemp("ray") / "ray.log").open("ab")
-    head = subprocess.Popen(
-        ray_head_command(ports, cpus=2), env=os.environ.copy(), start_new_session=True, stdout=log, stderr=log
-    )
+    head, ports = start_ray_head(tmp_path_factory.mktemp("ray") / "ray.log")
     try:
-        wait_for_port(ports.ray_dashboard, "ray", head, timeout=120)
         address = f"127.0.0.1:{ports.ray}"
         os.environ["RAY_ADDRESS"] = address
         yield address
@@ -56,7 +73,6 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ.pop("RAY_ADDRESS", None)
         with contextlib.suppress(psutil.NoSuchProcess):
             stop([psutil.Process(head.pid), *psutil.Process(head.pid).children(recursive=True)])
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -259,6 +259,10 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def raw_key() -> dg.AssetKey:
+    return dg.AssetKey([NAME, "raw"])
+
+
 @dataclass
 class Landing:
     """A landing zone of real files, the real landing sensor over it, the runs it requests (launched in-process on
@@ -357,14 +361,17 @@ class Landing:
                     found.add(digest(path.read_bytes()))
         return found
 
+    def store(self) -> PartitionedParquetIOManager:
+        store = (self.defs.resources or {})["io_manager"]
+        assert isinstance(store, PartitionedParquetIOManager)
+        return store
+
     def stored_days(self) -> set[str]:
         """The expected days whose raw partition is stored with rows."""
         if not self.expected:
             return set()
-        store = (self.defs.resources or {})["io_manager"]
-        assert isinstance(store, PartitionedParquetIOManager)
-        raw = dg.AssetKey([NAME, "raw"])
-        return {day for day in self.expected if store.exists(raw, day) and len(store.read(raw, day)) > 0}
+        store = self.store()
+        return {day for day in self.expected if store.exists(raw_key(), day) and len(store.read(raw_key(), day)) > 0}
 
     def lost(self, *roots: Path) -> int:
         """Delivered files kept nowhere, plus expected days the requested runs did not store."""

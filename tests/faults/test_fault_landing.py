@@ -22,11 +22,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from kernel.names import RANGE_END, RANGE_START
 from kernel.paths import PROJECT_ROOT
 from ml import ingest
 from sensors.landing import run_key
 
-from .conftest import BIKE_CSV, NAME, FaultRow, FlakyDisk, Landing, digest
+from .conftest import BIKE_CSV, NAME, FaultRow, FlakyDisk, Landing, digest, raw_key
 
 pytestmark = pytest.mark.faults
 
@@ -127,6 +128,38 @@ def test_a_half_written_file_is_read_only_once_stable(
     assert quarantined(landing) == {}
     assert_runs_succeed(landing, 1)
     fault.result = "not opened while growing; 1 request for all 3 days on the first quiet tick; its run stored them"
+
+
+def test_a_removed_landing_file_loses_nothing(landing: Landing, fault: FaultRow) -> None:
+    fault.scenario = "landing file removed"
+    fault.injected = "a landed file deleted, then the sensor ticks and its days are re-materialised from the UI"
+    landing.build()
+    days = ("2012-06-10", "2012-06-11")
+    path = landing.deliver("good.csv", *holding(*days))
+    settle(landing)
+    assert_runs_succeed(landing, 1)
+    store = landing.store()
+    before = {day: store.read_stored(raw_key(), day) for day in days}
+
+    path.unlink()
+    settle(landing)
+    assert len(landing.requests) == 1, "a removed file requests nothing"
+    job = landing.defs.resolve_implicit_global_asset_job_def()
+    rerun = job.execute_in_process(
+        instance=landing.instance,
+        asset_selection=[raw_key()],
+        tags={RANGE_START: days[0], RANGE_END: days[-1]},  # an untagged range run, as a UI backfill launches it
+        raise_on_error=False,
+    )
+
+    assert rerun.success, failures([rerun])
+    after = {day: store.read_stored(raw_key(), day) for day in days}
+    changed = [day for day in days if after[day].fingerprint != before[day].fingerprint]
+    fault.lost = len(changed) + len(landing.expected - landing.stored_days())
+    assert changed == [], f"days rebuilt from a removed file changed: {changed}"
+    for day in days:
+        pd.testing.assert_frame_equal(after[day].value, before[day].value)
+    fault.result = "nothing requested; the re-run rebuilt both days from the ingest log, same bytes (fingerprints)"
 
 
 def test_a_poison_file_does_not_stop_the_good_one(
