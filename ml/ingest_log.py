@@ -171,29 +171,23 @@ def tombstone_for(source: str, retired: Sequence[LogEntry], reason: str, request
     )
 
 
-def live(names: Iterable[EntryName]) -> list[EntryName]:
-    """The entries that make raw, in landing order: the newest entry of each source path, unless a tombstone of that
-    path came after it."""
+def live_by_path(names: Iterable[EntryName]) -> dict[str, EntryName]:
+    """The live entry of each source path (by `path_key`): its newest entry, unless a tombstone of that path came
+    after it."""
     newest: dict[str, EntryName] = {}
     for name in sorted(names):
         newest[name.path_key] = name
-    return sorted(name for name in newest.values() if name.kind == "entry")
+    return {key: name for key, name in newest.items() if name.kind == "entry"}
+
+
+def live(names: Iterable[EntryName]) -> list[EntryName]:
+    """The entries that make raw, in landing order: the live entry of each source path."""
+    return sorted(live_by_path(names).values())
 
 
 def covering(names: Iterable[EntryName], days: Sequence[date]) -> list[EntryName]:
     """The live entries whose span reaches any of `days` (the data's own dates), in landing order."""
     return [name for name in live(names) if name.covers_any(days)]
-
-
-def latest_of(names: Iterable[EntryName], source: str) -> EntryName | None:
-    """The live entry of one source path (the one a re-landed file supersedes), if any."""
-    key = path_key(source)
-    return next((name for name in live(names) if name.path_key == key), None)
-
-
-def same_content(names: Iterable[EntryName], sha256: str) -> list[EntryName]:
-    """Live entries holding exactly these bytes (at any path): landing them again adds nothing."""
-    return [name for name in live(names) if name.sha256 == sha256]
 
 
 def source_days(days: Sequence[date], shift_days: int) -> list[date]:

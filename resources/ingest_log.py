@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -113,23 +113,21 @@ class IngestLog:
         """The entry's stored rows of `days` (the data's own dates); only the row groups that hold them are read."""
         path = f"{self.content_dir}/{entry.content}"
         try:
-            # Row groups are chosen by instants a day wider on each side (a local day is not a UTC day), in the copy's
-            # own time zone (naive for UTC partitions, the partitions' zone otherwise); the exact days are kept below.
-            zone = pq.read_schema(path, filesystem=self.filesystem).field(TIMESTAMP).type.tz
-            start = pd.Timestamp(min(days), tz="UTC") - pd.Timedelta(days=1)
-            end = pd.Timestamp(max(days), tz="UTC") + pd.Timedelta(days=2)
-            start, end = (t.tz_convert(zone) if zone else t.tz_localize(None) for t in (start, end))
-            table = pq.read_table(
-                path,
-                filesystem=self.filesystem,
-                filters=[(TIMESTAMP, ">=", start), (TIMESTAMP, "<", end)],
-            )
+            handle = self.filesystem.open_input_file(path)
         except FileNotFoundError as exc:
             raise log.IngestLogError(
                 f"ingest log entry {entry.name.id} ({entry.source}): its stored copy {path} is missing"
             ) from exc
-        self.reads.copies_read += 1
-        self.reads.bytes_read += self.filesystem.get_file_info(path).size or 0
+        with handle:
+            # Row groups are chosen by instants a day wider on each side (a local day is not a UTC day), in the copy's
+            # own time zone (naive for UTC partitions, the partitions' zone otherwise); the exact days are kept below.
+            zone = pq.ParquetFile(handle).schema_arrow.field(TIMESTAMP).type.tz
+            start = pd.Timestamp(min(days), tz="UTC") - pd.Timedelta(days=1)
+            end = pd.Timestamp(max(days), tz="UTC") + pd.Timedelta(days=2)
+            start, end = (t.tz_convert(zone) if zone else t.tz_localize(None) for t in (start, end))
+            table = pq.read_table(handle, filters=[(TIMESTAMP, ">=", start), (TIMESTAMP, "<", end)])
+            self.reads.copies_read += 1
+            self.reads.bytes_read += handle.size()
         frame = table.to_pandas()
         wanted = frame[TIMESTAMP].dt.date.isin(set(days))
         return frame[wanted].reset_index(drop=True)
@@ -146,12 +144,25 @@ class IngestLog:
         self.filesystem.move(temporary, path)
 
     def land(self, pipeline: Pipeline, seen: ingest.SourceFile) -> Landed:
-        """Land one landing file as it was seen (size and mtime): read, hash, parse, store a copy, add an entry.
+        """Land one landing file as it was seen (size and mtime): see `land_all`."""
+        return next(self.land_all(pipeline, [seen]))
 
-        Nothing is landed when the file is gone, differs from what was seen (still being written, or changed since),
+    def land_all(self, pipeline: Pipeline, files: Sequence[ingest.SourceFile]) -> Iterator[Landed]:
+        """Land each file as it was seen (size and mtime), in order: read, hash, parse, store a copy, add an entry.
+
+        The manifest is listed once for all of them (each landing adds its own entry to what later ones compare with).
+        Nothing is landed when a file is gone, differs from what was seen (still being written, or changed since),
         changes while it is read, or holds the same bytes as a live entry. A file whose contents contradict the spec
         raises `ingest.SourceFormatError`, as parsing does.
         """
+        live = log.live_by_path(self.names())
+        for seen in files:
+            landed = self._land(pipeline, seen, live)
+            if landed.entry is not None:
+                live[landed.entry.name.path_key] = landed.entry.name
+            yield landed
+
+    def _land(self, pipeline: Pipeline, seen: ingest.SourceFile, live: dict[str, log.EntryName]) -> Landed:
         spec, path = pipeline.spec, seen.path
         landing_fs, _ = ingest.resolve_source(spec.source.uri, pipeline.root)
         before = ingest.stat_source_file(path, spec.source.uri, pipeline.root)
@@ -170,12 +181,11 @@ class IngestLog:
         after = ingest.stat_source_file(path, spec.source.uri, pipeline.root)
         if after != seen:
             return Landed(path, None, "changed while it was read; not landed (landed once it is stable)")
-        names = self.names()
         key = log.parse_key(spec)
-        for same in log.same_content(names, sha256):
+        for same in (name for name in live.values() if name.sha256 == sha256):
             if self.read_entry(same).parse_key == key:
                 return Landed(path, None, f"same bytes as live entry {same.id}; not landed again")
-        superseded = log.latest_of(names, path)
+        superseded = live.get(log.path_key(path))
         entry = log.entry_for(seen, sha256, normalised, spec, time.time_ns())
         self.write_copy(entry, normalised.frame)
         self.append(entry)
@@ -184,7 +194,7 @@ class IngestLog:
     def retire(self, source: str, reason: str, requested_by: str) -> log.LogEntry:
         """Retire the live entry of `source` with a tombstone that says who and why; its days lose its rows."""
         names = self.names()
-        current = log.latest_of(names, source)
+        current = log.live_by_path(names).get(log.path_key(source))
         if current is None:
             sources = sorted({self.read_entry(name).source for name in log.live(names)})
             raise log.IngestLogError(

@@ -226,11 +226,11 @@ def run_key(fingerprints: dict[str, str]) -> str:
 
 def superseded_days(pipeline: Pipeline, ingest_log: IngestLog, paths: list[str]) -> list[date]:
     """The days of the live log entries the files at `paths` supersede when landed (inside the partitions)."""
-    names = ingest_log.names()
+    live = log.live_by_path(ingest_log.names())
     keys = set(pipeline.partitions_def.get_partition_keys())
     days = []
     for path in paths:
-        if (current := log.latest_of(names, path)) is not None:
+        if (current := live.get(log.path_key(path))) is not None:
             covered = log.partition_days(ingest_log.read_entry(current).days, pipeline.shift_days)
             days += [day for day in covered if str(day) in keys]
     return days

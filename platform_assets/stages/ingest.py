@@ -45,13 +45,13 @@ def land_files(context: dg.AssetExecutionContext, pipeline: Pipeline, ingest_log
     else:
         return []
     landed = []
-    for source in files:
-        try:
-            outcome = ingest_log.land(pipeline, source)
-        except ingest.SourceFormatError as exc:
-            raise dg.Failure(f"{pipeline.name}: {exc}") from exc
-        (context.log.info if outcome.entry is not None else context.log.warning)(f"{source.path}: {outcome.note}")
-        landed.append(outcome)
+    try:
+        for outcome in ingest_log.land_all(pipeline, files):
+            log_line = context.log.info if outcome.entry is not None else context.log.warning
+            log_line(f"{outcome.source}: {outcome.note}")
+            landed.append(outcome)
+    except ingest.SourceFormatError as exc:
+        raise dg.Failure(f"{pipeline.name}: {exc}") from exc
     return landed
 
 
