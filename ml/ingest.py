@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import io
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -144,27 +145,37 @@ def _matches(path: str, pattern: str) -> bool:
 
 
 def read_source_file(path: str, spec: PipelineSpec, project_root: Path) -> pd.DataFrame:
-    """Read one source file as strings/numbers exactly as written.
+    """Read one source file as strings/numbers exactly as written (see `parse_source_bytes`).
 
-    Raises `SourceFormatError` when the file is empty, over the size cap or not readable as its format (a CSV that
-    does not tokenise or decode, a parquet file that is not one); I/O errors (`OSError`) pass through as they are.
+    Raises `SourceFormatError` when the file is over the size cap or not readable as its format; I/O errors
+    (`OSError`) pass through as they are.
     """
     filesystem, _ = resolve_source(spec.source.uri, project_root)
     with filesystem.open_input_file(path) as handle:
         check_size(path, handle.size(), spec)
-        try:
-            if spec.source.format == "csv":
-                # Identifiers, categories and event markers stay text even when a blank cell would make pandas read
-                # floats, and keep "NA"/"None"/"null" as written: only an empty cell is missing there (an event
-                # column's `no_event` list says which words mean "no event").
-                text_columns = [*spec.source.entity_columns, *spec.features.categorical, *_event_columns(spec)]
-                na_values = {c: [""] if c in text_columns else list(DEFAULT_NA_STRINGS) for c in _named(spec)}
-                return pd.read_csv(
-                    handle, dtype=dict.fromkeys(text_columns, "str"), keep_default_na=False, na_values=na_values
-                )
-            return pd.read_parquet(handle)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
-            raise SourceFormatError(f"{path}: not a readable {spec.source.format} file: {exc}") from exc
+        data = handle.read()
+    return parse_source_bytes(path, data, spec)
+
+
+def parse_source_bytes(path: str, data: bytes, spec: PipelineSpec) -> pd.DataFrame:
+    """One source file's bytes (read from `path`) as strings/numbers exactly as written.
+
+    Raises `SourceFormatError` when the bytes are empty or not readable as the spec's format (a CSV that does not
+    tokenise or decode, a parquet file that is not one).
+    """
+    try:
+        if spec.source.format == "csv":
+            # Identifiers, categories and event markers stay text even when a blank cell would make pandas read
+            # floats, and keep "NA"/"None"/"null" as written: only an empty cell is missing there (an event
+            # column's `no_event` list says which words mean "no event").
+            text_columns = [*spec.source.entity_columns, *spec.features.categorical, *_event_columns(spec)]
+            na_values = {c: [""] if c in text_columns else list(DEFAULT_NA_STRINGS) for c in _named(spec)}
+            return pd.read_csv(
+                io.BytesIO(data), dtype=dict.fromkeys(text_columns, "str"), keep_default_na=False, na_values=na_values
+            )
+        return pd.read_parquet(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, pa.ArrowInvalid) as exc:
+        raise SourceFormatError(f"{path}: not a readable {spec.source.format} file: {exc}") from exc
 
 
 def _named(spec: PipelineSpec) -> list[str]:

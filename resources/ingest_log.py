@@ -6,7 +6,7 @@ Every file is written once, to a temp name then renamed (as the asset store writ
 carry the landing time in nanoseconds, the path key and the content hash, so two writers never pick the same name.
 
 Landing a file (`land`) reads it only if it is still what the caller saw (size and mtime), hashes the bytes, parses
-them with the spec (`ml.ingest.read_source_file` + `normalise`) and checks again that the file did not change while
+them with the spec (`ml.ingest.parse_source_bytes` + `normalise`) and checks again that the file did not change while
 it was read; a file that changed, is gone, or holds the same bytes as a live entry is not landed.
 """
 
@@ -176,8 +176,9 @@ class IngestLog:
             return Landed(path, None, "empty (0 bytes); not read")
         ingest.check_size(path, seen.size, spec)
         with landing_fs.open_input_file(path) as handle:
-            sha256 = log.sha256_hex(handle.read())
-        normalised = ingest.normalise(ingest.read_source_file(path, spec, pipeline.root), spec, path)
+            data = handle.read()
+        sha256 = log.sha256_hex(data)  # the bytes hashed are the bytes parsed: one read
+        normalised = ingest.normalise(ingest.parse_source_bytes(path, data, spec), spec, path)
         after = ingest.stat_source_file(path, spec.source.uri, pipeline.root)
         if after != seen:
             return Landed(path, None, "changed while it was read; not landed (landed once it is stable)")
