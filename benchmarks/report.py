@@ -175,9 +175,9 @@ def print_report(report: Mapping[str, Any]) -> None:
             ["model load per model (s)", _fmt(oos["model_load_s_per_model"]), "", ""],
         ]
         print(tabulate(rows, headers=["figure", "value", "target", "result"]))
-    if "g" in figures:
-        f = figures["g"]
-        print(f"\n(g) fingerprints over {f['days']} days of features ({f['days_rejected']} rejected by the gate)")
+    if "e" in figures:
+        f = figures["e"]
+        print(f"\n(e) fingerprints over {f['days']} days of features ({f['days_rejected']} rejected by the gate)")
         rows = [
             [x["figure"], _fmt(x["value"]), f"<= {x['target']}", "PASS" if x["meets_target"] else "MISS"]
             for x in f["figures"]

@@ -1,7 +1,8 @@
 """Platform benchmarks: backfill vs a plain script (a), code-location load (b), one daily cycle (c), what
-fingerprints cost (g), landing the N-th daily file (i), landing N files at once (j).
+fingerprints cost (e), landing the N-th daily file (i), landing N files at once (j); the instance at scale (g, alone:
+benchmarks/simulation.py).
 
-    .venv/bin/python benchmarks/run.py                 # a, b, c and g, 350-day backfill (~20 min on 2 cores)
+    .venv/bin/python benchmarks/run.py                 # a, b, c and e, 350-day backfill (~20 min on 2 cores)
     .venv/bin/python benchmarks/run.py --only b        # one section
     .venv/bin/python benchmarks/run.py --days 30 --only a,c
 
@@ -44,8 +45,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "g", "i", "j", "oos")
-DEFAULT_SECTIONS = "a,b,c,g,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "b", "c", "e", "g", "i", "j", "oos")
+DEFAULT_SECTIONS = "a,b,c,e,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -55,13 +56,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument(
         "--only",
         default=DEFAULT_SECTIONS,
-        help="comma-separated sections: a (backfill), b (load), c (cycle), g (fingerprints), i (ingest of the N-th "
-        "file), j (N files landed at once), oos (out-of-sample backtest; not default)",
+        help="comma-separated sections: a (backfill), b (load), c (cycle), e (fingerprints), i (ingest of the N-th "
+        "file), j (N files landed at once), oos (out-of-sample backtest; not default), g (the instance at scale on "
+        "PostgreSQL; alone, not default: benchmarks/simulation.py)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
     parser.add_argument(
-        "--days", type=int, default=DEFAULT_DAYS, help=f"partitions in (a) and (g) (default {DEFAULT_DAYS})"
+        "--days", type=int, default=DEFAULT_DAYS, help=f"partitions in (a) and (e) (default {DEFAULT_DAYS})"
     )
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
@@ -87,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := sorted(set(sections) - set(SECTIONS)):
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if "g" in sections:
+        if sections != ["g"]:
+            parser.error("section g runs alone (its own PostgreSQL instance, no Ray): --only g")
+        from benchmarks.simulation import main as simulation_main
+
+        return simulation_main(["--output", str(args.output)])
     if args.days < 1 or args.repeats < 1 or args.a_repeats < 1:
         parser.error("--days, --repeats and --a-repeats must be positive")
 
@@ -119,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["b"] = section_b(bench, args.repeats)
             if "c" in sections:
                 report["figures"]["c"] = section_c(bench, args.cycle_day)
-            if "g" in sections:
-                report["figures"]["g"] = section_g(bench, args.days)
+            if "e" in sections:
+                report["figures"]["e"] = section_g(bench, args.days)
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
             if "j" in sections:
