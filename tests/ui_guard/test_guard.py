@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -55,7 +56,8 @@ class Server:
         """The `requested_by` of every handover run the instance holds."""
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
             runs = instance.get_runs(dg.RunsFilter(job_name="handover_job"))
-            return [run.run_config["ops"]["handover"]["config"]["requested_by"] for run in runs]
+            configs: list[dict[str, Any]] = [dict(run.run_config) for run in runs]
+            return [config["ops"]["handover"]["config"]["requested_by"] for config in configs]
 
     def materialisations(self) -> int:
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
