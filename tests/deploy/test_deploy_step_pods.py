@@ -200,7 +200,7 @@ def test_step_pods_get_the_platform_environment(location: Location, helm_effecti
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "dagster-postgresql-secret"
     assert "RAY_ADDRESS" not in env
     sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
-    assert {"platform-env", "mlflow-client-credentials", "platform-object-store"} <= sources
+    assert {"platform-env", "mlflow-client-credentials", "platform-object-store-sensors"} <= sources
 
 
 def test_step_pods_can_drive_kuberay(location: Location, helm_effective: Values) -> None:
