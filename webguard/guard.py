@@ -161,8 +161,10 @@ class CrossSiteGuard:
             outcome = stamp_requester(body, user or None, header)
         except IdentityRefusal as refusal:
             return Refusal(refusal.status, "identity", refusal.reason), receive
-        if outcome != body:
-            logger.info("%s %s by %s: run config requesters stamped", scope["method"], scope["path"], user)
+        if outcome != body:  # a mutation: an audit line naming who sent it
+            logger.info(
+                "%s %s: mutation by %s (run config requested_by set to them)", scope["method"], scope["path"], user
+            )
         scope["headers"] = [
             *((name, value) for name, value in scope["headers"] if name.lower() != b"content-length"),
             (b"content-length", str(len(outcome)).encode()),

@@ -124,7 +124,7 @@ def test_the_signed_in_user_is_who_the_run_says_asked(guarded: Server) -> None:
         answer = launch(guarded, run_config, "alice@example.com")
         assert answer.json()["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", answer.text
     assert guarded.requesters() == ["alice@example.com", "alice@example.com"]
-    assert "by alice@example.com: run config requesters stamped" in guarded.log.read_text()
+    assert "POST /graphql: mutation by alice@example.com" in guarded.log.read_text()
 
 
 def test_a_requester_other_than_the_signed_in_user_is_refused(guarded: Server) -> None:
