@@ -630,11 +630,11 @@ def test_readme_has_the_threat_table_and_says_what_remains() -> None:
     text = README.read_text(encoding="utf-8")
     table = text.split("## Threat table", 1)[1].split("\n## ", 1)[0]
     for component in ("Webserver (writable)", "oauth2-proxy", "Read-only webserver", "Daemon", "Code server",
-                      "Run / step pods", "Ray head and workers", "MLflow", "PostgreSQL", "MinIO",
+                      "Run pods", "Step pods", "Ray head and workers", "MLflow", "PostgreSQL", "MinIO",
                       "KubeRay operator"):  # fmt: skip
         assert f"\n| {component}" in table, component
     assert "owns one run pod" in table and "can:**" in table and "cannot:**" in table
-    assert "**What remains**" in table and "RBAC" in table
+    assert "**What remains**" in table and "pod creation" in table
     assert "no authentication yet" not in table and "root keys" in table
 
 
