@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from kernel.spec import K8sRequests, PipelineSpec
 
 # Dagster's own "any value" type (its stub types it as `typing.Any`, which the checker refuses here).
 ANY_VALUE = cast(dg.DagsterType, dg.Any)
+# The Kubernetes ServiceAccount of a step that creates or joins its run's Ray cluster (a step with the `ray_cluster`
+# resource): the only step pods that may create RayClusters (deploy/k8s/rbac-kuberay.yaml). Every other step runs
+# as the executor's step account, which has no Kubernetes rights (platform_assets/wiring.py).
+RAY_STEP_SERVICE_ACCOUNT = "dagster-ray-step"
+RAY_RESOURCE_KEY = "ray_cluster"
 
 
 @dataclass(frozen=True)
@@ -151,26 +157,31 @@ class Pipeline:
             shared |= {"partitions_def": self.partitions_def, "backfill_policy": self.backfill_policy}
         if (freshness := self.freshness(stage)) is not None:
             shared["freshness_policy"] = freshness
-        if compute is not None:
-            shared["op_tags"] = self.op_tags(compute)
-        return dg.asset(**(shared | own))
 
-    def op_tags(self, requests: K8sRequests) -> dict[str, Any]:
-        """`dagster-k8s/config` for a step: requests from the spec's compute hints, GPU when asked."""
-        container: dict[str, Any] = {
-            "resources": {
+        def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
+            ray = RAY_RESOURCE_KEY in inspect.signature(fn).parameters
+            tags: dict[str, Any] = {} if compute is None and not ray else {"op_tags": self.op_tags(compute, ray=ray)}
+            return dg.asset(**(shared | tags | own))(fn)
+
+        return decorate
+
+    def op_tags(self, requests: K8sRequests | None, *, ray: bool = False) -> dict[str, Any]:
+        """`dagster-k8s/config` for a step: requests from the spec's compute hints, GPU when asked, and the Ray
+        steps' ServiceAccount."""
+        container: dict[str, Any] = {}
+        pod: dict[str, Any] = {"service_account_name": RAY_STEP_SERVICE_ACCOUNT} if ray else {}
+        if requests is not None:
+            container["resources"] = {
                 "requests": {"cpu": requests.cpu, "memory": requests.memory},
                 # The CPU limit too: otherwise the run launcher's limit (deploy/helm/values.yaml) stays, and a
                 # request above it is a Job the API server refuses.
                 "limits": {"cpu": requests.cpu, "memory": requests.memory},
             }
-        }
-        pod: dict[str, Any] = {}
-        if requests.gpu:
+        if requests is not None and requests.gpu:
             container["resources"]["limits"]["nvidia.com/gpu"] = str(requests.gpu)
             pod["node_selector"] = dict(requests.gpu_node_selector)
             pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-        config: dict[str, Any] = {"container_config": container}
+        config: dict[str, Any] = {"container_config": container} if container else {}
         if pod:
             config["pod_spec_config"] = pod
         return {"dagster-k8s/config": config}

@@ -7,11 +7,24 @@ from typing import Any
 
 import dagster as dg
 
+from kernel.pipeline import RAY_STEP_SERVICE_ACCOUNT
 from kernel.settings import Settings
 from kernel.spec import PipelineSpec
 from resources.compute import RayCluster
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
+
+# The ServiceAccount of every step pod that does not drive Ray: no Kubernetes rights, no token mounted
+# (deploy/k8s/rbac-kuberay.yaml). Ray steps (kernel.pipeline.RAY_STEP_SERVICE_ACCOUNT, from their op tags) and
+# dagster-ray's cluster-deleting op (below) use the one bound to the KubeRay Role.
+STEP_SERVICE_ACCOUNT = "dagster-step"
+# k8s_job_executor's config: step pods' accounts (an op tag's wins over step_k8s_config, per_step_k8s_config over both).
+STEP_K8S_CONFIG: dict[str, Any] = {
+    "step_k8s_config": {"pod_spec_config": {"service_account_name": STEP_SERVICE_ACCOUNT}},
+    "per_step_k8s_config": {
+        "delete_kuberay_clusters_op": {"pod_spec_config": {"service_account_name": RAY_STEP_SERVICE_ACCOUNT}}
+    },
+}
 
 
 @dataclass
@@ -49,7 +62,7 @@ def build_wiring(settings: Settings, specs: list[PipelineSpec]) -> Wiring:
                     tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), ui_url=dg.EnvVar("PLATFORM_MLFLOW_UI_URL")
                 ),
             },
-            executor=k8s_job_executor,
+            executor=k8s_job_executor.configured(STEP_K8S_CONFIG, name=k8s_job_executor.name),
             sensors=[kuberay_cleanup_sensor],
         )
     state = settings.state

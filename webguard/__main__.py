@@ -2,6 +2,8 @@
 
 The UI's names come from `PLATFORM_UI_HOSTS` (comma-separated `Host` values, e.g. `127.0.0.1:3000,localhost:3000`
 locally, the ingress host in production); without it the server does not start, rather than guess.
+`PLATFORM_UI_IDENTITY_HEADER` (e.g. `X-Forwarded-Email`, behind oauth2-proxy) names the header holding the signed-in
+user: mutations then need it, and the run configs they send name that user as `requested_by`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import dagster_webserver.cli
 from webguard.guard import CrossSiteGuard, GuardPolicy
 
 HOSTS_VARIABLE = "PLATFORM_UI_HOSTS"
+IDENTITY_VARIABLE = "PLATFORM_UI_IDENTITY_HEADER"
 
 
 def main() -> None:
     hosts = os.environ.get(HOSTS_VARIABLE, "").split(",")
     try:
-        policy = GuardPolicy.for_hosts(hosts)
+        policy = GuardPolicy.for_hosts(hosts, os.environ.get(IDENTITY_VARIABLE))
     except ValueError as exc:
         sys.exit(f"{HOSTS_VARIABLE} is empty or unset: {exc} (e.g. {HOSTS_VARIABLE}=127.0.0.1:3000,localhost:3000)")
     build_app = dagster_webserver.cli.create_app_from_workspace_process_context

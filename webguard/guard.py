@@ -12,6 +12,9 @@ could read the answers. This guard sits in the webserver's own process, in front
 4. a GraphQL GET whose document holds a mutation or a subscription (GET must be safe; an `<img>` sends no Origin).
 
 A refusal is a 4xx with a one-line reason; nothing reaches Dagster. Each (rule, source) is logged once.
+
+With an identity header configured (behind the authenticating proxy), state-changing requests also need the signed-in
+user, and the run configs a mutation sends are stamped with that user (webguard/identity.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from urllib.parse import parse_qs
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 
+from webguard.identity import IdentityRefusal, stamp_requester
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -33,6 +38,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Distinct (rule, source) pairs remembered for logging once; past this, further new sources are not logged.
 MAX_LOGGED_SOURCES = 1024
+# The largest GraphQL POST body read to stamp its run configs (a launchpad config is a few KiB).
+MAX_GRAPHQL_BODY = 16 * 1024 * 1024
 
 # Under the webserver's own logger, so refusals print in its format, beside its other lines.
 logger = logging.getLogger("dagster-webserver.webguard")
@@ -49,18 +56,21 @@ class Refusal:
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    """The names the UI is served under (`Host` values) and, from them, the origins its own pages have."""
+    """The names the UI is served under (`Host` values), the origins its own pages have, and the header naming the
+    signed-in user (None: no authenticating proxy in front)."""
 
     hosts: frozenset[str]
     origins: frozenset[str]
+    identity_header: str | None = None
 
     @classmethod
-    def for_hosts(cls, hosts: Iterable[str]) -> GuardPolicy:
+    def for_hosts(cls, hosts: Iterable[str], identity_header: str | None = None) -> GuardPolicy:
         """Allow these `Host` values (`name` or `name:port`) and their http/https origins."""
         names = frozenset(host.strip().lower() for host in hosts if host.strip())
         if not names:
             raise ValueError("the UI guard needs at least one allowed host name")
-        return cls(names, frozenset(f"{scheme}://{name}" for name in names for scheme in ("http", "https")))
+        origins = frozenset(f"{scheme}://{name}" for name in names for scheme in ("http", "https"))
+        return cls(names, origins, (identity_header or "").strip().lower() or None)
 
     def judge(self, scope: Scope) -> Refusal | None:
         """The refusal for this HTTP or WebSocket request, or None when it may reach the webserver."""
@@ -117,6 +127,8 @@ class CrossSiteGuard:
             await self.app(scope, receive, send)
             return
         refusal = self.policy.judge(scope)
+        if refusal is None and self.policy.identity_header and scope["type"] == "http":
+            refusal, receive = await self.stamp_identity(scope, receive, self.policy.identity_header)
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -131,6 +143,42 @@ class CrossSiteGuard:
             headers.append((b"allow", b"POST"))
         await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def stamp_identity(self, scope: Scope, receive: Receive, header: str) -> tuple[Refusal | None, Receive]:
+        """A state-changing request needs the signed-in user; a GraphQL one is forwarded with its run configs'
+        `requested_by` set to that user (webguard/identity.py). Returns the refusal, or the receive to forward."""
+        if scope["method"].upper() in SAFE_METHODS:
+            return None, receive
+        user = next(
+            (value.decode("latin-1").strip() for name, value in scope["headers"] if name.lower() == header.encode()), ""
+        )
+        if not scope["path"].rstrip("/").endswith("/graphql"):
+            if user:
+                return None, receive
+            return Refusal(401, "identity", f"{scope['method']} needs the signed-in user ({header})"), receive
+        try:
+            body = await read_body(receive)
+            outcome = stamp_requester(body, user or None, header)
+        except IdentityRefusal as refusal:
+            return Refusal(refusal.status, "identity", refusal.reason), receive
+        if outcome != body:  # a mutation: an audit line naming who sent it
+            logger.info(
+                "%s %s: mutation by %s (run config requested_by set to them)", scope["method"], scope["path"], user
+            )
+        scope["headers"] = [
+            *((name, value) for name, value in scope["headers"] if name.lower() != b"content-length"),
+            (b"content-length", str(len(outcome)).encode()),
+        ]
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": outcome, "more_body": False}
+
+        return None, replay
 
     def log_once(self, scope: Scope, refusal: Refusal) -> None:
         """Log a refusal the first time its rule meets its source (origin, else host; and client address)."""
@@ -149,3 +197,18 @@ class CrossSiteGuard:
             source,
             refusal.reason,
         )
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body, at most MAX_GRAPHQL_BODY bytes; IdentityRefusal otherwise."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise IdentityRefusal(400, "client disconnected")
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_GRAPHQL_BODY:
+            raise IdentityRefusal(413, f"GraphQL body over {MAX_GRAPHQL_BODY} bytes")
+    return body

@@ -55,9 +55,10 @@ def helm_effective() -> dict[str, Any]:
     return schemas.helm_merge(schemas.helm_chart_defaults(), helm_base(), helm_prod())
 
 
-def created_secrets() -> dict[tuple[str, str], set[str]]:
-    """(namespace, name) -> keys, from the `create NS NAME --from-literal=KEY=...` calls in the script."""
-    text = CREATE_SECRETS.read_text(encoding="utf-8").replace("\\\n", " ")
+def created_secrets(script: str | None = None) -> dict[tuple[str, str], set[str]]:
+    """(namespace, name) -> keys, from the `create NS NAME --from-literal=KEY=...` calls in the script (the shipped
+    create-secrets.sh unless its text is given)."""
+    text = (CREATE_SECRETS.read_text(encoding="utf-8") if script is None else script).replace("\\\n", " ")
     secrets: dict[tuple[str, str], set[str]] = defaultdict(set)
     for line in text.splitlines():
         match = re.match(r"\s*create (\S+) (\S+)(.*)$", line)

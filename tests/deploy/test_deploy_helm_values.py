@@ -162,7 +162,7 @@ def test_user_code_environment_selects_production_and_reads_secrets_by_reference
     assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "ray-auth-token", "key": "auth_token"}}
     assert {item["name"] for item in deployment["envSecrets"]} == {
         "mlflow-client-credentials",
-        "platform-object-store",
+        "platform-object-store-sensors",
     }
     assert {item["name"] for item in deployment["envConfigMaps"]} == {"platform-env"}
 

@@ -28,6 +28,7 @@ MANIFESTS = inventory.manifests()
 IMAGE = "ml-asset-platform:abc1234"
 README = schemas.DEPLOY_DIR / "README.md"
 DAGSTER_POLICIES = schemas.DEPLOY_DIR / "k8s" / "networkpolicy-dagster.yaml"
+MLFLOW_POLICIES = schemas.DEPLOY_DIR / "mlflow" / "networkpolicy.yaml"
 
 # A port no component needs: only an "every port" rule admits it.
 PROBE = (2222, "TCP")
@@ -107,7 +108,11 @@ def chart_services(values: Mapping[str, Any], *, release: str = run_pods.RELEASE
     services: list[Doc] = [
         {
             "kind": "Service",
-            "metadata": {"name": f"{release}-{component.removeprefix('dagster-')}", "namespace": run_pods.NAMESPACE},
+            # dagster.webserver.fullname: <release>-<chart name or nameOverride>-webserver[-read-only]
+            "metadata": {
+                "name": f"{release}-{base['app.kubernetes.io/name']}-{component.removeprefix('dagster-')}",
+                "namespace": run_pods.NAMESPACE,
+            },
             "spec": {"type": kind, "selector": {**base, "component": component}},
         }
         for component in components
@@ -158,6 +163,7 @@ def platform_pods(values: Mapping[str, Any], manifests: list[inventory.Manifest]
         Pod("ray-worker", ray_namespace, _ray_labels(name, "worker", "cpu"),
             ((10002, "TCP"), (RAY_METRICS_PORT, "TCP"))),
         Pod("kuberay-operator", "ray-system", OPERATOR_LABELS, ((8080, "TCP"),)),
+        _manifest_pod(manifests, "oauth2-proxy", "Deployment", "oauth2-proxy"),
         _manifest_pod(manifests, "mlflow", "Deployment", "mlflow"),
         _manifest_pod(manifests, "mlflow-bootstrap-user", "Job", "mlflow-bootstrap-user"),
         _manifest_pod(manifests, "postgres", "StatefulSet", "postgres"),
@@ -190,9 +196,13 @@ def _tcp(*ports: int) -> frozenset[tuple[int, str]]:
 DAGSTER_INSTANCE_USERS = ("webserver", "webserver-read-only", "daemon", "code-server", "run-pod", "step-pod",
                           "pool-limits-job")  # fmt: skip
 NEEDED: dict[tuple[str, str], Ports] = {
-    # The UI, through the ingress controller only.
-    ("ingress-controller", "webserver"): _tcp(8080),
+    # The UI through the ingress controller only: the read-only one directly, the writable one through the sign-in
+    # proxy, which alone reaches it (so the user header the proxy sets cannot come from anyone else).
     ("ingress-controller", "webserver-read-only"): _tcp(8080),
+    ("ingress-controller", "oauth2-proxy"): _tcp(4180),
+    ("oauth2-proxy", "webserver"): _tcp(8080),
+    # MLflow's UI and API for people, TLS at the ingress.
+    ("ingress-controller", "mlflow"): _tcp(5000),
     # The code location's gRPC server: the processes that load the workspace.
     **{
         (src, "code-server"): _tcp(4000)
@@ -365,6 +375,9 @@ def test_needed_pairs_are_really_allowed_and_others_really_denied(network: Netwo
     assert not network.connection(pods["stranger-in-dagster"], pods["code-server"], 4000).allowed
     assert not network.connection(pods["impostor-elsewhere"], pods["code-server"], 4000).allowed
     assert not network.connection(pods["ingress-neighbour"], pods["webserver"], 8080).allowed
+    assert not network.connection(pods["ingress-controller"], pods["webserver"], 8080).allowed
+    assert network.connection(pods["oauth2-proxy"], pods["webserver"], 8080).allowed
+    assert not network.connection(pods["oauth2-proxy"], pods["webserver-read-only"], 8080).allowed
     assert not network.connection(pods["ingress-controller"], pods["daemon"], PROBE[0]).allowed
     assert not network.connection(pods["postgres"], pods["stranger-elsewhere"], 8080).allowed
 
@@ -411,7 +424,7 @@ def _code_server(manifests: list[inventory.Manifest]) -> Doc:
 
 
 def _split_ingress_peer(manifests: list[inventory.Manifest]) -> None:
-    rule = _policy(manifests, "dagster", "dagster-webserver-from-ingress-controller")["spec"]["ingress"][0]
+    rule = _policy(manifests, "dagster", "oauth2-proxy-from-ingress-controller")["spec"]["ingress"][0]
     (peer,) = rule["from"]
     rule["from"] = [{"namespaceSelector": peer["namespaceSelector"]}, {"podSelector": peer["podSelector"]}]
 
@@ -442,7 +455,7 @@ OPENINGS: dict[str, tuple[Mutation, str]] = {
     ),
     "ingress controller peer split in two (OR instead of AND)": (
         lambda _, m: _split_ingress_peer(m),
-        "ingress-neighbour -> webserver 8080/TCP: allowed",
+        "ingress-neighbour -> oauth2-proxy 4180/TCP: allowed",
     ),
     "no default deny in namespace dagster": (
         lambda _, m: _drop_policy(m, "dagster", "default-deny-ingress"),
@@ -490,7 +503,13 @@ OPENINGS: dict[str, tuple[Mutation, str]] = {
     ),
     "values: chart nameOverride": (
         lambda v, _: v.update(nameOverride="platform"),
-        "ingress-controller -> webserver 8080/TCP: denied",
+        "oauth2-proxy -> webserver 8080/TCP: denied",
+    ),
+    "the writable webserver opened to the ingress controller (bypassing the sign-in proxy)": (
+        lambda _, m: _policy(m, "dagster", "dagster-webserver-from-ingress-controller")["spec"].update(
+            podSelector={"matchLabels": {"app.kubernetes.io/name": "dagster"}}
+        ),
+        "ingress-controller -> webserver 8080/TCP: allowed",
     ),
     # Exposure around the policies.
     "values: the webserver behind a LoadBalancer Service": (
@@ -554,13 +573,17 @@ def test_the_walkthrough_applies_every_policy_file(path: str) -> None:
     assert any(re.search(rf"(-f|sed .*) {re.escape(path)}\b", line) for line in commands), path
 
 
-def _readme_sed() -> str:
+def _readme_sed(path: Any = DAGSTER_POLICIES) -> str:
+    """The walkthrough's `sed ... <path> | kubectl apply -f -` for that policy file."""
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"^(sed -e .*?)\s*\|\s*kubectl apply -f -$", text, flags=re.M | re.S)
-    assert match, "deploy/README.md has no `sed ... | kubectl apply -f -` for the Dagster policies"
-    command = match.group(1).replace("\\\n", " ")
-    assert str(DAGSTER_POLICIES.relative_to(schemas.REPO_ROOT)) in command
-    return command
+    relative = str(path.relative_to(schemas.REPO_ROOT))
+    commands = [
+        match.group(1).replace("\\\n", " ")
+        for match in re.finditer(r"^(sed -e [^|]*?)\s*\|\s*kubectl apply -f -$", text, flags=re.M | re.S)
+    ]
+    named = [command for command in commands if relative in command]
+    assert named, f"deploy/README.md has no `sed ... {relative} | kubectl apply -f -`"
+    return named[0]
 
 
 @pytest.mark.parametrize(
@@ -576,23 +599,43 @@ def test_the_readme_override_admits_the_chosen_ingress_controller_only(namespace
         schemas.validate_k8s_object(policy)
     network = Network(policies, {"dagster": {}, namespace: {}, INGRESS_NAMESPACE: {}})
     values = inventory.helm_effective()
-    webserver = next(pod for pod in chart_pods(values) if pod.name == "webserver")
+    pods = {pod.name: pod for pod in chart_pods(values)}
+    viewer, writable = pods["webserver-read-only"], pods["webserver"]
+    proxy = _manifest_pod(MANIFESTS, "oauth2-proxy", "Deployment", "oauth2-proxy")
     chosen = Pod("chosen", namespace, {"app.kubernetes.io/name": app})
-    assert network.connection(chosen, webserver, 8080).allowed
-    assert not network.connection(Pod("other", namespace, {"app.kubernetes.io/name": "other"}), webserver, 8080).allowed
+    assert network.connection(chosen, viewer, 8080).allowed
+    assert network.connection(chosen, proxy, 4180).allowed
+    assert not network.connection(chosen, writable, 8080).allowed, "the writable UI only through the sign-in proxy"
+    assert not network.connection(Pod("other", namespace, {"app.kubernetes.io/name": "other"}), viewer, 8080).allowed
     if namespace != INGRESS_NAMESPACE:
-        assert not network.connection(Pod("nginx", INGRESS_NAMESPACE, INGRESS_LABELS), webserver, 8080).allowed
+        assert not network.connection(Pod("nginx", INGRESS_NAMESPACE, INGRESS_LABELS), viewer, 8080).allowed
+
+
+def test_the_readme_override_admits_the_chosen_ingress_controller_to_mlflow() -> None:
+    env = {**os.environ, "INGRESS_NAMESPACE": "kube-system", "INGRESS_APP": "traefik"}
+    rendered = subprocess.run(
+        ["bash", "-c", _readme_sed(MLFLOW_POLICIES)], cwd=schemas.REPO_ROOT, env=env, check=True,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    policies = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    network = Network(policies, {"mlflow": {}, "kube-system": {}, INGRESS_NAMESPACE: {}})
+    mlflow = _manifest_pod(MANIFESTS, "mlflow", "Deployment", "mlflow")
+    assert network.connection(
+        Pod("traefik", "kube-system", {"app.kubernetes.io/name": "traefik"}), mlflow, 5000
+    ).allowed
+    assert not network.connection(Pod("nginx", INGRESS_NAMESPACE, INGRESS_LABELS), mlflow, 5000).allowed
 
 
 def test_readme_has_the_threat_table_and_says_what_remains() -> None:
     text = README.read_text(encoding="utf-8")
     table = text.split("## Threat table", 1)[1].split("\n## ", 1)[0]
-    for component in ("Webserver (writable)", "Read-only webserver", "Daemon", "Code server", "Run / step pods",
-                      "Ray head and workers", "MLflow", "PostgreSQL", "MinIO", "KubeRay operator"):  # fmt: skip
+    for component in ("Webserver (writable)", "oauth2-proxy", "Read-only webserver", "Daemon", "Code server",
+                      "Run pods", "Step pods", "Ray head and workers", "MLflow", "PostgreSQL", "MinIO",
+                      "KubeRay operator"):  # fmt: skip
         assert f"\n| {component}" in table, component
     assert "owns one run pod" in table and "can:**" in table and "cannot:**" in table
-    for item in ("item 2", "item 3", "item 4"):
-        assert item in table, item
+    assert "**What remains**" in table and "pod creation" in table
+    assert "no authentication yet" not in table and "root keys" in table
 
 
 # ---------------------------------------------------------------------------------------------------

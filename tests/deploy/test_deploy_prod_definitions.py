@@ -51,7 +51,9 @@ LOADER = textwrap.dedent(
     print(json.dumps({
         "assets": sorted(key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()),
         "executor": defs.executor.name if defs.executor else None,
-        "executor_is_k8s_job_executor": defs.executor is k8s_job_executor,
+        # Configured with the step pods' ServiceAccounts (platform_assets/wiring.py STEP_K8S_CONFIG).
+        "executor_is_k8s_job_executor": getattr(getattr(defs.executor, "config_schema", None), "parent_def", None)
+        is k8s_job_executor,
         "jobs": {job.name: job.executor_def.name for job in repository.get_all_jobs()},
         "pools": sorted({
             node.definition.pool

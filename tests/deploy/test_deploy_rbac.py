@@ -110,16 +110,35 @@ def test_role_is_least_privilege(role: dict[str, Any]) -> None:
     assert role["kind"] == "Role", "namespace-scoped, never a ClusterRole"
 
 
-def test_bound_to_the_account_the_code_server_run_and_step_pods_use(helm_effective: dict[str, Any]) -> None:
+def _subjects(name: str) -> set[tuple[str, str, str]]:
+    binding = inventory.by_kind(MANIFESTS, "RoleBinding", name)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    return {(s["kind"], s["namespace"], s["name"]) for s in binding["subjects"]}
+
+
+def test_only_the_ray_steps_account_may_create_clusters(helm_effective: dict[str, Any]) -> None:
+    from kernel.pipeline import RAY_STEP_SERVICE_ACCOUNT
     from resources.kuberay import NAMESPACE
 
-    binding = inventory.by_kind(MANIFESTS, "RoleBinding", "dagster-kuberay")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dagster-kuberay"}
-    assert binding["metadata"]["namespace"] == NAMESPACE
-    subjects = {(s["kind"], s["namespace"], s["name"]) for s in binding["subjects"]}
+    assert _subjects("dagster-kuberay") == {("ServiceAccount", NAMESPACE, RAY_STEP_SERVICE_ACCOUNT)}
     code_server = helm_effective["global"]["serviceAccountName"]
-    step = run_pods.step_job_manifest(helm_effective, image="ml-asset-platform:abc1234", step_key="bike_demand__model")
     run = run_pods.run_job_manifest(helm_effective, image="ml-asset-platform:abc1234")
-    for account in (code_server, step["spec"]["template"]["spec"]["serviceAccountName"]):
-        assert ("ServiceAccount", NAMESPACE, account) in subjects
     assert run["spec"]["template"]["spec"]["serviceAccountName"] == code_server
+    # The code server's cleanup sensor lists clusters; the run pods sharing its account get that read and no more.
+    assert _subjects("dagster-kuberay-read") == {("ServiceAccount", NAMESPACE, code_server)}
+    read = inventory.by_kind(MANIFESTS, "Role", "dagster-kuberay-read")
+    assert granted(read) == {("ray.io", "rayclusters", verb) for verb in ("get", "list", "watch")}
+
+
+def test_other_step_pods_have_no_kubernetes_rights() -> None:
+    from platform_assets.wiring import STEP_SERVICE_ACCOUNT
+
+    account = inventory.by_kind(MANIFESTS, "ServiceAccount", STEP_SERVICE_ACCOUNT)
+    assert account["automountServiceAccountToken"] is False
+    bound = {
+        subject["name"]
+        for _, doc in MANIFESTS
+        if doc["kind"] in {"RoleBinding", "ClusterRoleBinding"}
+        for subject in doc.get("subjects") or []
+    }
+    assert STEP_SERVICE_ACCOUNT not in bound

@@ -38,7 +38,7 @@ def test_run_pod_gets_the_code_locations_environment(helm_effective: Values) -> 
         "key": "auth_token",
     }
     sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
-    assert {"platform-env", "mlflow-client-credentials", "platform-object-store"} <= sources
+    assert {"platform-env", "mlflow-client-credentials", "platform-object-store-sensors"} <= sources
     assert {mount["mountPath"] for mount in container["volumeMounts"]} >= {
         "/tmp",
         "/opt/dagster/dagster_home/storage",

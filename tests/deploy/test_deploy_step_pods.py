@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -33,6 +33,15 @@ class Step:
     key: str
     op_name: str
     tags: dict[str, str]
+    executor_config: dict[str, Any]
+    resources: frozenset[str]
+
+
+def executor_config(job: Any) -> dict[str, Any]:
+    """The config the job's (configured) k8s_job_executor runs with, defaults filled in, as Dagster resolves it."""
+    resolved = job.executor_def.config_schema.resolve_config({"config": {}})
+    assert resolved.success, resolved.errors
+    return dict(resolved.value["config"])
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ def _load(specs_dir: Path, home: Path) -> Location:
             key=step.key,
             op_name=job.get_node(step.node_handle).definition.name,
             tags=dict(step.tags or {}),
+            executor_config=executor_config(job),
+            resources=frozenset(cast(Any, job.get_node(step.node_handle).definition).required_resource_keys),
         )
         for job in defs.get_repository_def().get_all_jobs()
         for step in create_execution_plan(job, run_config=_example_config(job.name)).steps
@@ -112,8 +123,9 @@ def gpu_location(runtime_env: None, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _job(values: Values, step: Step, **kwargs: Any) -> dict[str, Any]:
     return run_pods.step_job_manifest(
-        values, image=IMAGE, step_key=step.key, step_tags=step.tags, op_name=step.op_name, **kwargs
-    )
+        values, image=IMAGE, step_key=step.key, step_tags=step.tags, op_name=step.op_name,
+        executor_config=step.executor_config, **kwargs,
+    )  # fmt: skip
 
 
 def _pod(job: dict[str, Any]) -> dict[str, Any]:
@@ -137,10 +149,18 @@ def _quantities(block: dict[str, Any]) -> dict[str, Any]:
 def test_every_job_runs_its_steps_in_their_own_pods(location: Location) -> None:
     from dagster_k8s import k8s_job_executor
 
+    from platform_assets.wiring import STEP_K8S_CONFIG
+
     jobs = location.defs.get_repository_def().get_all_jobs()
     assert {job.name for job in jobs} >= {"__ASSET_JOB", "delete_kuberay_clusters"}
-    assert all(job.executor_def is k8s_job_executor for job in jobs)
-    assert location.defs.executor is k8s_job_executor  # unconfigured: no executor-level k8s config
+    for job in jobs:
+        assert job.executor_def.name == k8s_job_executor.name, job.name
+        assert job.executor_def.config_schema.parent_def is k8s_job_executor, job.name  # pyright: ignore[reportAttributeAccessIssue]
+        config = executor_config(job)
+        assert config["step_k8s_config"]["pod_spec_config"] == STEP_K8S_CONFIG["step_k8s_config"]["pod_spec_config"]
+        assert {op: c["pod_spec_config"] for op, c in config["per_step_k8s_config"].items()} == {
+            op: c["pod_spec_config"] for op, c in STEP_K8S_CONFIG["per_step_k8s_config"].items()
+        }
 
 
 def test_step_tags_are_the_assets_op_tags(location: Location) -> None:
@@ -200,16 +220,27 @@ def test_step_pods_get_the_platform_environment(location: Location, helm_effecti
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "dagster-postgresql-secret"
     assert "RAY_ADDRESS" not in env
     sources = {next(iter(source.values()))["name"] for source in container["envFrom"]}
-    assert {"platform-env", "mlflow-client-credentials", "platform-object-store"} <= sources
+    assert {"platform-env", "mlflow-client-credentials", "platform-object-store-sensors"} <= sources
 
 
-def test_step_pods_can_drive_kuberay(location: Location, helm_effective: Values) -> None:
-    # The step that needs `ray_cluster` creates/joins the run's RayCluster through the Kubernetes API with its
-    # ServiceAccount: it must be the one deploy/k8s/rbac-kuberay.yaml binds, with its token mounted.
-    pod = _pod(_job(helm_effective, location.step("bike_demand__model")))
-    assert pod.get("automountServiceAccountToken", True) is True
+def test_only_the_steps_that_drive_ray_may_create_clusters(location: Location, helm_effective: Values) -> None:
+    """A step with the `ray_cluster` resource creates or joins its run's RayCluster through the Kubernetes API, and
+    dagster-ray's delete op (`raycluster_client`) deletes expired ones: they run as the account
+    deploy/k8s/rbac-kuberay.yaml binds to the KubeRay Role, token mounted. Every other step (ingest, champion,
+    checks, rollback, ...) runs as the account with no rights and no token."""
     binding = inventory.by_kind(inventory.manifests(), "RoleBinding", "dagster-kuberay")
-    assert {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "dagster"} in binding["subjects"]
+    kuberay = {subject["name"] for subject in binding["subjects"]}
+    drivers = set()
+    for step in location.steps:
+        pod = _pod(_job(helm_effective, step))
+        drives_ray = bool(step.resources & {"ray_cluster", "raycluster_client"})
+        assert (pod["serviceAccountName"] in kuberay) is drives_ray, step.key
+        if drives_ray:
+            drivers.add(step.key.split("__")[-1])
+            assert pod.get("automountServiceAccountToken", True) is True, step.key
+        else:
+            assert pod["serviceAccountName"] == "dagster-step", step.key
+    assert drivers == {"features", "model", "predictions", "delete_kuberay_clusters_op"}
 
 
 # ---------------------------------------------------------------------------------------------------

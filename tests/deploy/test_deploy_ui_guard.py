@@ -54,7 +54,8 @@ def test_the_probes_name_a_host_the_guard_allows(helm_effective: dict[str, Any])
 
 def test_the_charts_command_from_our_path_serves_the_guarded_ui(helm_effective: dict[str, Any], tmp_path: Path) -> None:
     """`dagster-webserver ...` as the chart's `/bin/bash -c` runs it, with the image's PATH order and the values'
-    environment: the probe passes, the UI's own JSON POST works, a GET mutation and a foreign Host are refused."""
+    environment: the probe passes, the UI's own JSON POST works, a GET mutation, a mutation without the sign-in proxy's
+    user header and a foreign Host are refused."""
     image_bin = tmp_path / "app-bin"
     image_bin.mkdir()
     shutil.copy(SHIM, image_bin / "dagster-webserver")
@@ -83,6 +84,9 @@ def test_the_charts_command_from_our_path_serves_the_guarded_ui(helm_effective: 
         forwarded = {"Host": "localhost:8080", "Origin": "http://localhost:8080"}
         answer = requests.post(f"{url}/graphql", json={"query": "{ version }"}, headers=forwarded, timeout=60)
         assert answer.json()["data"]["version"]
+        answer = requests.post(f"{url}/graphql", json={"query": WIPE}, headers=forwarded, timeout=60)
+        assert answer.status_code == 401, "production's webserver takes mutations only with the proxy's user header"
+        assert "x-forwarded-email" in answer.text
         answer = requests.get(f"{url}/graphql", params={"query": WIPE}, headers={"Host": "localhost:8080"}, timeout=60)
         assert answer.status_code == 405, answer.text
         assert requests.get(f"{url}/server_info", timeout=60).status_code == 400, "127.0.0.1:<port> is not configured"

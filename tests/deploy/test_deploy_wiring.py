@@ -80,7 +80,8 @@ def test_referenced_secret_and_key_are_created(reference: tuple[str, str, str | 
 def test_env_secrets_carry_the_variables_the_code_reads() -> None:
     secrets = inventory.created_secrets()
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= secrets[("dagster", "mlflow-client-credentials")]
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets[("dagster", "platform-object-store")]
+    for identity in ("platform-object-store-sensors", "platform-object-store-runs"):
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets[("dagster", identity)]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets[("mlflow", "mlflow-object-store")]
 
 

@@ -4,12 +4,14 @@ as a web page in the user's browser would attack it, beside the stock webserver 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psutil
@@ -23,6 +25,7 @@ from websockets.typing import Origin, Subprotocol
 from devtools.stack import stop, wait_for_port
 from kernel.paths import PROJECT_ROOT
 from webguard.guard import GuardPolicy
+from webguard.identity import IdentityRefusal, stamp_requester
 
 from .tiny_defs import precious
 
@@ -30,6 +33,16 @@ DEFS = Path(__file__).with_name("tiny_defs.py")
 WIPE = 'mutation { wipeAssets(assetPartitionRanges: [{assetKey: {path: ["precious"]}}]) { __typename } }'
 EVIL = "http://evil.example"
 GRAPHQL_WS = Subprotocol("graphql-ws")
+# What oauth2-proxy (deploy/k8s/oauth2-proxy.yaml) sets on every request it passes to the writable webserver.
+IDENTITY = "X-Forwarded-Email"
+LAUNCH = """mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message }
+  }
+}"""
 
 
 @dataclass
@@ -39,12 +52,19 @@ class Server:
     home: Path
     log: Path
 
+    def requesters(self) -> list[str]:
+        """The `requested_by` of every handover run the instance holds."""
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            runs = instance.get_runs(dg.RunsFilter(job_name="handover_job"))
+            configs: list[dict[str, Any]] = [dict(run.run_config) for run in runs]
+            return [config["ops"]["handover"]["config"]["requested_by"] for config in configs]
+
     def materialisations(self) -> int:
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
             return len(instance.fetch_materializations(dg.AssetKey("precious"), limit=100).records)
 
 
-def serve(tmp_path: Path, module: str, *, hosts: str | None) -> Iterator[Server]:
+def serve(tmp_path: Path, module: str, *, hosts: str | None, identity_header: str | None = None) -> Iterator[Server]:
     """`python -m <module>` on a free loopback port, with one materialisation of `precious` in its home."""
     home = tmp_path / module
     home.mkdir()
@@ -55,6 +75,8 @@ def serve(tmp_path: Path, module: str, *, hosts: str | None) -> Iterator[Server]
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     if hosts is not None:
         env["PLATFORM_UI_HOSTS"] = hosts.format(port=port)
+    if identity_header is not None:
+        env["PLATFORM_UI_IDENTITY_HEADER"] = identity_header
     log = tmp_path / f"{module}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -66,12 +88,101 @@ def serve(tmp_path: Path, module: str, *, hosts: str | None) -> Iterator[Server]
         yield Server(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", home, log)
     finally:
         with contextlib.suppress(psutil.NoSuchProcess):
-            stop([psutil.Process(process.pid)])
+            root = psutil.Process(process.pid)
+            stop([root, *root.children(recursive=True)])
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory.mktemp("guarded"), "webguard", hosts="127.0.0.1:{port},localhost:{port}")
+    """The guarded webserver as production's writable one runs behind oauth2-proxy: the signed-in user in IDENTITY."""
+    hosts = "127.0.0.1:{port},localhost:{port}"
+    yield from serve(tmp_path_factory.mktemp("guarded"), "webguard", hosts=hosts, identity_header=IDENTITY)
+
+
+def launch(server: Server, run_config: object, user: str | None) -> requests.Response:
+    """Launch handover_job as the UI's launchpad does, as `user` (None: no proxy header)."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "tiny_defs.py",
+            "repositoryName": "__repository__",
+            "jobName": "handover_job",
+        },
+        "runConfigData": run_config,
+    }
+    headers = {IDENTITY: user} if user else {}
+    body = {"query": LAUNCH, "variables": {"params": params}}
+    return requests.post(f"{server.url}/graphql", json=body, headers=headers, timeout=60)
+
+
+def test_the_signed_in_user_is_who_the_run_says_asked(guarded: Server) -> None:
+    """An empty requester (what the launchpad's scaffold leaves) and the user's own name launch, in both run config
+    forms the UI sends (object, YAML text); the run records the proxy's user either way."""
+    for run_config in (
+        {"ops": {"handover": {"config": {"requested_by": ""}}}},
+        "ops:\n  handover:\n    config:\n      requested_by: alice@example.com\n",
+    ):
+        answer = launch(guarded, run_config, "alice@example.com")
+        assert answer.json()["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", answer.text
+    assert guarded.requesters() == ["alice@example.com", "alice@example.com"]
+    assert "POST /graphql: mutation by alice@example.com" in guarded.log.read_text()
+
+
+def test_a_requester_other_than_the_signed_in_user_is_refused(guarded: Server) -> None:
+    before = len(guarded.requesters())
+    answer = launch(guarded, {"ops": {"handover": {"config": {"requested_by": "bob"}}}}, "alice@example.com")
+    assert answer.status_code == 403
+    assert "'bob' is not the signed-in user 'alice@example.com'" in answer.text
+    answer = launch(guarded, {"ops": {"handover": {"config": {"requested_by": "alice@example.com"}}}}, None)
+    assert answer.status_code == 401, "a mutation without the proxy's header is not from the proxy"
+    assert IDENTITY.lower() in answer.text
+    inline = (
+        LAUNCH.replace("$params: ExecutionParams!", "")
+        .replace(
+            "$params",
+            '{selector: {repositoryLocationName: "tiny_defs.py", repositoryName: "__repository__", '
+            'jobName: "handover_job"}, runConfigData: {ops: {handover: {config: {requested_by: "bob"}}}}}',
+        )
+        .replace("Launch()", "Launch")
+    )
+    answer = requests.post(
+        f"{guarded.url}/graphql", json={"query": inline}, headers={IDENTITY: "alice@example.com"}, timeout=60
+    )
+    assert answer.status_code == 400, "run config inline in the document cannot be stamped"
+    assert "as a GraphQL variable" in answer.text
+    assert len(guarded.requesters()) == before
+
+
+def test_queries_need_no_user_behind_the_proxy(guarded: Server) -> None:
+    """The read-only webserver runs the same guard and is reached without the proxy: its reads still work."""
+    answer = requests.post(f"{guarded.url}/graphql", json={"query": "{ version }"}, timeout=60)
+    assert answer.json() == {"data": {"version": dg.__version__}}
+    assert requests.post(f"{guarded.url}/report_asset_materialization/precious", json={}, timeout=60).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("variables", "refusal"),
+    [
+        ({"p": {"runConfigData": {"ops": {"a": {"config": {"requested_by": None}}}}}}, None),
+        ({"p": [{"runConfigData": {"requested_by": "  alice  "}}]}, None),
+        ({"p": {"runConfigData": {"ops": {"a": {"config": {"requested_by": "mallory"}}}}}}, 403),
+        ({"p": {"runConfigData": "ops: [unclosed"}}, 400),
+        ({"p": {"executionMetadata": {"tags": [{"key": "requested_by", "value": "mallory"}]}}}, None),
+        ("not json", 400),
+    ],
+)
+def test_stamping_judges_each_run_config(variables: object, refusal: int | None) -> None:
+    body = {"query": "mutation m($p: X) { launchRun(executionParams: $p) { __typename } }", "variables": variables}
+    if refusal is not None:
+        with pytest.raises(IdentityRefusal) as refused:
+            stamp_requester(json.dumps(body).encode(), "alice", IDENTITY)
+        assert refused.value.status == refusal, refused.value.reason
+        return
+    outcome = stamp_requester(json.dumps(body).encode(), "alice", IDENTITY)
+    sent = json.loads(outcome)["variables"]["p"]
+    run_configs = [
+        item["runConfigData"] for item in (sent if isinstance(sent, list) else [sent]) if "runConfigData" in item
+    ]
+    assert all("mallory" not in json.dumps(config) and "alice" in json.dumps(config) for config in run_configs)
 
 
 def test_the_stock_webserver_runs_a_mutation_sent_with_get_from_any_origin(tmp_path: Path) -> None:
@@ -140,7 +251,8 @@ def test_the_uis_own_requests_work(guarded: Server) -> None:
     assert "<html" in requests.get(f"{guarded.url}/assets", timeout=60).text.lower()
     local = guarded.url.replace("127.0.0.1", "localhost")
     assert requests.get(f"{local}/server_info", headers={"Origin": local}, timeout=60).ok
-    wiped = requests.post(f"{guarded.url}/graphql", json={"query": WIPE}, headers=own, timeout=60).json()
+    signed_in = {**own, IDENTITY: "alice@example.com"}
+    wiped = requests.post(f"{guarded.url}/graphql", json={"query": WIPE}, headers=signed_in, timeout=60).json()
     assert wiped["data"]["wipeAssets"]["__typename"] == "AssetWipeSuccess"
     assert guarded.materialisations() == 0
 
