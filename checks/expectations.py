@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from kernel import series
 from kernel.days import hours_in_day
 from kernel.schema import TIMESTAMP, raw_dtypes
 from kernel.spec import ColumnExpectation, PipelineSpec, RowsPerPartition
@@ -88,14 +89,16 @@ def completeness_expectations(spec: PipelineSpec) -> list[Any]:
 
 
 def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.DataFrame:
-    """One row per (day, entity) with its row count; a day without rows counts 0."""
+    """One row per (day, series present that day) with its row count; a day without rows counts 0 (a series absent
+    on a day is not counted: a series may start, pause or end)."""
     entities = spec.source.entity_columns
     parts = []
     for day, frame in frames.items():
         if entities and len(frame):
-            counts = frame.groupby(entities).size().reset_index(name=ROWS_COLUMN)
+            labels = series.labels(frame, entities)
+            counts = labels.groupby(labels).size().rename_axis("series").reset_index(name=ROWS_COLUMN)
         else:
-            counts = pd.DataFrame({ROWS_COLUMN: [len(frame)]})
+            counts = pd.DataFrame({ROWS_COLUMN: [len(frame)]} | ({"series": [None]} if entities else {}))
         counts.insert(0, "day", day)
         parts.append(counts)
     return pd.concat(parts, ignore_index=True)
