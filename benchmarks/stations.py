@@ -10,6 +10,9 @@ the files and measure what each unit of rejection costs (README, "Multi-series d
 
 from __future__ import annotations
 
+import argparse
+import json
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -148,3 +151,70 @@ def spec_document(landing: Path, first: str, end: str, **overrides: Any) -> dict
     for section, value in overrides.items():
         document[section] = {**document[section], **value} if isinstance(value, dict) else value
     return document
+
+
+def measure(out: Path) -> dict[str, Any]:
+    """Generate the twelve stations (two years), judge every day with each unit of rejection, and count what each
+    throws away: series-days rejected at raw, and series-days of features lost (a rejected raw day takes the days
+    whose look-back holds it with it)."""
+    from checks.data import completeness_verdicts, expectation_verdicts
+    from kernel.pipeline import Pipeline
+    from kernel.spec import PipelineSpec
+    from ml import ingest
+
+    paths, faults = generate(out)
+    spec = PipelineSpec.model_validate(spec_document(out, "2011-01-01", "2013-01-01"))
+    started = time.perf_counter()
+    frames = [ingest.normalise(ingest.read_source_file(str(p), spec, PROJECT_ROOT), spec, str(p)).frame for p in paths]
+    collapsed = ingest.collapse_duplicates(pd.concat(frames, ignore_index=True), spec)
+    raw = ingest.split_days(collapsed.frame, ingest.days_in(collapsed.frame), spec)
+    read_s = time.perf_counter() - started
+    series_days = sum(frame["station"].nunique() for frame in raw.values())
+    lookback = Pipeline(spec=spec, root=PROJECT_ROOT).lookback_days
+    figures: dict[str, Any] = {
+        "stations": len(station_names(12)),
+        "rows": len(collapsed.frame),
+        "days": len(raw),
+        "series_days": series_days,
+        "faults": vars(faults),
+        "read_and_normalise_s": round(read_s, 2),
+        "feature_lookback_days": lookback,
+    }
+    expectation_verdicts(dict(list(raw.items())[:2]), spec)  # GX's imports and first context, not judging
+    for unit in ("series_day", "day"):
+        judged = spec.model_copy(
+            update={"expectations": spec.expectations.model_copy(update={"reject": unit})}, deep=True
+        )
+        started = time.perf_counter()
+        verdicts = expectation_verdicts(dict(raw), judged)
+        seconds = time.perf_counter() - started
+        failed_days = [day for day, v in verdicts.items() if not v.passed]
+        rejected = sum(len(v.rejected_series) for v in verdicts.values()) + sum(
+            raw[day]["station"].nunique() for day in failed_days
+        )
+        figures[unit] = {
+            "judge_s": round(seconds, 2),
+            "days_failed": len(failed_days),
+            "series_days_rejected": rejected,
+            "feature_series_days_lost": rejected * (lookback + 1),
+        }
+    started = time.perf_counter()
+    completeness_verdicts(dict(raw), spec)
+    figures["completeness_judge_s"] = round(time.perf_counter() - started, 2)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path, help="folder to write the station files to")
+    parser.add_argument("--measure", action="store_true", help="also judge them under each unit of rejection")
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.out), indent=2))
+    else:
+        paths, faults = generate(args.out)
+        print(json.dumps({"files": [str(p) for p in paths], "faults": vars(faults)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

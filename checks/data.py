@@ -103,9 +103,11 @@ def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, 
     """Rows per day (per entity) within the spec's bounds, moved by an hour on a 23- or 25-hour day (a DST change in
     the partitions' time zone); partial days warn, they do not block."""
     bounds = spec.expectations.rows_per_partition
+    built = {day: frame for day, frame in raw.items() if isinstance(frame, pd.DataFrame)}
+    by_day = dict(tuple(gx_suites.rows_per_day(built, spec).groupby("day", sort=False))) if built else {}
 
-    def judge(day: str, frame: pd.DataFrame) -> Verdict:
-        counts = gx_suites.rows_per_day({day: frame}, spec)
+    def judge(day: str, _: pd.DataFrame) -> Verdict:
+        counts = by_day[day]
         if bounds is None:
             return Verdict(True, metadata={"rows": int(counts["rows"].sum())})
         low, high = gx_suites.day_bounds(bounds, day, spec.partitioning.timezone)

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import PipelineFactory
-from support import check_days, run_range
+from support import check_days, run_range, run_unpartitioned
 
 from benchmarks.stations import Faults, generate, spec_document
 from kernel import series
@@ -108,3 +108,16 @@ def test_twelve_station_files_are_one_run_and_a_broken_station_day_is_rejected_a
     model_event = next(e for e in trained.get_asset_materialization_events() if e.asset_key == key("model"))
     table = str(model_event.materialization.metadata["metrics_per_series"].value)
     assert "**pooled**" in table and all(f"| {label} |" in table for label in scores)
+
+    # Out of sample: the next day scored per station and pooled, and the report shows both.
+    scored_day = str(date.fromisoformat(MODEL_DAY) + pd.Timedelta(days=1))
+    assert run_range(defs, ["backtest"], NAME, (scored_day, scored_day), instance).success
+    scores = store.read(key("backtest"), scored_day)
+    pooled, by_station = scores[scores["series"] == ""], scores[scores["series"] != ""]
+    assert len(pooled) == 1 and set(by_station["series"]) == set(store.read(key("features"), scored_day)["station"])
+    assert by_station["rows"].sum() == pooled["rows"].iloc[0]
+    report = run_unpartitioned(defs, ["backtest_report"], NAME, instance)
+    assert report.success
+    (report_event,) = report.get_asset_materialization_events()
+    table = str(report_event.materialization.metadata["per_series"].value)
+    assert "pooled" in table and all(f"| {label} " in table for label in by_station["series"])
