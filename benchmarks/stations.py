@@ -27,6 +27,7 @@ SEED = 2026
 BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"
 COLUMNS = ["station", "dteday", "hr", "weathersit", "temp", "atemp", "hum", "windspeed", "holiday", "workingday", "cnt"]
 WEATHER = ["temp", "atemp", "hum", "windspeed"]
+REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -181,23 +182,25 @@ def measure(out: Path) -> dict[str, Any]:
         "feature_lookback_days": lookback,
     }
     expectation_verdicts(dict(list(raw.items())[:2]), spec)  # GX's imports and first context, not judging
-    for unit in ("series_day", "day"):
-        judged = spec.model_copy(
-            update={"expectations": spec.expectations.model_copy(update={"reject": unit})}, deep=True
-        )
-        started = time.perf_counter()
-        verdicts = expectation_verdicts(dict(raw), judged)
-        seconds = time.perf_counter() - started
-        failed_days = [day for day, v in verdicts.items() if not v.passed]
-        rejected = sum(len(v.rejected_series) for v in verdicts.values()) + sum(
-            raw[day]["station"].nunique() for day in failed_days
-        )
-        figures[unit] = {
-            "judge_s": round(seconds, 2),
-            "days_failed": len(failed_days),
-            "series_days_rejected": rejected,
-            "feature_series_days_lost": rejected * (lookback + 1),
-        }
+    seconds: dict[str, list[float]] = {"series_day": [], "day": []}
+    for _ in range(REPEATS):  # alternating, so load on a shared machine falls on both units alike
+        for unit, taken in seconds.items():
+            judged = spec.model_copy(
+                update={"expectations": spec.expectations.model_copy(update={"reject": unit})}, deep=True
+            )
+            started = time.perf_counter()
+            verdicts = expectation_verdicts(dict(raw), judged)
+            taken.append(time.perf_counter() - started)
+            failed_days = [day for day, v in verdicts.items() if not v.passed]
+            rejected = sum(len(v.rejected_series) for v in verdicts.values()) + sum(
+                raw[day]["station"].nunique() for day in failed_days
+            )
+            figures[unit] = {
+                "judge_s_median": round(sorted(taken)[len(taken) // 2], 2),
+                "days_failed": len(failed_days),
+                "series_days_rejected": rejected,
+                "feature_series_days_lost": rejected * (lookback + 1),
+            }
     started = time.perf_counter()
     completeness_verdicts(dict(raw), spec)
     figures["completeness_judge_s"] = round(time.perf_counter() - started, 2)
