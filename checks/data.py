@@ -9,6 +9,7 @@ import pandas as pd
 
 from checks import expectations as gx_suites
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from kernel import series
 from kernel.days import hours_in_day
 from kernel.names import COMPLETE_DAYS, PASSES_EXPECTATIONS
 from kernel.pipeline import Pipeline
@@ -21,11 +22,14 @@ EXAMPLE_ROWS = 3
 
 
 def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
-    """The GX suite run once over the run's days, each failure attributed to the days of its unexpected rows.
+    """The GX suite run once over the run's days, each failure attributed to the (day, series) of its unexpected rows.
 
     A day with no rows cannot be judged and is rejected as such; an expectation without row positions (the
     column set, a type, one that raised) fails every day it was run on. An expectation with a `mostly` judges
-    each day on its own share of passing rows (GX's own verdict is over the whole run).
+    each series' day on its own share of passing rows (GX's own verdict is over the whole run). With entity columns
+    and `expectations.reject: series_day`, a day some of whose series fail passes for the others, listing the
+    rejected ones with their reasons (`rejected_series`, which the day gate leaves out downstream); a day all of
+    whose series fail, or any failing series with `reject: day`, fails.
     """
     frames = {day: frame for day, frame in raw.items() if not isinstance(frame, Rejected) and len(frame)}
     verdicts = {day: Verdict(False, "no rows: the source has no data for this day") for day in raw}
@@ -34,38 +38,56 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     frame = pd.concat(frames.values(), ignore_index=True)
     outcomes = gx_suites.validate(frame, gx_suites.row_expectations(spec), f"{spec.name}_raw", with_rows=True)
     days = frame[TIMESTAMP].dt.strftime("%Y-%m-%d")
-    failures: dict[str, list[dict[str, Any]]] = {day: [] for day in frames}
+    labels = series.labels(frame, spec.source.entity_columns)
+    groups = frame.groupby([days, labels]).indices
+    day_wide: list[dict[str, Any]] = []
+    failures: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for outcome in outcomes:
         if not outcome.unexpected_rows:
             if not outcome.success:
-                for failed in failures.values():
-                    failed.append(outcome.as_dict())
+                day_wide.append(outcome.as_dict())
             continue
-        located = pd.DataFrame({"row": outcome.unexpected_rows, "day": days.iloc[outcome.unexpected_rows].to_numpy()})
-        for day, group in located.groupby("day"):
-            passing = passing_share(frames[str(day)], outcome, len(group))
+        rows = outcome.unexpected_rows
+        located = pd.DataFrame({"row": rows, "day": days.iloc[rows].to_numpy(), "series": labels.iloc[rows].to_numpy()})
+        for (day, label), group in located.groupby(["day", "series"]):
+            key = (str(day), str(label))
+            passing = passing_share(frame.iloc[groups[key]], outcome, len(group))
             if outcome.mostly is not None and passing >= outcome.mostly:
                 continue
             examples = frame.iloc[group["row"].head(EXAMPLE_ROWS)].astype("str").to_dict(orient="records")
             found = {"unexpected_count": len(group), "passing_share": round(passing, 4), "examples": examples}
-            failures[str(day)].append(outcome.as_dict() | found)
-    for day, failed in failures.items():
-        reason = "; ".join(
-            f"{f['expectation']} {f.get('column', '')}: {f.get('unexpected_count', 'all')} row(s)"
-            + (
-                f" ({f['passing_share']:.0%} pass, mostly={f['mostly']})"
-                if {"mostly", "passing_share"} <= f.keys()
-                else ""
-            )
-            for f in failed
-        )
-        verdicts[day] = Verdict(
-            not failed,
-            reason,
-            {"rows": len(frames[day]), "expectations": len(outcomes)}
-            | ({"failed": dg.MetadataValue.json(failed)} if failed else {}),
-        )
+            failures.setdefault(key, []).append(outcome.as_dict() | found)
+    day_series: dict[str, list[str]] = {}
+    for day, label in groups:
+        day_series.setdefault(str(day), []).append(str(label))
+    for day, labelled in day_series.items():
+        rejected = {label: _reason(failures[(day, label)]) for label in labelled if (day, label) in failures}
+        named = (lambda label: {"series": label}) if spec.source.entity_columns else (lambda _: {})
+        failed = day_wide + [f | named(label) for label in rejected for f in failures[(day, label)]]
+        whole_day = bool(day_wide) or len(rejected) == len(labelled) or spec.expectations.reject == "day"
+        metadata: dict[str, Any] = {"rows": len(frames[day]), "expectations": len(outcomes)}
+        metadata |= {"series": len(labelled)} if spec.source.entity_columns else {}
+        metadata |= {"failed": dg.MetadataValue.json(failed)} if failed else {}
+        if not rejected or not spec.source.entity_columns:
+            verdicts[day] = Verdict(not failed, _reason(failed), metadata)
+        elif whole_day:
+            listed = "; ".join(f"{label}: {why}" for label, why in rejected.items())
+            reason = _reason(day_wide) if day_wide else f"{len(rejected)} of {len(labelled)} series fail ({listed})"
+            verdicts[day] = Verdict(False, reason, metadata)
+        else:
+            kept = len(labelled) - len(rejected)
+            listed = "; ".join(f"{label}: {why}" for label, why in rejected.items())
+            reason = f"{len(rejected)} of {len(labelled)} series rejected ({listed}); the other {kept} kept"
+            verdicts[day] = Verdict(True, reason, metadata, rejected_series=rejected)
     return judge_days(raw, lambda day, _: verdicts[day])
+
+
+def _reason(failed: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{f['expectation']} {f.get('column', '')}: {f.get('unexpected_count', 'all')} row(s)"
+        + (f" ({f['passing_share']:.0%} pass, mostly={f['mostly']})" if {"mostly", "passing_share"} <= f.keys() else "")
+        for f in failed
+    )
 
 
 def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
@@ -81,14 +103,18 @@ def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, 
     """Rows per day (per entity) within the spec's bounds, moved by an hour on a 23- or 25-hour day (a DST change in
     the partitions' time zone); partial days warn, they do not block."""
     bounds = spec.expectations.rows_per_partition
+    built = {day: frame for day, frame in raw.items() if isinstance(frame, pd.DataFrame)}
+    by_day = dict(tuple(gx_suites.rows_per_day(built, spec).groupby("day", sort=False))) if built else {}
 
-    def judge(day: str, frame: pd.DataFrame) -> Verdict:
-        counts = gx_suites.rows_per_day({day: frame}, spec)
+    def judge(day: str, _: pd.DataFrame) -> Verdict:
+        counts = by_day[day]
         if bounds is None:
             return Verdict(True, metadata={"rows": int(counts["rows"].sum())})
         low, high = gx_suites.day_bounds(bounds, day, spec.partitioning.timezone)
         short = counts[(counts["rows"] < low) | (counts["rows"] > high)]
         reason = f"{len(short)} series outside {low}..{high} rows" if len(short) else ""
+        if len(short) and spec.source.entity_columns:
+            reason += " (" + ", ".join(f"{s}: {n}" for s, n in zip(short["series"], short["rows"], strict=True)) + ")"
         hours = hours_in_day(date.fromisoformat(day), spec.partitioning.timezone)
         return Verdict(
             short.empty,

@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from kernel.names import FINGERPRINT
+from kernel.names import FINGERPRINT, REJECTED_SERIES
 from kernel.pipeline import run_days
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
@@ -30,11 +30,13 @@ MAX_LISTED_DAYS = 50
 
 @dataclass(frozen=True)
 class Verdict:
-    """A check's judgement of one day: whether it passed, why not, and what it observed (threshold, values)."""
+    """A check's judgement of one day: whether it passed, why not, and what it observed (threshold, values); a passing
+    day may still reject some of its series (label -> reason), which the day gate leaves out downstream."""
 
     passed: bool
     reason: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    rejected_series: dict[str, str] = field(default_factory=dict)
 
 
 # How a check judges one day's stored value.
@@ -116,6 +118,7 @@ def emit(
                 metadata={
                     **verdict.metadata,
                     **({"reason": reason} if reason else {}),
+                    **_series_metadata(verdict.rejected_series),
                     FINGERPRINT: fingerprint or "none",
                 },
                 target_materialization_data=targets.get(day),
@@ -124,7 +127,16 @@ def emit(
         listed = sorted(failed)[:MAX_LISTED_DAYS]
         summary = f"{spec.name} on {spec.asset_key.to_user_string()}: {len(by_day)} day(s) judged, {len(failed)} failed"
         summary += f": {listed}{' ...' if len(failed) > len(listed) else ''}" if failed else ""
-        (context.log.warning if failed else context.log.info)(summary)
+        partial = {
+            day: sorted(v.rejected_series)
+            for day, v in sorted(by_day.items())
+            if day not in failed and v.rejected_series
+        }
+        shown = dict(list(partial.items())[:MAX_LISTED_DAYS])
+        if partial:
+            more = " ..." if len(partial) > len(shown) else ""
+            summary += f"; {len(partial)} passed without some of their series: {shown}{more}"
+        (context.log.warning if failed or partial else context.log.info)(summary)
         yield dg.AssetObservation(
             asset_key=spec.asset_key,
             metadata={
@@ -132,5 +144,18 @@ def emit(
                 "days_judged": len(by_day),
                 "days_failed": len(failed),
                 "failed_days": dg.MetadataValue.json(dict(sorted(failed.items())[:MAX_LISTED_DAYS])),
+                **(
+                    {
+                        "series_days_rejected": sum(len(labels) for labels in partial.values()),
+                        "rejected_series": dg.MetadataValue.json(shown),
+                    }
+                    if partial
+                    else {}
+                ),
             },
         )
+
+
+def _series_metadata(rejected: Mapping[str, str]) -> dict[str, Any]:
+    """The series a passing day rejected (label -> reason), for the day gate to leave out downstream."""
+    return {REJECTED_SERIES: dg.MetadataValue.json(dict(rejected))} if rejected else {}

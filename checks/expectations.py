@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from kernel import series
 from kernel.days import hours_in_day
 from kernel.schema import TIMESTAMP, raw_dtypes
 from kernel.spec import ColumnExpectation, PipelineSpec, RowsPerPartition
@@ -88,17 +90,24 @@ def completeness_expectations(spec: PipelineSpec) -> list[Any]:
 
 
 def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.DataFrame:
-    """One row per (day, entity) with its row count; a day without rows counts 0."""
+    """One row per (day, series present that day) with its row count; a day without rows counts 0 (a series absent
+    on a day is not counted: a series may start, pause or end). One grouping over all the days."""
     entities = spec.source.entity_columns
+    filled = {day: frame for day, frame in frames.items() if len(frame)}
     parts = []
-    for day, frame in frames.items():
-        if entities and len(frame):
-            counts = frame.groupby(entities).size().reset_index(name=ROWS_COLUMN)
-        else:
-            counts = pd.DataFrame({ROWS_COLUMN: [len(frame)]})
-        counts.insert(0, "day", day)
-        parts.append(counts)
-    return pd.concat(parts, ignore_index=True)
+    if filled:
+        frame = pd.concat(filled.values(), ignore_index=True)
+        keys = [pd.Series(np.repeat(list(filled), [len(f) for f in filled.values()]), name="day")]
+        keys += [series.labels(frame, entities).rename("series")] if entities else []
+        parts.append(frame.groupby(keys, sort=False).size().reset_index(name=ROWS_COLUMN))
+    empty = [day for day in frames if day not in filled]
+    if empty:
+        parts.append(pd.DataFrame({"day": empty, ROWS_COLUMN: 0} | ({"series": None} if entities else {})))
+    columns = ["day", *(["series"] if entities else []), ROWS_COLUMN]
+    counts = pd.concat(parts, ignore_index=True)[columns]
+    counts["day"] = pd.Categorical(counts["day"], categories=list(frames), ordered=True)  # the days' own order
+    counts = counts.sort_values(columns[:-1], kind="stable").reset_index(drop=True)
+    return counts.assign(day=counts["day"].astype("str"))
 
 
 def validate(

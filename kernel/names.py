@@ -42,7 +42,11 @@ SOURCE_FILES_TAG = "platform/source_files"  # a landing run's files: JSON {path:
 # blocking checks whose per-day verdicts decide which loaded days are usable (the day gate).
 ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"
 GATE_CHECKS = "platform/gate_checks"
+# Input metadata: the entity columns of the pipeline, so the day gate can leave out a rejected series of a day.
+ENTITY_COLUMNS = "platform/entity_columns"
 
 # Metadata key of a stored partition's content fingerprint: on its materialisation (what was written) and on every
 # check evaluation of it (what was judged); the day gate compares both with the bytes on disk.
 FINGERPRINT = "fingerprint"
+# Check metadata: the series of a passing day rejected on their own (series label -> reason); the gate leaves them out.
+REJECTED_SERIES = "rejected_series"

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import dagster as dg
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, GATE_CHECKS, GATES, PIPELINE_TAG
+from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, GATE_CHECKS, GATES, PIPELINE_TAG
 from kernel.paths import write_text_atomically
 from kernel.spec import K8sRequests, PipelineSpec
 
@@ -92,14 +92,18 @@ class Pipeline:
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-(days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
-            metadata={ALLOW_MISSING_PARTITIONS: True, GATE_CHECKS: list(GATES[stage])},
+            metadata={ALLOW_MISSING_PARTITIONS: True, **self._gate(stage)},
             dagster_type=ANY_VALUE,
         )
+
+    def _gate(self, stage: str) -> dict[str, Any]:
+        """What the day gate of an input of `stage` needs: its blocking checks and the series' entity columns."""
+        return {GATE_CHECKS: list(GATES[stage]), ENTITY_COLUMNS: list(self.spec.source.entity_columns)}
 
     def day_input(self, stage: str, *, allow_missing: bool = False) -> dg.AssetIn:
         """The same day of `stage`; a day its blocking checks rejected loads as `Rejected` (and, if allowed, a day
         never materialised is left out)."""
-        metadata: dict[str, Any] = {GATE_CHECKS: list(GATES[stage])}
+        metadata: dict[str, Any] = self._gate(stage)
         if allow_missing:
             metadata[ALLOW_MISSING_PARTITIONS] = True
         return dg.AssetIn(key=self.key(stage), metadata=metadata, dagster_type=ANY_VALUE)

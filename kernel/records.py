@@ -50,6 +50,14 @@ class ChampionScore(_Record):
     reason: str | None = None
 
 
+class SeriesScore(_Record):
+    """One series of a multi-series hold-out: its rows, the model's errors and the baseline's on them."""
+
+    rows: int
+    metrics: Metrics
+    baseline: Metrics
+
+
 class ModelRecord(_Record):
     """One model partition: the registered version, its metrics and baseline, and its full lineage."""
 
@@ -81,6 +89,10 @@ class ModelRecord(_Record):
     # The fingerprint of each feature day it trained and was evaluated on, as read: a day whose stored bytes carry
     # another fingerprint now makes the model stale (empty: trained before these were recorded).
     features_fingerprints: dict[str, str | None] = {}
+    # Multi-series: the hold-out scored per series (pooled: `metrics`, `baseline`), and the series-days of the window
+    # left out because their day's verdict rejected them (day -> series label -> reason).
+    metrics_per_series: dict[str, SeriesScore] = {}
+    series_left_out: dict[str, dict[str, str]] = {}
 
     @property
     def training_window(self) -> str:

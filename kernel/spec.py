@@ -345,6 +345,11 @@ class ExpectationsSpec(_Model):
         default=None, description="Rows per day (per entity when entity columns are set); a miss is a warning."
     )
     unique_timestamp: bool = Field(default=True, description="Timestamp unique per entity.")
+    reject: Literal["series_day", "day"] = Field(
+        default="series_day",
+        description="With entity columns, what a failed expectation rejects: that series' day (the day's other series "
+        "are kept) or the whole day. Without entity columns the day is the series.",
+    )
 
 
 class FreshnessWindow(_Model):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kernel import series
 from kernel.spec import PipelineSpec, PromotionSpec
 from ml import training
 
@@ -28,7 +29,10 @@ SCORE_COLUMNS = [
     "excluded_rows",
     "mae",
     "baseline_mae",
+    "series",
 ]
+# The `series` of a row scored over every series of the day (the only rows of a single-series pipeline).
+POOLED = ""
 ROLLING_DAYS = 28
 
 
@@ -57,7 +61,8 @@ def covering_partitions(day: date, horizon_days: int) -> list[date]:
 
 
 def score_day(day: date, features: pd.DataFrame, forecasters: Sequence[Forecaster], spec: PipelineSpec) -> pd.DataFrame:
-    """One row per forecaster: its MAE on `day`'s hours and the seasonal-naive baseline's on the same hours.
+    """One row per forecaster: its MAE on `day`'s hours and the seasonal-naive baseline's on the same hours (`series`
+    `POOLED`); with entity columns, then one row per forecaster and series on that series' hours.
 
     Hours without an actual (or a baseline) are left out of every row and counted in `excluded_rows`. Raises
     `LookAheadError` for a forecaster whose window reaches `day` and `NothingToScore` when no hour is usable.
@@ -72,30 +77,45 @@ def score_day(day: date, features: pd.DataFrame, forecasters: Sequence[Forecaste
     if not usable.any():
         raise NothingToScore(f"{day}: none of {len(features)} hours has an actual and a baseline")
     kept = features[usable]
-    baseline_mae = float(np.mean(np.abs(baseline[usable] - actual[usable])))
+    labels = series.labels(features, spec.source.entity_columns).to_numpy()
+    named = sorted(set(labels)) if spec.source.entity_columns else []
     rows = []
     for forecaster in forecasters:
         predicted = training.predict(forecaster.model, kept, spec)
-        rows.append(
-            {
-                "day": str(day),
-                "partition": str(forecaster.partition),
-                "version": forecaster.version,
-                "horizon_days": (day - forecaster.partition).days,
-                "champion": forecaster.champion,
-                "passed_gates": forecaster.passed_gates,
-                "rows": int(usable.sum()),
-                "excluded_rows": int((~usable).sum()),
-                "mae": float(np.mean(np.abs(predicted - actual[usable]))),
-                "baseline_mae": baseline_mae,
-            }
-        )
+        common = {
+            "day": str(day),
+            "partition": str(forecaster.partition),
+            "version": forecaster.version,
+            "horizon_days": (day - forecaster.partition).days,
+            "champion": forecaster.champion,
+            "passed_gates": forecaster.passed_gates,
+        }
+        groups = [(POOLED, np.ones(len(features), dtype=bool))] + [(label, labels == label) for label in named]
+        for label, members in groups:
+            used = members[usable]  # this series' scored hours among the kept ones
+            if not used.any():
+                continue
+            rows.append(
+                common
+                | {
+                    "rows": int(used.sum()),
+                    "excluded_rows": int((members & ~usable).sum()),
+                    "mae": float(np.mean(np.abs(predicted[used] - actual[usable][used]))),
+                    "baseline_mae": float(np.mean(np.abs(baseline[usable][used] - actual[usable][used]))),
+                    "series": label,
+                }
+            )
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
+def pooled(scores: pd.DataFrame) -> pd.DataFrame:
+    """The rows scored over every series of their day (scores stored before per-series rows are all pooled)."""
+    return scores[scores["series"].fillna(POOLED) == POOLED] if "series" in scores else scores
+
+
 def daily_models(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per day, the freshest model partition scored on it (the one daily retraining would serve)."""
-    ranked = scores.sort_values(["day", "horizon_days"])
+    """Per day, the freshest model partition scored on it (the one daily retraining would serve), over all series."""
+    ranked = pooled(scores).sort_values(["day", "horizon_days"])
     return ranked.drop_duplicates("day", keep="first").set_index("day")
 
 
@@ -111,6 +131,7 @@ def improvement(frame: pd.DataFrame) -> float:
 def summary(scores: pd.DataFrame, rolling_days: int = ROLLING_DAYS) -> pd.DataFrame:
     """Per scored day: the daily model's and the baseline's MAE, its improvement, the improvement over the last
     `rolling_days` days (hour-weighted), the champion's MAE when it was scored, and how many models were scored."""
+    scores = pooled(scores)
     daily = daily_models(scores)
     out = pd.DataFrame(index=pd.to_datetime(daily.index))
     out["model_mae"] = daily["mae"].to_numpy()
@@ -127,6 +148,23 @@ def summary(scores: pd.DataFrame, rolling_days: int = ROLLING_DAYS) -> pd.DataFr
     out["models_scored"] = scores.groupby("day").size().reindex(daily.index).to_numpy()
     out.index.name = "day"
     return out
+
+
+def per_series(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per series, and pooled: the daily models' out-of-sample MAE and the baseline's over every scored hour of that
+    series (days weighted by their hours), and the improvement; empty for a single-series pipeline."""
+    if "series" not in scores or not (scores["series"].fillna(POOLED) != POOLED).any():
+        return pd.DataFrame(columns=["series", "rows", "model_mae", "baseline_mae", "improvement"])
+    ranked = scores.assign(series=scores["series"].fillna(POOLED)).sort_values(["day", "series", "horizon_days"])
+    daily = ranked.drop_duplicates(["day", "series"], keep="first")
+    out = []
+    for label, group in daily.groupby("series", sort=True):
+        model, base = _weighted(group, "mae"), _weighted(group, "baseline_mae")
+        name = "pooled" if label == POOLED else str(label)
+        out.append({"series": name, "rows": int(group["rows"].sum()), "model_mae": model, "baseline_mae": base})
+    table = pd.DataFrame(out)
+    table["improvement"] = 1 - table["model_mae"] / table["baseline_mae"]
+    return pd.concat([table[table["series"] != "pooled"], table[table["series"] == "pooled"]], ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -146,6 +184,7 @@ class TrackRecord:
 
 def track_record(scores: pd.DataFrame, days: int) -> TrackRecord | None:
     """The record over the last `days` scored days of `scores` (None when nothing was scored)."""
+    scores = pooled(scores)
     if scores.empty:
         return None
     last = sorted(scores["day"].unique())[-days:]

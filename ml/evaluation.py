@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kernel.records import ChampionScore, Metrics
+from kernel import series
+from kernel.records import ChampionScore, Metrics, SeriesScore
 from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from ml import plots, training
@@ -25,6 +26,7 @@ class Evaluation:
     non_finite_predictions: int
     images: dict[str, bytes]
     champion: ChampionScore | None
+    per_series: dict[str, SeriesScore] = field(default_factory=dict)
 
 
 def evaluate(
@@ -56,7 +58,27 @@ def evaluate(
         non_finite_predictions=int((~np.isfinite(predicted)).sum()),
         images=images,
         champion=None if champion is None else score_champion(*champion, holdout, predicted=predicted, spec=spec),
+        per_series=per_series(holdout, predicted, spec),
     )
+
+
+def per_series(holdout: pd.DataFrame, predicted: np.ndarray, spec: PipelineSpec) -> dict[str, SeriesScore]:
+    """The model's and the seasonal-naive baseline's errors on each series' hold-out rows (none for a single series:
+    the pooled figures are its own)."""
+    if not spec.source.entity_columns:
+        return {}
+    actual = holdout[spec.target].to_numpy(dtype="float64")
+    baseline = training.seasonal_naive(holdout, spec.evaluation.baseline_season_hours)
+    labels = series.labels(holdout, spec.source.entity_columns).to_numpy()
+    scores = {}
+    for label in sorted(set(labels)):
+        rows = labels == label
+        scores[str(label)] = SeriesScore(
+            rows=int(rows.sum()),
+            metrics=training.forecast_metrics(actual[rows], predicted[rows]),
+            baseline=training.forecast_metrics(actual[rows], baseline[rows]),
+        )
+    return scores
 
 
 def evaluate_and_refit(

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pandas.api.types import is_numeric_dtype
 
+from kernel import series
 from kernel.schema import TIMESTAMP, UTC, raw_dtypes, timestamp_dtype
 from kernel.spec import ISO8601, EventSpec, PipelineSpec, TimestampParts, TimestampSpec
 
@@ -69,10 +70,12 @@ class Normalised:
 
 @dataclass
 class Collapsed:
-    """Rows left after applying the spec's duplicates policy, and how many rows it merged away per day."""
+    """Rows left after applying the spec's duplicates policy, and how many rows it merged away per day (and, with
+    entity columns, per day per series: day -> series label -> rows)."""
 
     frame: pd.DataFrame
     rows_collapsed: dict[str, int]
+    rows_collapsed_per_series: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def resolve_source(uri: str, project_root: Path) -> tuple[pafs.FileSystem, str]:
@@ -335,6 +338,11 @@ def _event_marks(values: pd.Series, event: EventSpec) -> tuple[pd.Series, pd.Ser
     return numbers.mask(quiet, 0.0).mask(marker, 1.0), text.where(marker)
 
 
+def _blank(values: pd.Series) -> pd.Series:
+    """Cells that are missing, empty or spaces only."""
+    return values.isna() | values.astype("str").str.strip().eq("")
+
+
 def _text(values: pd.Series) -> pd.Series:
     return values.astype("str").where(values.notna(), None).astype("str")
 
@@ -351,6 +359,8 @@ def normalise(frame: pd.DataFrame, spec: PipelineSpec, origin: str = "source") -
     needed = _named(spec)
     if missing := [column for column in needed if column not in frame.columns]:
         raise SourceFormatError(f"{origin}: missing column(s) {missing}; found {list(frame.columns)}")
+    if len(frame) and (blank := [c for c in spec.source.entity_columns if _blank(frame[c]).all()]):
+        raise SourceFormatError(f"{origin}: series column(s) {blank} blank in every row: no row names its series")
 
     instants = _parse_timestamps(frame, spec, origin)
     out = pd.DataFrame({TIMESTAMP: _in_partition_zone(instants.utc, spec)})
@@ -436,6 +446,12 @@ def collapse_duplicates(frame: pd.DataFrame, spec: PipelineSpec) -> Collapsed:
     if spec.source.duplicates == "error" or not duplicated.any():
         return Collapsed(frame, {})
     per_day = frame.loc[duplicated, TIMESTAMP].dt.strftime("%Y-%m-%d").value_counts().sort_index()
+    per_series: dict[str, dict[str, int]] = {}
+    if spec.source.entity_columns:
+        merged = frame[duplicated]
+        days = merged[TIMESTAMP].dt.strftime("%Y-%m-%d")
+        for (day, label), n in days.groupby([days, series.labels(merged, spec.source.entity_columns)]).size().items():
+            per_series.setdefault(str(day), {})[str(label)] = int(n)
     if spec.source.duplicates == "mean":
         dtypes = raw_dtypes(spec)
         aggregations = {c: "mean" if t == "float64" else "first" for c, t in dtypes.items() if c not in keys}
@@ -443,7 +459,7 @@ def collapse_duplicates(frame: pd.DataFrame, spec: PipelineSpec) -> Collapsed:
     else:
         collapsed = frame.drop_duplicates(keys, keep=spec.source.duplicates)
     collapsed = collapsed.sort_values(keys, kind="stable").reset_index(drop=True)
-    return Collapsed(collapsed, {str(day): int(n) for day, n in per_day.items()})
+    return Collapsed(collapsed, {str(day): int(n) for day, n in per_day.items()}, dict(sorted(per_series.items())))
 
 
 def empty_raw(spec: PipelineSpec) -> pd.DataFrame:

@@ -206,6 +206,7 @@ class RawDays:
 
     frames: dict[str, pd.DataFrame]
     rows_collapsed: dict[str, int]
+    rows_collapsed_per_series: dict[str, dict[str, int]]
     lineage: dict[str, list[dict[str, str]]]
     notes: dict[str, dict[str, Any]]
 
@@ -237,6 +238,7 @@ def build_raw_days(
     return RawDays(
         frames=by_day,
         rows_collapsed={day: n for day, n in collapsed.rows_collapsed.items() if day in wanted},
+        rows_collapsed_per_series={d: n for d, n in collapsed.rows_collapsed_per_series.items() if d in wanted},
         lineage=lineage,
         notes={day: entry for day, entry in notes.items() if day in wanted},
     )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kernel import series
 from kernel.days import window_ending
 from kernel.records import Metrics, Rejected
 from kernel.schema import TIMESTAMP
@@ -45,6 +46,7 @@ class TrainingWindow:
     missing_days: list[str]
     rejected_days: list[str] = field(default_factory=list)
     missing_target_rows: int = 0
+    series_left_out: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def split_window(frames: Mapping[str, pd.DataFrame | Rejected], end_day: date, s
 
     Days absent from `frames` (never materialised) are tolerated and recorded; rejected days are left out
     and recorded, and more of them than `training.max_rejected_fraction` of the window, or too few rows on
-    either side, is a `TrainingDataError` naming the days.
+    either side, is a `TrainingDataError` naming the days. The series a day was built without (its frame's
+    `attrs`, set by the day gate) are recorded per day with their reasons.
     """
     window_days = window_ending(end_day, spec.training.window_days)
     holdout_start = end_day - timedelta(days=spec.evaluation.holdout_days - 1)
@@ -103,6 +106,7 @@ def split_window(frames: Mapping[str, pd.DataFrame | Rejected], end_day: date, s
         holdout_days=[str(d) for d in window_days if d >= holdout_start and d in present],
         missing_days=[str(d) for d in window_days if d not in present and str(d) not in rejected],
         rejected_days=rejected,
+        series_left_out={str(day): left for day, frame in present.items() if (left := series.left_out(frame))},
     )
     train, train_unknown = _with_target(_concat([present[date.fromisoformat(d)] for d in window.train_days]), spec)
     holdout, holdout_unknown = _with_target(

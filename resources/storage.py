@@ -22,12 +22,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, GATE_CHECKS
+from kernel import series
+from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS
 from kernel.records import Rejected
-from resources.verdicts import rejected_days
+from resources.verdicts import gate
 
 # The parquet footer key that holds a file's fingerprint.
 FINGERPRINT_KEY = b"platform.fingerprint"
+# The footer key that holds the series a frame was built without (label -> reason, JSON), part of its fingerprint.
+SERIES_LEFT_OUT_KEY = series.SERIES_LEFT_OUT.encode()
 
 
 class MissingPartitionError(dg.Failure):
@@ -100,8 +103,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         with filesystem.open_input_file(path) as handle:
             if path.endswith(".parquet"):
                 table = pq.read_table(handle)
-                fingerprint = (table.schema.metadata or {}).get(FINGERPRINT_KEY)
-                return Stored(table.to_pandas(), fingerprint.decode() if fingerprint is not None else None)
+                footer = table.schema.metadata or {}
+                fingerprint, left_out = footer.get(FINGERPRINT_KEY), footer.get(SERIES_LEFT_OUT_KEY)
+                frame = table.to_pandas()
+                if left_out is not None:
+                    frame.attrs[series.SERIES_LEFT_OUT] = json.loads(left_out)
+                return Stored(frame, fingerprint.decode() if fingerprint is not None else None)
             payload = handle.read()
         document = json.loads(payload)
         value = Rejected.model_validate(document) if document.get("rejected") is True else document
@@ -205,13 +212,18 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not checks:
             return self.read_many(context.asset_key, keys, allow_missing=allow_missing)
         stored = self.read_for_judging(context.asset_key, keys, allow_missing=allow_missing)
-        rejected = rejected_days(
-            context.instance, context.asset_key, checks, {day: s.fingerprint for day, s in stored.items()}
-        )
+        verdicts = gate(context.instance, context.asset_key, checks, {day: s.fingerprint for day, s in stored.items()})
+        rejected, entities = verdicts.days, metadata.get(ENTITY_COLUMNS, [])
         if rejected:
             context.log.warning(f"{len(rejected)} day(s) of {context.asset_key.to_user_string()} rejected: {rejected}")
+        if verdicts.series:
+            context.log.warning(
+                f"series left out of {context.asset_key.to_user_string()} by their day's verdict: {verdicts.series}"
+            )
         return {
-            day: Rejected(day=day, reason=rejected[day]) if day in rejected and not _unreadable(s) else _annotated(s)
+            day: Rejected(day=day, reason=rejected[day])
+            if day in rejected and not _unreadable(s)
+            else _gated(_annotated(s), entities, verdicts.series.get(day, {}))
             for day, s in stored.items()
         }
 
@@ -227,6 +239,11 @@ def _annotated(stored: Stored) -> Any:
     if isinstance(stored.value, pd.DataFrame):
         stored.value.attrs[FINGERPRINT] = stored.fingerprint
     return stored.value
+
+
+def _gated(value: Any, entities: Sequence[str], rejected: Mapping[str, str]) -> Any:
+    """A usable day's value without the series its verdict rejected (named in its `attrs`)."""
+    return series.without(value, entities, rejected) if isinstance(value, pd.DataFrame) and rejected else value
 
 
 def _unreadable(stored: Stored) -> bool:
@@ -252,11 +269,15 @@ def table_fingerprint(table: pa.Table) -> str:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
-    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). The frame's
-    `attrs` (the fingerprints of what it was built from) are not stored: the bytes are its content alone."""
+    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). Of the frame's
+    `attrs` only the series it was built without are stored (and fingerprinted): the fingerprints of what it was
+    built from are not, the bytes are its content alone."""
     content = frame.copy(deep=False)
     content.attrs = {}
     table = pa.Table.from_pandas(content, preserve_index=False)
+    if left_out := series.left_out(frame):
+        footer = {**(table.schema.metadata or {}), SERIES_LEFT_OUT_KEY: json.dumps(left_out, sort_keys=True).encode()}
+        table = table.replace_schema_metadata(footer)
     fingerprint = table_fingerprint(table)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
     sink = pa.BufferOutputStream()

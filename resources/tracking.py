@@ -373,6 +373,8 @@ def _model_record(
         ray_worker_pids=sorted({r.worker_pid for r in results}),
         champion=evaluation.champion,
         features_fingerprints=dict(features_fingerprints),
+        metrics_per_series=evaluation.per_series,
+        series_left_out=window.series_left_out,
     )
 
 
@@ -397,6 +399,10 @@ def _log_run_contents(
     mlflow.log_metrics(best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_"))
     for index, result in enumerate(results):
         mlflow.log_metric(f"candidate_{index}_{result.candidate.family}_mae", result.metrics.mae)
+    for label, score in evaluation.per_series.items():
+        mlflow.log_metrics(
+            score.metrics.as_dict(f"series/{label}/") | score.baseline.as_dict(f"series/{label}/baseline_")
+        )
     mlflow.log_dict(
         {
             "train_days": window.train_days,
@@ -404,6 +410,7 @@ def _log_run_contents(
             "missing_days": window.missing_days,
             "rejected_days": window.rejected_days,
             "missing_target_rows": window.missing_target_rows,
+            "series_left_out": window.series_left_out,
         },
         "training_window.json",
     )

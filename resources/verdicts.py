@@ -11,7 +11,7 @@ evaluations (a run queued, running, cancelled or failed before judging) are not 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
 from dagster_shared.serdes import deserialize_value
 
-from kernel.names import FINGERPRINT
+from kernel.names import FINGERPRINT, REJECTED_SERIES
 
 # Completed evaluations of one check and day searched for one that judged the bytes on disk; older ones judged
 # bytes replaced at least this many times since.
@@ -45,6 +45,7 @@ class Judgement:
     fingerprint: str | None
     timestamp: float
     reason: str
+    rejected_series: dict[str, str] = field(default_factory=dict)
 
 
 def judgements(
@@ -80,12 +81,14 @@ def judgements(
         if not isinstance(evaluation, dg.AssetCheckEvaluation):
             continue
         fingerprint = evaluation.metadata.get(FINGERPRINT)
+        series = evaluation.metadata.get(REJECTED_SERIES)
         found.setdefault(row["partition"], []).append(
             Judgement(
                 passed=evaluation.passed,
                 fingerprint=str(fingerprint.value) if fingerprint is not None else None,
                 timestamp=entry.timestamp,
                 reason=evaluation.description or ("passed" if evaluation.passed else "failed"),
+                rejected_series=_series(series),
             )
         )
     return {day: sorted(entries, key=lambda j: j.timestamp, reverse=True) for day, entries in found.items()}
@@ -121,18 +124,29 @@ def day_reason(
     )
 
 
-def rejected_days(
+@dataclass(frozen=True)
+class Gate:
+    """What the blocking checks reject of the stored days: whole days (day -> reason), and series of usable days
+    (day -> series label -> reason) that a passing verdict of those very bytes rejected on their own."""
+
+    days: dict[str, str]
+    series: dict[str, dict[str, str]]
+
+
+def gate(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, checks: Sequence[str], stored: Mapping[str, str | None]
-) -> dict[str, str]:
+) -> Gate:
     """The stored days (day -> fingerprint of the bytes on disk) that some blocking check does not currently pass,
-    each with the reason. Days never stored are not listed: they are missing, not rejected."""
+    each with the reason, and the series its passing verdicts rejected on the other days. Days never stored are not
+    listed: they are missing, not rejected."""
     if not stored or not checks:
-        return {}
+        return Gate({}, {})
     where = asset_key.to_user_string()
     wiped_at = _wiped_at(instance, asset_key)
     judged = [d for d, fingerprint in stored.items() if fingerprint is not None]
     histories = {name: judgements(instance, dg.AssetCheckKey(asset_key, name), judged) for name in checks}
     reasons: dict[str, str] = {}
+    series: dict[str, dict[str, str]] = {}
     for day, fingerprint in stored.items():
         for name in checks:
             history = histories[name].get(day, [])
@@ -140,8 +154,19 @@ def rejected_days(
                 reason := day_reason(where, day, name, stored=fingerprint, history=history, wiped_at=wiped_at)
             ) is not None:
                 reasons[day] = reason
+                series.pop(day, None)
                 break
-    return reasons
+            verdict = next(judgement for judgement in history if judgement.fingerprint == fingerprint)
+            for label, why in verdict.rejected_series.items():
+                series.setdefault(day, {})[label] = f"{where} {day} series {label}: {name} failed: {why}"
+    return Gate(reasons, series)
+
+
+def rejected_days(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, checks: Sequence[str], stored: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The stored days that some blocking check does not currently pass, each with the reason (`gate`'s days)."""
+    return gate(instance, asset_key, checks, stored).days
 
 
 def _wiped_at(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | None:
@@ -160,6 +185,12 @@ def _sql_storage(instance: dg.DagsterInstance) -> SqlEventLogStorage:
             f"uses {type(storage).__name__}"
         )
     return storage
+
+
+def _series(value: dg.MetadataValue | None) -> dict[str, str]:
+    """The series labels and reasons a verdict's metadata rejected (none: `{}`)."""
+    found = value.value if value is not None else None
+    return {str(label): str(why) for label, why in found.items()} if isinstance(found, dict) else {}
 
 
 def _short(fingerprint: str | None) -> str:

@@ -149,9 +149,10 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "champion_version": champion[0].version if champion else "none",
         }
         if scored:
-            metadata["out_of_sample_improvement"] = backtest.improvement(
-                backtest.daily_models(pd.concat(scored, ignore_index=True))
-            )
+            scores = pd.concat(scored, ignore_index=True)
+            metadata["out_of_sample_improvement"] = backtest.improvement(backtest.daily_models(scores))
+            if len(by_series := backtest.per_series(scores)):
+                metadata["per_series"] = dg.MetadataValue.md(by_series.to_markdown(index=False, floatfmt=".3f"))
         return dg.Output(values, metadata=metadata)
 
     return backtest_days

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from dagster_ray import RayResource
 
-from kernel import automation
+from kernel import automation, series
 from kernel.days import window_ending
 from kernel.metadata import frame_metadata
 from kernel.pipeline import Pipeline, run_days
@@ -15,14 +15,21 @@ from ml import features as feature_fns
 from resources.compute import ray_map
 
 
-def window_for(raw: dict[str, pd.DataFrame | Rejected], day: date, lookback_days: int) -> pd.DataFrame | Rejected:
+def window_for(
+    raw: dict[str, pd.DataFrame | Rejected], day: date, lookback_days: int, entities: list[str]
+) -> pd.DataFrame | Rejected:
     """Raw rows of `day` and the days before it that were loaded, or why the day cannot be built: a day of
-    its look-back was rejected."""
+    its look-back was rejected. A series rejected on a day of the look-back is left out of the whole window (its
+    features would be built on a hole), named with the reason in the window's `attrs`."""
     days = [str(d) for d in window_ending(day, lookback_days + 1)]
     loaded = [raw[d] for d in days if d in raw]
     if rejected := [value.reason for value in loaded if isinstance(value, Rejected)]:
         return Rejected(day=str(day), reason=f"look-back day(s) rejected upstream: {'; '.join(rejected)}")
-    return pd.concat([value for value in loaded if isinstance(value, pd.DataFrame)], ignore_index=True)
+    frames = [value for value in loaded if isinstance(value, pd.DataFrame)]
+    left_out = {label: why for frame in frames for label, why in series.left_out(frame).items()}
+    window = pd.concat(frames, ignore_index=True)
+    window.attrs = {}
+    return series.without(window, entities, left_out)
 
 
 def build(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -43,7 +50,8 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         days = run_days(context)
         if missing := [str(day) for day in days if str(day) not in raw]:
             raise dg.Failure(f"{pipeline.key('raw').to_user_string()} is not materialised for {missing}")
-        windows = {day: window_for(raw, day, pipeline.lookback_days) for day in days}
+        entities = spec.source.entity_columns
+        windows = {day: window_for(raw, day, pipeline.lookback_days, entities) for day in days}
         rejected = {str(day): w for day, w in windows.items() if isinstance(w, Rejected)}
         calls = [(w, day, spec) for day, w in windows.items() if not isinstance(w, Rejected)]
         results = ray_map(
@@ -54,11 +62,16 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             progress=context.log.info,
         )
         built = {str(day): result.frame for (_, day, _), result in zip(calls, results, strict=True)}
+        left_out = {str(day): series.left_out(w) for day, w in windows.items() if isinstance(w, pd.DataFrame)}
+        for day, dropped in left_out.items():
+            built[day].attrs[series.SERIES_LEFT_OUT] = dropped  # stored with the day's bytes: training names them
         metadata = frame_metadata(pd.concat(built.values(), ignore_index=True)) if built else {}
         metadata |= {
             "days_built": len(built),
             "days_rejected": len(rejected),
             "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
+            "series_days_left_out": sum(len(dropped) for dropped in left_out.values()),
+            "series_left_out": dg.MetadataValue.json({d: dropped for d, dropped in left_out.items() if dropped}),
             "rows_without_history": sum(r.dropped_rows for r in results),
             "duplicate_hours_dropped": sum(r.duplicate_rows for r in results),
             "rows_missing_target": sum(int(r.frame[spec.target].isna().sum()) for r in results),

@@ -98,6 +98,11 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "duplicates_policy": spec.source.duplicates,
             "duplicate_rows_collapsed": sum(built.rows_collapsed.values()),
             "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(built.rows_collapsed),
+            **(
+                {"duplicate_rows_collapsed_per_series_day": dg.MetadataValue.json(built.rows_collapsed_per_series)}
+                if spec.source.entity_columns
+                else {}
+            ),
             "rebase_shift_days": pipeline.shift_days,
         }
         return dg.Output(built.frames, metadata=metadata)

@@ -52,11 +52,13 @@ def report_metadata(
     *,
     figures: dict[str, float],
     counts: dict[str, Any],
+    by_series: pd.DataFrame,
     png: bytes,
     logged: tuple[str, str],
     mlflow: MlflowTracking,
 ) -> dict[str, Any]:
-    """Headline figures, the plot in place on the asset's page (the PNG logged to the report's MLflow run), a link."""
+    """Headline figures, the plot in place on the asset's page (the PNG logged to the report's MLflow run), a link;
+    with several series, the out-of-sample figures per series and pooled."""
     experiment_id, run_id = logged
     metadata: dict[str, Any] = {
         "dagster/row_count": len(table),
@@ -65,6 +67,8 @@ def report_metadata(
         "backtest": picture("walk-forward backtest", png, mlflow.artifact_url(run_id, f"reports/{PLOT}")),
         "preview": dg.MetadataValue.md(table.tail(10).reset_index().to_markdown(index=False, floatfmt=".3f")),
     }
+    if len(by_series):
+        metadata["per_series"] = dg.MetadataValue.md(by_series.to_markdown(index=False, floatfmt=".3f"))
     if url := mlflow.run_url(experiment_id, run_id):
         metadata["mlflow_run"] = dg.MetadataValue.url(url)
     return metadata
@@ -102,18 +106,28 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "not_scored_days": dg.MetadataValue.json(dict(sorted(not_scored.items())[:50])),
             "excluded_rows": int(sum(int(frame["excluded_rows"].iloc[0]) for frame in scores)),
         }
+        by_series = backtest.per_series(pd.concat(scores, ignore_index=True)) if scores else pd.DataFrame()
         png = plots.backtest(table, figures.get("out_of_sample_improvement"), backtest.ROLLING_DAYS)
-        csv = table.reset_index().to_csv(index=False).encode()
+        files = {PLOT: png, "backtest.csv": table.reset_index().to_csv(index=False).encode()}
+        if len(by_series):
+            files["backtest_per_series.csv"] = by_series.to_csv(index=False).encode()
+        per_series_metrics = {
+            f"series/{label}/out_of_sample_improvement": float(improvement)
+            for label, improvement in zip(by_series.get("series", []), by_series.get("improvement", []), strict=True)
+            if label != "pooled"
+        }
         logged = mlflow.log_report(
             f"{pipeline.name}-backtest",
             f"{pipeline.name}-backtest-{context.run.run_id[:8]}",
-            files={PLOT: png, "backtest.csv": csv},
-            metrics={**figures, "days_scored": len(scores), "days_not_scored": len(not_scored)},
+            files=files,
+            metrics={**figures, **per_series_metrics, "days_scored": len(scores), "days_not_scored": len(not_scored)},
             tags={"pipeline": pipeline.name, "dagster_run_id": context.run.run_id},
         )
         return dg.Output(
             table.reset_index(),
-            metadata=report_metadata(table, figures=figures, counts=counts, png=png, logged=logged, mlflow=mlflow),
+            metadata=report_metadata(
+                table, figures=figures, counts=counts, by_series=by_series, png=png, logged=logged, mlflow=mlflow
+            ),
         )
 
     return backtest_report

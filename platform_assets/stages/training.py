@@ -42,6 +42,10 @@ def model_metadata(newest: ModelRecord, images: dict[str, bytes], mlflow: Mlflow
         "missing_days_in_window": len(newest.missing_days),
         "missing_target_rows": newest.missing_target_rows,
     }
+    if newest.metrics_per_series:
+        metadata["metrics_per_series"] = dg.MetadataValue.md(series_table(newest))
+        metadata["series_days_left_out_in_window"] = sum(len(left) for left in newest.series_left_out.values())
+        metadata["series_left_out"] = dg.MetadataValue.json(newest.series_left_out)
     # In place on the asset's page: the very PNGs logged to the MLflow run, fetched from the MLflow UI.
     metadata |= {
         name: picture(alt, images[f"{name}.png"], mlflow.artifact_url(newest.mlflow_run_id, f"plots/{name}.png"))
@@ -50,6 +54,16 @@ def model_metadata(newest: ModelRecord, images: dict[str, bytes], mlflow: Mlflow
     if url := mlflow.run_url(newest.experiment_id, newest.mlflow_run_id):
         metadata["mlflow_run"] = dg.MetadataValue.url(url)
     return metadata
+
+
+def series_table(record: ModelRecord) -> str:
+    """The hold-out per series and pooled, as a Markdown table: rows, model MAE, baseline MAE, improvement."""
+    lines = ["| series | rows | MAE | baseline MAE | improvement |", "|---|---:|---:|---:|---:|"]
+    scores = [(label, s.rows, s.metrics.mae, s.baseline.mae) for label, s in record.metrics_per_series.items()]
+    scores.append(("**pooled**", record.holdout_rows, record.metrics.mae, record.baseline.mae))
+    for label, rows, mae, baseline in scores:
+        lines.append(f"| {label} | {rows} | {mae:.2f} | {baseline:.2f} | {1 - mae / baseline:.1%} |")
+    return "\n".join(lines)
 
 
 def split_windows(

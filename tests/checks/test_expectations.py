@@ -236,8 +236,8 @@ def test_rows_per_day_per_entity(days: pd.DataFrame, station_spec: PipelineSpec)
     first = first.loc[~((first["station"] == "b") & (first["timestamp"].dt.hour < 4))]
     counts = E.rows_per_day({"2012-06-01": first, "2012-06-02": ingest.empty_raw(station_spec)}, station_spec)
     assert counts["day"].tolist() == ["2012-06-01", "2012-06-01", "2012-06-02"]
-    assert counts["station"].iloc[:2].tolist() == ["a", "b"]
-    assert pd.isna(counts["station"].iloc[2])
+    assert counts["series"].iloc[:2].tolist() == ["a", "b"]
+    assert pd.isna(counts["series"].iloc[2])
     assert counts[E.ROWS_COLUMN].tolist() == [24, 20, 0]
 
 

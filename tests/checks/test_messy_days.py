@@ -26,6 +26,7 @@ from messy_files import (
 )
 
 from checks.data import completeness_verdicts, expectation_verdicts
+from kernel import series
 from kernel.spec import ColumnExpectation, PipelineSpec
 from ml import ingest
 
@@ -35,13 +36,21 @@ def raw_days(path: Path, spec: PipelineSpec, days: list[str]) -> dict[str, pd.Da
     return ingest.split_days(frame, [date.fromisoformat(day) for day in days], spec)
 
 
-def test_blank_entities_fail_their_day_naming_the_column(tmp_path: Path) -> None:
-    path, spec = stations(tmp_path)
+@pytest.mark.parametrize("unit", ["series_day", "day"])
+def test_rows_without_a_series_are_rejected_as_their_own_series_or_with_their_day(tmp_path: Path, unit: str) -> None:
+    path, spec = stations(tmp_path)  # two stations; blank station cells on the third day, spaces on the fourth
+    spec = spec.model_copy(update={"expectations": spec.expectations.model_copy(update={"reject": unit})})
     verdicts = expectation_verdicts(raw_days(path, spec, ["2010-01-02", "2010-01-03", "2010-01-04"]), spec)
-    assert verdicts["2010-01-02"].passed
+    assert verdicts["2010-01-02"].passed and not verdicts["2010-01-02"].rejected_series
     for day, count in [("2010-01-03", 3), ("2010-01-04", 1)]:
-        assert not verdicts[day].passed
-        assert verdicts[day].reason == f"expect_column_values_to_not_be_null station: {count} row(s)"
+        why = f"expect_column_values_to_not_be_null station: {count} row(s)"
+        if unit == "day":
+            assert not verdicts[day].passed
+            assert verdicts[day].reason == f"1 of 3 series fail ({series.BLANK}: {why})"
+        else:  # the stations' own rows are kept; the rows that name no station are rejected as their own series
+            assert verdicts[day].passed
+            assert verdicts[day].rejected_series == {series.BLANK: why}
+            assert verdicts[day].reason == f"1 of 3 series rejected ({series.BLANK}: {why}); the other 2 kept"
 
 
 def test_an_entity_the_spec_lets_be_blank_passes(tmp_path: Path) -> None:

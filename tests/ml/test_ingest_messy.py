@@ -156,3 +156,13 @@ def test_notes_of_several_files_merge_and_follow_the_rebase() -> None:
         "2010-01-03": {ingest.EVENT_MARKERS: {"holiday": ["A", "C"]}, ingest.DST_AMBIGUOUS: 2},
     }
     assert list(ingest.rebase_notes(merged, 14)) == ["2010-01-16", "2010-01-17"]
+
+
+def test_a_file_whose_series_column_is_blank_in_every_row_is_a_format_error(tmp_path: Path) -> None:
+    path, spec = stations(tmp_path)
+    frame = pd.read_csv(path)
+    frame.assign(station="  ").to_csv(path, index=False)
+    with pytest.raises(
+        ingest.SourceFormatError, match=r"stations\.csv: series column\(s\) \['station'\] blank in every"
+    ):
+        read(path, spec)
