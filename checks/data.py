@@ -2,10 +2,9 @@
 
 from collections.abc import Iterator
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from checks import expectations as gx_suites
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
@@ -17,6 +16,9 @@ from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from resources.storage import PartitionedParquetIOManager
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EXAMPLE_ROWS = 3
 
 
@@ -27,6 +29,8 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     column set, a type, one that raised) fails every day it was run on. An expectation with a `mostly` judges
     each day on its own share of passing rows (GX's own verdict is over the whole run).
     """
+    import pandas as pd
+
     frames = {day: frame for day, frame in raw.items() if not isinstance(frame, Rejected) and len(frame)}
     verdicts = {day: Verdict(False, "no rows: the source has no data for this day") for day in raw}
     if not frames:
@@ -68,7 +72,7 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     return judge_days(raw, lambda day, _: verdicts[day])
 
 
-def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
+def passing_share(day: "pd.DataFrame", outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
     """The day's share of rows that pass, as GX counts it for `mostly`: over all rows for not-null, over the
     non-missing values otherwise (a missing value is the not-null rule's to judge)."""
     judged = len(day)
@@ -82,7 +86,7 @@ def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, 
     the partitions' time zone); partial days warn, they do not block."""
     bounds = spec.expectations.rows_per_partition
 
-    def judge(day: str, frame: pd.DataFrame) -> Verdict:
+    def judge(day: str, frame: "pd.DataFrame") -> Verdict:
         counts = gx_suites.rows_per_day({day: frame}, spec)
         if bounds is None:
             return Verdict(True, metadata={"rows": int(counts["rows"].sum())})

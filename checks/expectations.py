@@ -6,13 +6,14 @@ import copy
 import sys
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from kernel.days import hours_in_day
 from kernel.schema import TIMESTAMP, raw_dtypes
 from kernel.spec import ColumnExpectation, PipelineSpec, RowsPerPartition
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROWS_COLUMN = "rows"
 FINITE = sys.float_info.max
@@ -89,6 +90,8 @@ def completeness_expectations(spec: PipelineSpec) -> list[Any]:
 
 def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.DataFrame:
     """One row per (day, entity) with its row count; a day without rows counts 0."""
+    import pandas as pd
+
     entities = spec.source.entity_columns
     parts = []
     for day, frame in frames.items():
