@@ -60,6 +60,7 @@ def worker_fresh_day(args: Mapping[str, Any]) -> dict[str, Any]:
     import dagster as dg
     import pandas as pd
     import psutil
+    from dagster._core.scheduler.instigation import TickStatus
 
     from benchmarks.worker import history_and_champion
     from devtools.stack import stop
@@ -98,7 +99,7 @@ def worker_fresh_day(args: Mapping[str, Any]) -> dict[str, Any]:
         return all(
             name in states
             and any(
-                tick.status != dg.TickStatus.STARTED
+                tick.status != TickStatus.STARTED
                 for tick in instance.get_ticks(states[name].instigator_origin_id, states[name].selector_id, limit=5)
             )
             for name in sensors
