@@ -22,21 +22,26 @@ PARTITION_START = date(2011, 1, 1)
 PARTITION_END = date(2013, 1, 1)  # exclusive
 LAST_DAY = PARTITION_END - timedelta(days=1)
 DEFAULT_CYCLE_DAY = date(2012, 6, 13)
-# (a) and (g): the last 350 partitions. A backfill needs bike's 365-day training window plus its look-back before
+# (a) and (e): the last 350 partitions. A backfill needs bike's 365-day training window plus its look-back before
 # its range, and the shipped data has 731 days, so at most 358 fit; 350 is the round figure issue 17 measured.
 DEFAULT_DAYS = 350
 BACKFILL_STAGES = ("raw", "features", "predictions")
 CYCLE_STAGES = ("raw", "features", "model", "champion", "predictions")
-HEAVY_MODULES = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "skops", "matplotlib", "dagster_k8s")
+HEAVY_MODULES = (
+    *("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "skops", "matplotlib", "dagster_k8s"),
+    *("pandas", "pyarrow", "sqlalchemy"),  # not used before a step reads or writes data
+)
 TARGETS: dict[str, Any] = {
     "a_ratio_max": 1.3,
     "b_ratio_max": 1.2,
-    # (g) What fingerprints cost a year of features days: the day gate's verdict query on top of the load (the
+    # (d) A new daily file lands into `make dev`'s running daemon: seconds until its day's predictions exist.
+    "d_fresh_predictions_s_max": 120,
+    # (e) What fingerprints cost a year of features days: the day gate's verdict query on top of the load (the
     # fingerprints come with the bytes the load reads anyway), the footer-only read that callers which do not load
     # (promotion, the backtest) pay, and the hashing in the write.
-    "g_gate_share_of_load_max": 0.25,
-    "g_footers_share_of_load_max": 0.5,
-    "g_hash_share_of_write_max": 0.25,
+    "e_gate_share_of_load_max": 0.25,
+    "e_footers_share_of_load_max": 0.5,
+    "e_hash_share_of_write_max": 0.25,
     # (i) Landing the N-th daily file into a pipeline holding N-1: the run's wall time and the bytes it reads at
     # N = 1,826 against N = 30 (flat in N: the run reads the log entries of its day, never the history).
     "i_time_ratio_max": 1.5,
@@ -45,6 +50,9 @@ TARGETS: dict[str, Any] = {
     # runs read each landed row once (flat in N: not each file's days once per file).
     "j_runs_requested": 1,
     "j_rows_read_ratio_max": 1.05,
+    # (f) A model backfill (`make bench-oos`, over `--oos-days`) against the `ml` training functions alone on the same
+    # partitions, same machine, same benchmark run.
+    "f_model_backfill_ratio_max": 1.5,
     # Out-of-sample MAE improvement over the pipeline's seasonal-naive baseline; a pipeline not listed is held to
     # its own spec's promotion.min_improvement_over_baseline.
     "oos_improvement_min": {"bike_demand": 0.30},

@@ -174,6 +174,10 @@ def print_report(report: Mapping[str, Any]) -> None:
             ["model backfill", f"{models['partitions']} partitions in {models['model_backfill_s']}s", "", ""],
             ["model load per model (s)", _fmt(oos["model_load_s_per_model"]), "", ""],
         ]
+        if f := oos.get("model_backfill_vs_compute"):
+            rows.append(
+                [f"(f) {f['figure']}", f["value"], f"<= {f['target']}", "PASS" if f["meets_target"] else "MISS"]
+            )
         print(tabulate(rows, headers=["figure", "value", "target", "result"]))
     if "e" in figures:
         f = figures["e"]
@@ -184,18 +188,20 @@ def print_report(report: Mapping[str, Any]) -> None:
         ]
         print(tabulate(rows, headers=["figure", "value", "target", "result"]))
         print("  seconds:", ", ".join(f"{k} {v}" for k, v in f["seconds"].items()))
-    if "c" in figures:
-        c = figures["c"]
-        print(f"\n(c) daily cycle for {c['day']}")
-        rows = [["imports + code location", c["imports_and_load_s"], ""]]
-        rows += [[stage, s["wall_s"], s["checks"]] for stage, s in c["stages"].items()]
-        rows += [["stages total", c["stages_total_s"], ""], ["total", c["total_s"], ""]]
-        print(tabulate(rows, headers=["stage (one in-process run each)", "wall s", "check evaluations"]))
-        rss = c["sampled_rss"]
-        print(
-            f"  peak RSS: process {c['self_maxrss_mb']} MB (ru_maxrss); Ray workers max {rss['ray_worker_max_mb']} MB "
-            f"each, {rss['ray_workers_sum_mb']} MB together ({rss['ray_workers_seen']} workers seen)"
-        )
+    if "d" in figures:
+        d = figures["d"]
+        print(f"\n(d) a new file for {d['day']} lands into a running daemon (make dev's sensors and automation)")
+        rows = [
+            [x["figure"], x["value"], f"<= {x['target']}", "PASS" if x["meets_target"] else "MISS"]
+            for x in d["figures"]
+        ]
+        print(tabulate(rows, headers=["figure", "value", "target", "result"]))
+        print("  materialised after the file (s):", ", ".join(f"{k} {v}" for k, v in d["stage_materialised_s"].items()))
+        for run in d["runs"]:
+            print(
+                f"  run {'+'.join(run['assets'])} {run['partitions']} ({run['requested_by']}, {run['status']}): "
+                f"created {run['created_s']}s, started {run['started_s']}s, ended {run['ended_s']}s"
+            )
 
 
 def carry_over(report: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Platform benchmarks: backfill vs a plain script (a), code-location load (b), one daily cycle (c), what
-fingerprints cost (e), landing the N-th daily file (i), landing N files at once (j); the instance at scale (g, alone:
-benchmarks/simulation.py).
+"""Platform benchmarks: backfill vs a plain script (a), code-location load (b), a new file to fresh predictions
+with `make dev`'s daemon (d), what fingerprints cost (e), landing the N-th daily file (i), landing N files at once (j);
+the instance at scale (g, alone: benchmarks/simulation.py).
 
-    .venv/bin/python benchmarks/run.py                 # a, b, c and e, 350-day backfill (~20 min on 2 cores)
+    .venv/bin/python benchmarks/run.py                 # a, b, d, e, i and j, 350-day backfill
     .venv/bin/python benchmarks/run.py --only b        # one section
-    .venv/bin/python benchmarks/run.py --days 30 --only a,c
+    .venv/bin/python benchmarks/run.py --days 30 --only a,d
 
 Every measurement runs in a fresh subprocess of this file (``--worker``), so peak RSS
 (``ru_maxrss``) belongs to that measurement alone and import costs are explicit. The script
@@ -14,7 +14,7 @@ home, spec copy) in a temporary directory; both are removed in ``finally``.
 Results go to ``benchmarks/results/latest.json``; a failed run leaves ``latest.json`` alone,
 writes what it measured to ``benchmarks/results/partial.tmp`` and exits non-zero.
 
-This is the entry point only: sections.py (a, b, c), worker.py and script.py (what runs in the
+This is the entry point only: sections.py (a, b, e), fresh_day.py (d), worker.py and script.py (what runs in the
 ``--worker`` subprocesses), harness.py (Ray head, measured subprocesses, sampling), eventlog.py
 (run breakdowns) and report.py (table and JSON). Its top level imports only the standard library:
 Dagster's multiprocess executor starts step processes with ``spawn``, which re-imports ``__main__``
@@ -45,8 +45,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "e", "g", "i", "j", "oos")
-DEFAULT_SECTIONS = "a,b,c,e,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "b", "d", "e", "g", "i", "j", "oos")
+DEFAULT_SECTIONS = "a,b,d,e,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -56,9 +56,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument(
         "--only",
         default=DEFAULT_SECTIONS,
-        help="comma-separated sections: a (backfill), b (load), c (cycle), e (fingerprints), i (ingest of the N-th "
-        "file), j (N files landed at once), oos (out-of-sample backtest; not default), g (the instance at scale on "
-        "PostgreSQL; alone, not default: benchmarks/simulation.py)",
+        help="comma-separated sections: a (backfill), b (load), d (new file to fresh predictions), e (fingerprints), "
+        "i (ingest of the N-th file), j (N files landed at once), oos (out-of-sample backtest; not default), g (the "
+        "instance at scale on PostgreSQL; alone, not default: benchmarks/simulation.py)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     )
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
-    parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(c) the new day")
+    parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(d) the new day")
     parser.add_argument("--no-variants", action="store_true", help="(a) skip the in_process/forkserver executor runs")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (state and logs) for debugging")
@@ -99,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--days, --repeats and --a-repeats must be positive")
 
     from benchmarks.common import RESULTS, StageFailed, backfill_range
+    from benchmarks.fresh_day import section_d
     from benchmarks.harness import Bench, ray_head
     from benchmarks.ingest import section_i
     from benchmarks.many_files import section_j
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
-    from benchmarks.sections import section_a, section_b, section_c, section_g
+    from benchmarks.sections import section_a, section_b, section_e
     from devtools.stack import RAY_LOOPBACK_ENV
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -125,10 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if "b" in sections:
                 report["figures"]["b"] = section_b(bench, args.repeats)
-            if "c" in sections:
-                report["figures"]["c"] = section_c(bench, args.cycle_day)
+            if "d" in sections:
+                report["figures"]["d"] = section_d(bench, args.cycle_day)
             if "e" in sections:
-                report["figures"]["e"] = section_g(bench, args.days)
+                report["figures"]["e"] = section_e(bench, args.days)
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
             if "j" in sections:

@@ -21,6 +21,9 @@ from kernel.days import day_range, window_ending
 if TYPE_CHECKING:
     import pandas as pd
 
+# Model partitions trained, evaluated and refitted together, as the model asset does (its `DAYS_PER_ROUND`).
+MODEL_DAYS_PER_ROUND = 16
+
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
@@ -136,5 +139,68 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
         "preimport_s": imports,
         "phases": phases,
         "rows": {"features": sum(len(f) for f in features.values()), "predictions": sum(len(p) for p in predictions)},
+        **rusage_mb(),
+    }
+
+
+def worker_model_compute(args: Mapping[str, Any]) -> dict[str, Any]:
+    """(oos) The model backfill's compute alone, the `ml` functions over the same partitions: each day's window split
+    from the stored features (`training.split_window`), every candidate trained (`train_candidate`) and the best
+    evaluated and refitted (`evaluate_and_refit`), as Ray tasks through the platform's `ray_map` in rounds of the
+    same size as the model asset's. No MLflow, no Dagster; the whole process is timed by the main process."""
+    import pandas as pd
+    import ray
+
+    from kernel.paths import StatePaths
+    from kernel.records import Rejected
+    from kernel.spec import load_spec
+    from ml import evaluation, training
+    from resources.compute import ray_map
+
+    clock = time.perf_counter()
+    spec = load_spec(Path(os.environ["PLATFORM_SPECS_DIR"]) / f"{args['pipeline']}.yaml")
+    folder = StatePaths(Path(os.environ["PLATFORM_HOME"])).assets / spec.name / "features"
+    first, last = date.fromisoformat(args["models_first"]), date.fromisoformat(args["models_last"])
+    features: dict[str, pd.DataFrame | Rejected] = {}
+    for day in window_ending(last, spec.training.window_days + (last - first).days):
+        stored = folder / f"{day}.parquet"
+        if stored.exists():
+            features[str(day)] = pd.read_parquet(stored)
+        elif (folder / f"{day}.json").exists():
+            features[str(day)] = Rejected(day=str(day), reason="rejected in the store")
+    read_s = time.perf_counter() - clock
+    ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
+    compute = spec.compute
+    days, trained, rejected = list(day_range(first, last)), 0, 0
+    for start in range(0, len(days), MODEL_DAYS_PER_ROUND):
+        splits = []
+        for day in days[start : start + MODEL_DAYS_PER_ROUND]:
+            try:
+                splits.append(training.split_window(features, day, spec))
+            except training.TrainingDataError:
+                rejected += 1
+        calls = [(c, split.train, split.holdout, spec) for split in splits for c in spec.training.candidates]
+        results = ray_map(
+            training.train_candidate,
+            calls,
+            num_cpus=compute.ray_cpus_per_task,
+            timeout=compute.ray_task_timeout_seconds,
+        )
+        per_day = len(spec.training.candidates)
+        by_day = [results[i * per_day : (i + 1) * per_day] for i in range(len(splits))]
+        ray_map(
+            evaluation.evaluate_and_refit,
+            [(day_results, split, spec, None) for day_results, split in zip(by_day, splits, strict=True)],
+            num_cpus=compute.ray_cpus_per_task,
+            timeout=compute.ray_task_timeout_seconds,
+        )
+        trained += len(splits)
+    ray.shutdown()
+    return {
+        "partitions": len(days),
+        "trained": trained,
+        "rejected": rejected,
+        "read_features_s": round(read_s, 2),
+        "compute_s": round(time.perf_counter() - clock - read_s, 2),
         **rusage_mb(),
     }

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import (
     BACKFILL_STAGES,
-    CYCLE_STAGES,
     PIPELINE,
     StageFailed,
     bench_pipeline,
@@ -27,9 +26,10 @@ from benchmarks.common import (
     rusage_mb,
 )
 from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
+from benchmarks.fresh_day import worker_fresh_day
 from benchmarks.ingest import worker_ingest_nth
 from benchmarks.many_files import worker_many_files
-from benchmarks.script import worker_script
+from benchmarks.script import worker_model_compute, worker_script
 from kernel.days import day_range
 from kernel.paths import PROJECT_ROOT
 
@@ -122,13 +122,10 @@ def _force_champion(
     return champion.model_dump(exclude={"previous_champion"})
 
 
-def worker_setup(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Untimed history: raw+features before the first measured day, then a model and a champion."""
-    import dagster as dg
-
-    defs, pipeline = _definitions()
-    instance = dg.DagsterInstance.get()
-    first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
+def history_and_champion(
+    defs: dg.Definitions, instance: dg.DagsterInstance, pipeline: Pipeline, first: date, last: date
+) -> dict[str, Any]:
+    """raw+features over first..last, then a model and a champion for `last` (promoted by hand if a gate refuses)."""
     features_s, _, _ = _execute_in_process(defs, instance, pipeline, ["raw", "features"], (first, last))
     model_s, model_run, rejected = _execute_in_process(
         defs, instance, pipeline, ["model", "champion"], (last, last), tolerate_gates=True
@@ -144,6 +141,15 @@ def worker_setup(args: Mapping[str, Any]) -> dict[str, Any]:
         result["gate_rejections"] = [f"[{step}] {text}" for step, text in rejected]
         result["champion_forced"] = _force_champion(defs, instance, pipeline, last)
     return result
+
+
+def worker_setup(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Untimed history: raw+features before the first measured day, then a model and a champion."""
+    import dagster as dg
+
+    defs, pipeline = _definitions()
+    first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
+    return history_and_champion(defs, dg.DagsterInstance.get(), pipeline, first, last)
 
 
 def worker_dagster_inprocess(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -287,48 +293,6 @@ def worker_ray_connect(args: Mapping[str, Any]) -> dict[str, Any]:
     return {"mode": args["mode"], "seconds": timings, **rusage_mb()}
 
 
-def worker_cycle(args: Mapping[str, Any]) -> dict[str, Any]:
-    """One new day through every stage, one in-process run per stage, as automation would request them."""
-    import dagster as dg
-
-    from kernel.records import ModelRecord
-
-    clock = time.perf_counter()
-    imports = preimport_heavy()
-    defs, pipeline = _definitions()
-    instance = dg.DagsterInstance.get()
-    ready = time.perf_counter()
-    day = date.fromisoformat(args["day"])
-    stages: dict[str, Any] = {}
-    for stage in CYCLE_STAGES:
-        days = None if stage == "champion" else (day, day)
-        elapsed, run_id, rejected = _execute_in_process(
-            defs, instance, pipeline, [stage], days, tolerate_gates=stage in ("model", "champion")
-        )
-        breakdown = run_breakdown(instance, run_id)
-        stages[stage] = {
-            "wall_s": round(elapsed, 2),
-            "outcome": "gate rejected the candidate" if rejected else "success",
-            "checks": breakdown["event_counts"].get("ASSET_CHECK_EVALUATION", 0),
-            "steps": breakdown["steps"],
-            "run_level_resource_init_s": breakdown["run_level_resource_init_s"],
-        }
-    finished = time.perf_counter()
-    store, _ = _resources(defs)
-    stored = store.exists(pipeline.key("model"), str(day))
-    model = ModelRecord.model_validate(store.read(pipeline.key("model"), str(day))) if stored else None
-    return {
-        "day": str(day),
-        "imports_and_load_s": round(ready - clock, 2),
-        "preimport_s": imports,
-        "stages": stages,
-        "stages_total_s": round(finished - ready, 2),
-        "total_s": round(finished - clock, 2),
-        "model_family": model.family if model else None,
-        **rusage_mb(),
-    }
-
-
 def worker_model_backfill(args: Mapping[str, Any]) -> dict[str, Any]:
     """Untimed raw+features for the history, then the timed part: one run of `model` over a range of days (a
     walk-forward backfill, as the UI or `--partition-range` launches it), then the champion."""
@@ -422,7 +386,7 @@ def _median_seconds(action: Callable[[], object], repeats: int = 3) -> float:
 
 
 def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
-    """(g) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
+    """(e) Features for the range with their checks (untimed), then what fingerprints cost over those days."""
     import dagster as dg
     import pandas as pd
     import pyarrow as pa
@@ -473,9 +437,10 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "dagster_cli": worker_dagster_cli,
     "latest_run": worker_latest_run,
     "script": worker_script,
-    "cycle": worker_cycle,
+    "fresh_day": worker_fresh_day,
     "ray_connect": worker_ray_connect,
     "model_backfill": worker_model_backfill,
+    "model_compute": worker_model_compute,
     "backtest": worker_backtest,
     "fingerprints": worker_fingerprints,
     "ingest_nth": worker_ingest_nth,

@@ -2,10 +2,9 @@
 
 from collections.abc import Iterator
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from checks import expectations as gx_suites
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
@@ -17,6 +16,9 @@ from kernel.records import Rejected
 from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from resources.storage import PartitionedParquetIOManager
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXAMPLE_ROWS = 3
 
@@ -31,6 +33,8 @@ def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, V
     rejected ones with their reasons (`rejected_series`, which the day gate leaves out downstream); a day all of
     whose series fail, or any failing series with `reject: day`, fails.
     """
+    import pandas as pd
+
     frames = {day: frame for day, frame in raw.items() if not isinstance(frame, Rejected) and len(frame)}
     verdicts = {day: Verdict(False, "no rows: the source has no data for this day") for day in raw}
     if not frames:
@@ -90,7 +94,7 @@ def _reason(failed: list[dict[str, Any]]) -> str:
     )
 
 
-def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
+def passing_share(day: "pd.DataFrame", outcome: gx_suites.ExpectationOutcome, unexpected: int) -> float:
     """The day's share of rows that pass, as GX counts it for `mostly`: over all rows for not-null, over the
     non-missing values otherwise (a missing value is the not-null rule's to judge)."""
     judged = len(day)
@@ -102,11 +106,13 @@ def passing_share(day: pd.DataFrame, outcome: gx_suites.ExpectationOutcome, unex
 def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
     """Rows per day (per entity) within the spec's bounds, moved by an hour on a 23- or 25-hour day (a DST change in
     the partitions' time zone); partial days warn, they do not block."""
+    import pandas as pd
+
     bounds = spec.expectations.rows_per_partition
     built = {day: frame for day, frame in raw.items() if isinstance(frame, pd.DataFrame)}
     by_day = dict(tuple(gx_suites.rows_per_day(built, spec).groupby("day", sort=False))) if built else {}
 
-    def judge(day: str, _: pd.DataFrame) -> Verdict:
+    def judge(day: str, _: "pd.DataFrame") -> Verdict:
         counts = by_day[day]
         if bounds is None:
             return Verdict(True, metadata={"rows": int(counts["rows"].sum())})

@@ -6,15 +6,15 @@ import copy
 import sys
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from kernel import series
 from kernel.days import hours_in_day
 from kernel.schema import TIMESTAMP, raw_dtypes
 from kernel.spec import ColumnExpectation, PipelineSpec, RowsPerPartition
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROWS_COLUMN = "rows"
 FINITE = sys.float_info.max
@@ -92,6 +92,9 @@ def completeness_expectations(spec: PipelineSpec) -> list[Any]:
 def rows_per_day(frames: dict[str, pd.DataFrame], spec: PipelineSpec) -> pd.DataFrame:
     """One row per (day, series present that day) with its row count; a day without rows counts 0 (a series absent
     on a day is not counted: a series may start, pause or end). One grouping over all the days."""
+    import numpy as np
+    import pandas as pd
+
     entities = spec.source.entity_columns
     filled = {day: frame for day, frame in frames.items() if len(frame)}
     parts = []

@@ -2,29 +2,33 @@
 
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.days import window_ending
 from kernel.names import FINITE_VALUES, NO_DRIFT, SCHEMA_STABLE
 from kernel.pipeline import Pipeline, run_days
 from kernel.spec import PipelineSpec
-from ml import features as feature_fns
 from resources.storage import PartitionedParquetIOManager
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 PSI_WARN = 0.25
 
 
-def finite_values(frame: pd.DataFrame, spec: PipelineSpec) -> Verdict:
+def finite_values(frame: "pd.DataFrame", spec: PipelineSpec) -> Verdict:
+    from ml import features as feature_fns
+
     counts = {c: n for c, n in feature_fns.non_finite_counts(frame, spec).items() if n}
     reason = f"non-finite values in {sorted(counts)}" if counts else ""
     return Verdict(not counts, reason, {"rows": len(frame), "non_finite_by_column": dg.MetadataValue.json(counts)})
 
 
-def schema_stable(frame: pd.DataFrame, expected: dict[str, str]) -> Verdict:
+def schema_stable(frame: "pd.DataFrame", expected: dict[str, str]) -> Verdict:
     actual = {c: str(t) for c, t in frame.dtypes.items()}
     differs = {c: [actual.get(c), t] for c, t in expected.items() if actual.get(c) != t}
     differs |= {c: [t, None] for c, t in actual.items() if c not in expected}
@@ -32,7 +36,9 @@ def schema_stable(frame: pd.DataFrame, expected: dict[str, str]) -> Verdict:
     return Verdict(not differs, reason, {"expected": dg.MetadataValue.json(expected)})
 
 
-def no_drift(frame: pd.DataFrame, reference: pd.DataFrame | None, spec: PipelineSpec) -> Verdict:
+def no_drift(frame: "pd.DataFrame", reference: "pd.DataFrame | None", spec: PipelineSpec) -> Verdict:
+    from ml import features as feature_fns
+
     if reference is None or frame.empty:
         return Verdict(True, metadata={"note": "no reference window before this run"})
     columns = feature_fns.numeric_feature_columns(spec)
@@ -48,7 +54,6 @@ def no_drift(frame: pd.DataFrame, reference: pd.DataFrame | None, spec: Pipeline
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
     spec = pipeline.spec
     key = pipeline.key("features")
-    expected_schema = feature_fns.feature_schema(spec)
     specs = [
         pipeline.check_spec(
             "features", FINITE_VALUES, "Per day: every numeric feature is finite (no NaN or infinity)."
@@ -69,8 +74,13 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> Iterator[Any]:
         """Finite values, stable schema and drift on each day of this run."""
+        import pandas as pd
+
+        from ml import features as feature_fns
+
         read = run_values(context, io_manager, key)
         features = read.values
+        expected_schema = feature_fns.feature_schema(spec)
 
         def drift() -> dict[str, Verdict]:
             first = min(run_days(context))

@@ -1,34 +1,41 @@
 """Checks on `<p>/predictions`: complete, finite and non-negative, and in a plausible range."""
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.names import COMPLETE, FINITE_NON_NEGATIVE, PLAUSIBLE_RANGE
 from kernel.pipeline import Pipeline
 from resources.storage import PartitionedParquetIOManager
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PLAUSIBLE_FACTOR = 3.0
 
 
-def complete(predictions: pd.DataFrame, features: Any) -> Verdict:
+def complete(predictions: "pd.DataFrame", features: Any) -> Verdict:
+    import pandas as pd
+
     expected = len(features) if isinstance(features, pd.DataFrame) else 0
     passed = len(predictions) == expected
     reason = "" if passed else f"{len(predictions)} predictions for {expected} feature rows"
     return Verdict(passed, reason, {"rows": len(predictions), "feature_rows": expected})
 
 
-def finite_non_negative(predictions: pd.DataFrame) -> Verdict:
+def finite_non_negative(predictions: "pd.DataFrame") -> Verdict:
+    import numpy as np
+
     values = predictions["prediction"].to_numpy(dtype="float64")
     bad = int((~np.isfinite(values) | (values < 0)).sum())
     return Verdict(bad == 0, f"{bad} predictions are negative or not finite" if bad else "", {"bad_values": bad})
 
 
-def plausible_range(predictions: pd.DataFrame, ceiling: float | None) -> Verdict:
+def plausible_range(predictions: "pd.DataFrame", ceiling: float | None) -> Verdict:
+    import numpy as np
+
     values = predictions["prediction"].to_numpy(dtype="float64")
     actual = predictions["actual"].to_numpy(dtype="float64")
     known = actual[~np.isnan(actual)]  # hours the source left empty say nothing about the range

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from kernel.schema import TIMESTAMP
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def table_schema(frame: pd.DataFrame) -> dg.TableSchema:

@@ -8,8 +8,10 @@ reason), which the asset store keeps with the stored bytes, so every later stage
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SERIES_LEFT_OUT = "platform.series_left_out"
 BLANK = "<blank>"
@@ -17,6 +19,8 @@ BLANK = "<blank>"
 
 def labels(frame: pd.DataFrame, entities: Sequence[str]) -> pd.Series:
     """Each row's series label ("" for every row without entity columns)."""
+    import pandas as pd
+
     if not entities:
         return pd.Series("", index=frame.index, dtype="str")
     parts = [frame[column].astype("str").where(frame[column].notna(), BLANK) for column in entities]

@@ -17,18 +17,20 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from kernel.pipeline import Pipeline
 from kernel.schema import TIMESTAMP
-from ml import ingest
-from ml import ingest_log as log
 from resources.storage import PartitionedParquetIOManager
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.fs as pafs
+
+    from ml import ingest
+    from ml import ingest_log as log
 
 INGEST_DIR = "_ingest"
 ROW_GROUP_ROWS = 24 * 64  # a run reads the row groups of its days only (parquet statistics), not a whole copy
@@ -66,6 +68,8 @@ class IngestLog:
     @classmethod
     def of(cls, store: PartitionedParquetIOManager, pipeline: str) -> IngestLog:
         """The log of `pipeline` in the store (the store's URI may still be an unresolved `EnvVar`, as wired)."""
+        import pyarrow.fs as pafs
+
         uri = store.base_uri
         if isinstance(uri, dg.EnvVar):
             uri = uri.get_value() or ""
@@ -82,6 +86,10 @@ class IngestLog:
 
     def names(self) -> list[log.EntryName]:
         """Every manifest entry's name, in landing order (one listing; no entry is read)."""
+        import pyarrow.fs as pafs
+
+        from ml import ingest_log as log
+
         selector = pafs.FileSelector(self.manifest_dir, allow_not_found=True)
         infos = self.filesystem.get_file_info(selector)
         self.reads.names_listed += len(infos)
@@ -89,6 +97,8 @@ class IngestLog:
         return sorted(name for name in names if name is not None)
 
     def read_entry(self, name: log.EntryName) -> log.LogEntry:
+        from ml import ingest_log as log
+
         with self.filesystem.open_input_file(f"{self.manifest_dir}/{name.file_name}") as handle:
             payload = handle.read()
         self.reads.entries_read += 1
@@ -101,6 +111,10 @@ class IngestLog:
 
     def write_copy(self, entry: log.LogEntry, frame: pd.DataFrame) -> None:
         """Store the entry's normalised rows, unless the same bytes parsed by the same spec are stored already."""
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
         path = f"{self.content_dir}/{entry.content}"
         if self.filesystem.get_file_info(path).type == pafs.FileType.File:
             return
@@ -111,6 +125,11 @@ class IngestLog:
 
     def read_rows(self, entry: log.LogEntry, days: Sequence[date]) -> pd.DataFrame:
         """The entry's stored rows of `days` (the data's own dates); only the row groups that hold them are read."""
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        from ml import ingest_log as log
+
         path = f"{self.content_dir}/{entry.content}"
         try:
             handle = self.filesystem.open_input_file(path)
@@ -134,6 +153,8 @@ class IngestLog:
 
     def covering(self, days: Sequence[date]) -> list[log.LogEntry]:
         """The live entries covering any of `days` (the data's own dates), in landing order, read."""
+        from ml import ingest_log as log
+
         return [self.read_entry(name) for name in log.covering(self.names(), days)]
 
     def _write_once(self, path: str, payload: bytes) -> None:
@@ -155,6 +176,8 @@ class IngestLog:
         changes while it is read, or holds the same bytes as a live entry. A file whose contents contradict the spec
         raises `ingest.SourceFormatError`, as parsing does.
         """
+        from ml import ingest_log as log
+
         live = log.live_by_path(self.names())
         for seen in files:
             landed = self._land(pipeline, seen, live)
@@ -163,6 +186,9 @@ class IngestLog:
             yield landed
 
     def _land(self, pipeline: Pipeline, seen: ingest.SourceFile, live: dict[str, log.EntryName]) -> Landed:
+        from ml import ingest
+        from ml import ingest_log as log
+
         spec, path = pipeline.spec, seen.path
         landing_fs, _ = ingest.resolve_source(spec.source.uri, pipeline.root)
         before = ingest.stat_source_file(path, spec.source.uri, pipeline.root)
@@ -194,6 +220,8 @@ class IngestLog:
 
     def retire(self, source: str, reason: str, requested_by: str) -> log.LogEntry:
         """Retire the live entry of `source` with a tombstone that says who and why; its days lose its rows."""
+        from ml import ingest_log as log
+
         names = self.names()
         current = log.live_by_path(names).get(log.path_key(source))
         if current is None:

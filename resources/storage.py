@@ -12,20 +12,24 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from kernel import series
 from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS
 from kernel.records import Rejected
 from resources.verdicts import gate
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+# numpy, pandas and pyarrow are imported where a value is read or written, not with the module: the code location
+# builds this store when it loads, and a load does not touch data.
 
 # The parquet footer key that holds a file's fingerprint.
 FINGERPRINT_KEY = b"platform.fingerprint"
@@ -53,6 +57,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     )
 
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
         if "://" in self.base_uri:
             return pafs.FileSystem.from_uri(self.base_uri)
         return pafs.LocalFileSystem(), self.base_uri
@@ -68,6 +74,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def write_stored(self, asset_key: dg.AssetKey, partition_key: str | None, value: Any) -> tuple[str, str]:
         """`write`, also returning the fingerprint the stored bytes carry."""
+        import pandas as pd
+        import pyarrow.fs as pafs
+
         filesystem, _ = self._filesystem()
         if isinstance(value, pd.DataFrame):
             suffix, (payload, fingerprint) = "parquet", _parquet_bytes(value)
@@ -99,6 +108,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def read_stored(self, asset_key: dg.AssetKey, partition_key: str | None) -> Stored:
         """One stored value with the fingerprint of the bytes it was read from (one open: a check judges exactly
         the bytes its verdict names, even if a writer replaces the file meanwhile)."""
+        import pyarrow.parquet as pq
+
         filesystem, path = self._stored_path(asset_key, partition_key)
         with filesystem.open_input_file(path) as handle:
             if path.endswith(".parquet"):
@@ -117,6 +128,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def fingerprint(self, asset_key: dg.AssetKey, partition_key: str | None) -> str | None:
         """The fingerprint the stored bytes carry, None if they carry none or it cannot be read (a day no verdict
         can pass); reads a parquet file's footer only."""
+        import pyarrow.parquet as pq
+
         filesystem, path = self._stored_path(asset_key, partition_key)
         with filesystem.open_input_file(path) as handle:
             if not path.endswith(".parquet"):
@@ -131,6 +144,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return {key: self.fingerprint(asset_key, key) for key in partition_keys if self.exists(asset_key, key)}
 
     def _stored_path(self, asset_key: dg.AssetKey, partition_key: str | None) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
         filesystem, _ = self._filesystem()
         for suffix in ("parquet", "json"):
             path = self.path_for(asset_key, partition_key, suffix)
@@ -142,6 +157,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         )
 
     def exists(self, asset_key: dg.AssetKey, partition_key: str | None) -> bool:
+        import pyarrow.fs as pafs
+
         filesystem, _ = self._filesystem()
         return any(
             filesystem.get_file_info(self.path_for(asset_key, partition_key, suffix)).type == pafs.FileType.File
@@ -230,12 +247,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
 def _json_default(value: Any) -> Any:
     """numpy scalars become numbers, not strings; anything else (dates) its text."""
+    import numpy as np
+
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _annotated(stored: Stored) -> Any:
     """The stored value; a DataFrame carries the fingerprint of the bytes it was read from in `attrs`, so whatever is
     built from it can record what it was built from (and be found stale when those bytes are replaced)."""
+    import pandas as pd
+
     if isinstance(stored.value, pd.DataFrame):
         stored.value.attrs[FINGERPRINT] = stored.fingerprint
     return stored.value
@@ -243,6 +264,8 @@ def _annotated(stored: Stored) -> Any:
 
 def _gated(value: Any, entities: Sequence[str], rejected: Mapping[str, str]) -> Any:
     """A usable day's value without the series its verdict rejected (named in its `attrs`)."""
+    import pandas as pd
+
     return series.without(value, entities, rejected) if isinstance(value, pd.DataFrame) and rejected else value
 
 
@@ -262,6 +285,8 @@ def _footer_fingerprint(metadata: pq.FileMetaData) -> str | None:
 def table_fingerprint(table: pa.Table) -> str:
     """The fingerprint a table is stored with: the sha256 of its Arrow IPC stream (schema, pandas metadata and
     every value)."""
+    import pyarrow as pa
+
     stream = pa.BufferOutputStream()
     with pa.ipc.new_stream(stream, table.schema) as writer:
         writer.write_table(table)
@@ -272,6 +297,9 @@ def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
     """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). Of the frame's
     `attrs` only the series it was built without are stored (and fingerprinted): the fingerprints of what it was
     built from are not, the bytes are its content alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     content = frame.copy(deep=False)
     content.attrs = {}
     table = pa.Table.from_pandas(content, preserve_index=False)

@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from kernel.names import CHAMPION, PREVIOUS_CHAMPION
 from kernel.records import CandidateScore, ChampionRecord, ModelRecord
 from kernel.spec import PipelineSpec
-from ml.evaluation import Evaluation
-from ml.features import feature_columns
 from ml.promotion import ROLLBACK_TAGS, Aliases, Move, Rollback, parse_rollback
-from ml.training import CandidateResult, WindowSplit
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml.evaluation import Evaluation
+    from ml.training import CandidateResult, WindowSplit
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -425,6 +426,8 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) ->
     """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version."""
     import mlflow.sklearn
 
+    from ml.features import feature_columns
+
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -440,6 +443,8 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) ->
 
 def _pip_requirements() -> list[str]:
     # Explicit requirements: MLflow's inference costs ~10 s per logged model.
+    import numpy as np
+    import pandas as pd
     import sklearn
     import skops
 

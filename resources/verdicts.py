@@ -13,22 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import sqlalchemy as db
 
 # Private imports (Dagster 1.13 is pinned; tests/resources cover them): partitioned check records are preview, and
 # the gate reads their table directly, one query per check for all the days it judges.
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
 from dagster_shared.serdes import deserialize_value
 
 from kernel.names import FINGERPRINT, REJECTED_SERIES
+
+if TYPE_CHECKING:
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 # Completed evaluations of one check and day searched for one that judged the bytes on disk; older ones judged
 # bytes replaced at least this many times since.
@@ -53,6 +52,11 @@ def judgements(
 ) -> dict[str, list[Judgement]]:
     """The check's completed evaluations of each of `days`, newest first (planned ones, never judged, are not
     among them). One query per check however many days: a year of days is one read, not 365."""
+    # SQLAlchemy and Dagster's SQL storage load here, at run time: a definitions load does not need them.
+    import sqlalchemy as db
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+    from dagster._core.storage.sqlalchemy_compat import db_fetch_mappings, db_select
+
     storage = _sql_storage(instance)
     rows: list[Any] = []
     for chunk in (days[i : i + QUERY_DAYS] for i in range(0, len(days), QUERY_DAYS)):
@@ -178,6 +182,8 @@ def _wiped_at(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> float | N
 
 def _sql_storage(instance: dg.DagsterInstance) -> SqlEventLogStorage:
     """The instance's event storage, which the gate queries directly: SQLite or PostgreSQL, every one we run."""
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
     storage = instance.event_log_storage
     if not isinstance(storage, SqlEventLogStorage):
         raise dg.Failure(

@@ -32,16 +32,19 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pyarrow.fs as pafs
 
 from kernel.names import RANGE_END, RANGE_START, SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline
-from ml import ingest
-from ml import ingest_log as log
 from resources.ingest_log import IngestLog
 from resources.storage import PartitionedParquetIOManager
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+    from ml import ingest
 
 
 @dataclass
@@ -86,6 +89,8 @@ def _move(source_fs: pafs.FileSystem, source: str, target_fs: pafs.FileSystem, t
     store). Across filesystems, or where the rename fails (another device), the file is copied to a temp name
     beside the target, renamed to the target, then the source is deleted; a failed copy leaves no temp file.
     """
+    import pyarrow.fs as pafs
+
     if source_fs.equals(target_fs):
         try:
             source_fs.move(source, target)
@@ -115,6 +120,8 @@ def _delete(filesystem: pafs.FileSystem, path: str) -> bool:
 
 def quarantine(pipeline: Pipeline, source: ingest.SourceFile, reason: str, quarantine_uri: str | None) -> Quarantined:
     """Move a malformed file out of the landing zone, never over another copy, and write why next to it."""
+    from ml import ingest
+
     landing_fs, _ = ingest.resolve_source(pipeline.spec.source.uri, pipeline.root)
     target_fs, folder = ingest.quarantine_location(pipeline.spec, pipeline.root, quarantine_uri)
     target_fs.create_dir(folder, recursive=True)
@@ -136,6 +143,8 @@ def quarantine(pipeline: Pipeline, source: ingest.SourceFile, reason: str, quara
 
 def days_of(pipeline: Pipeline, source: ingest.SourceFile) -> list[date]:
     """Days a source file covers, after rebasing and clipped to the partitions; raises SourceFormatError."""
+    from ml import ingest
+
     spec = pipeline.spec
     frame = ingest.normalise(ingest.read_source_file(source.path, spec, pipeline.root), spec, source.path).frame
     frame = ingest.rebase(frame, pipeline.shift_days)
@@ -155,6 +164,8 @@ class _Tick:
 
     def look_at(self, source: ingest.SourceFile) -> list[date]:
         """The days to request for one landing file; none if it is not due, not readable, torn or malformed."""
+        from ml import ingest
+
         path, fingerprint = source.path, source.fingerprint
         if self.seen.done.get(path) == fingerprint:
             self.cursor.done[path] = fingerprint
@@ -184,6 +195,8 @@ class _Tick:
 
     def read(self, source: ingest.SourceFile) -> tuple[list[date], ingest.SourceFormatError | None] | None:
         """Its days, or what its contents contradict; None (logged, kept) when reading it failed otherwise."""
+        from ml import ingest
+
         try:
             ingest.check_size(source.path, source.size, self.pipeline.spec)
             return days_of(self.pipeline, source), None
@@ -226,6 +239,8 @@ def run_key(fingerprints: dict[str, str]) -> str:
 
 def superseded_days(pipeline: Pipeline, ingest_log: IngestLog, paths: list[str]) -> list[date]:
     """The days of the live log entries the files at `paths` supersede when landed (inside the partitions)."""
+    from ml import ingest_log as log
+
     live = log.live_by_path(ingest_log.names())
     keys = set(pipeline.partitions_def.get_partition_keys())
     days = []
@@ -266,6 +281,8 @@ def build(
     )
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """Requests raw and features runs for new or changed stable landing files; quarantines malformed ones."""
+        from ml import ingest
+
         tick = _Tick(context, pipeline, quarantine_uri, Cursor.parse(context.cursor))
         ready: dict[str, tuple[str, list[date]]] = {}  # path -> (fingerprint, days) of the files read this tick
         for source in ingest.list_source_files(uri, pipeline.root):

@@ -4,14 +4,17 @@ the retired entries covered, once per tombstone (the cursor is the newest tombst
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from kernel.names import RANGE_END, RANGE_START, RETIRED_TAG
 from kernel.pipeline import Pipeline
-from ml import ingest_log as log
 from resources.ingest_log import IngestLog
 from resources.storage import PartitionedParquetIOManager
+
+if TYPE_CHECKING:
+    pass
 
 
 def build(pipeline: Pipeline, store: PartitionedParquetIOManager) -> dg.SensorDefinition:
@@ -26,6 +29,8 @@ def build(pipeline: Pipeline, store: PartitionedParquetIOManager) -> dg.SensorDe
     )
     def retire_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """Requests raw and features for the days of newly retired ingest log entries."""
+        from ml import ingest_log as log
+
         ingest_log = IngestLog.of(store, pipeline.name)
         handled = context.cursor or ""
         new = [name for name in ingest_log.names() if name.kind == "retire" and name.id > handled]

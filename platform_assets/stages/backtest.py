@@ -3,21 +3,25 @@
 import time
 from collections.abc import Mapping
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from kernel import automation
+from kernel.frames import Frame
 from kernel.names import MODEL_GATES
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ChampionRecord, ModelRecord, Rejected
-from ml import backtest
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from resources.verdicts import rejected_days
 
 from .serving import champion_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml import backtest
 
 
 class ModelCache:
@@ -44,8 +48,10 @@ def forecasters_for(
     champion: tuple[ChampionRecord, ModelRecord] | None,
     cache: ModelCache,
     horizon_days: int,
-) -> list[backtest.Forecaster]:
+) -> "list[backtest.Forecaster]":
     """The model partitions whose horizon covers `day` and, if its window ended before `day`, the champion."""
+    from ml import backtest
+
     forecasters = [
         backtest.Forecaster(
             partition=date.fromisoformat(record.partition),
@@ -67,12 +73,14 @@ def forecasters_for(
 
 def score(
     day: date,
-    features: pd.DataFrame | Rejected | None,
-    forecasters: list[backtest.Forecaster],
+    features: "pd.DataFrame | Rejected | None",
+    forecasters: "list[backtest.Forecaster]",
     rejected_models: Mapping[str, str],
     pipeline: Pipeline,
-) -> pd.DataFrame | Rejected:
+) -> "pd.DataFrame | Rejected":
     """The day's scores, or why it is not scored (its actuals were rejected or never built, no model covers it)."""
+    from ml import backtest
+
     if features is None:
         return Rejected(day=str(day), reason="not scored: its features were never materialised")
     if isinstance(features, Rejected):
@@ -108,10 +116,14 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-        features: dict[str, pd.DataFrame | Rejected],
+        features: dict[str, Frame | Rejected],
         models: dict[str, Any],
-    ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
+    ) -> dg.Output[dict[str, Frame | Rejected]]:
         """Out-of-sample MAE per day of every model partition whose horizon covers it, the champion and the baseline."""
+        import pandas as pd
+
+        from ml import backtest
+
         days = run_days(context)
         trained = {d: ModelRecord.model_validate(v) for d, v in models.items() if not isinstance(v, Rejected)}
         rejected_models = {d: v.reason for d, v in models.items() if isinstance(v, Rejected)}

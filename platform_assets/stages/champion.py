@@ -4,16 +4,14 @@ recording it. Every writer of the aliases runs in the `promotion` pool, one at a
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from kernel import automation
 from kernel.names import MODEL_GATES, PROMOTION_POOL
 from kernel.pipeline import Pipeline
 from kernel.records import ChampionRecord, ModelRecord, Rejected
-from ml import backtest
 from ml.promotion import (
     ROLLBACK_LIFTED_AT,
     Automatic,
@@ -29,6 +27,9 @@ from ml.promotion import (
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from resources.verdicts import materialising_run, rejected_days
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def now() -> str:
@@ -49,8 +50,12 @@ def lineage(record: ModelRecord, run_id: str | None, mlflow: MlflowTracking) -> 
     return Check(True)
 
 
-def recent_scores(pipeline: Pipeline, store: PartitionedParquetIOManager, until: str, days: int) -> pd.DataFrame:
+def recent_scores(pipeline: Pipeline, store: PartitionedParquetIOManager, until: str, days: int) -> "pd.DataFrame":
     """The backtest rows of the last `days` scored days on or before `until` (days not scored are skipped)."""
+    import pandas as pd
+
+    from ml import backtest
+
     keys = [key for key in pipeline.partitions_def.get_partition_keys() if key <= until]
     scored: list[pd.DataFrame] = []
     for key in reversed(keys):
@@ -67,6 +72,8 @@ def judge_track_record(
     pipeline: Pipeline, store: PartitionedParquetIOManager, partition: str
 ) -> tuple[Check, dict[str, Any]]:
     """`promotion.track_record_days`: whether the out-of-sample record up to a candidate's day allows promoting it."""
+    from ml import backtest
+
     days = pipeline.spec.promotion.track_record_days
     record = backtest.track_record(recent_scores(pipeline, store, partition, days), days)
     passed, reason = backtest.judge_track_record(record, days, pipeline.spec.promotion)

@@ -1,26 +1,31 @@
 """`<p>/features`: model inputs per day, built from the raw look-back window as Ray tasks."""
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 from dagster_ray import RayResource
 
 from kernel import automation, series
 from kernel.days import window_ending
+from kernel.frames import Frame
 from kernel.metadata import frame_metadata
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
-from ml import features as feature_fns
 from resources.compute import ray_map
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def window_for(
-    raw: dict[str, pd.DataFrame | Rejected], day: date, lookback_days: int, entities: list[str]
-) -> pd.DataFrame | Rejected:
+    raw: "dict[str, pd.DataFrame | Rejected]", day: date, lookback_days: int, entities: list[str]
+) -> "pd.DataFrame | Rejected":
     """Raw rows of `day` and the days before it that were loaded, or why the day cannot be built: a day of
     its look-back was rejected. A series rejected on a day of the look-back is left out of the whole window (its
     features would be built on a hole), named with the reason in the window's `attrs`."""
+    import pandas as pd
+
     days = [str(d) for d in window_ending(day, lookback_days + 1)]
     loaded = [raw[d] for d in days if d in raw]
     if rejected := [value.reason for value in loaded if isinstance(value, Rejected)]:
@@ -44,9 +49,13 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         automation_condition=automation.fresh_latest_partition(),
     )
     def features(
-        context: dg.AssetExecutionContext, ray_cluster: RayResource, raw: dict[str, pd.DataFrame | Rejected]
-    ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
+        context: dg.AssetExecutionContext, ray_cluster: RayResource, raw: dict[str, Frame | Rejected]
+    ) -> dg.Output[dict[str, Frame | Rejected]]:
         """Hourly model inputs: calendar parts, target lags and rolling stats."""
+        import pandas as pd
+
+        from ml import features as feature_fns
+
         days = run_days(context)
         if missing := [str(day) for day in days if str(day) not in raw]:
             raise dg.Failure(f"{pipeline.key('raw').to_user_string()} is not materialised for {missing}")

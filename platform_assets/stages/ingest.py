@@ -6,22 +6,26 @@ the files present then (how the shipped samples start). A day is built from the 
 """
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from kernel import automation
+from kernel.frames import Frame
 from kernel.metadata import frame_metadata
 from kernel.names import SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline, run_days
-from ml import ingest
-from ml import ingest_log as log
 from resources.ingest_log import IngestLog, Landed
 from resources.storage import PartitionedParquetIOManager
 
+if TYPE_CHECKING:
+    from ml import ingest
 
-def named_files(tag: str) -> list[ingest.SourceFile]:
+
+def named_files(tag: str) -> "list[ingest.SourceFile]":
     """The files a landing run names, as the sensor saw them (`{path: "size:mtime_ns"}`)."""
+    from ml import ingest
+
     seen = json.loads(tag)
     files = []
     for path, fingerprint in sorted(seen.items()):
@@ -32,6 +36,8 @@ def named_files(tag: str) -> list[ingest.SourceFile]:
 
 def land_files(context: dg.AssetExecutionContext, pipeline: Pipeline, ingest_log: IngestLog) -> list[Landed]:
     """Land the run's named files; with no names, the files present now if the log is still empty; else nothing."""
+    from ml import ingest
+
     tag = context.run.tags.get(SOURCE_FILES_TAG)
     if tag is not None:
         files = named_files(tag)
@@ -66,8 +72,12 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     )
     def raw(
         context: dg.AssetExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
-    ) -> dg.Output[dict[str, pd.DataFrame]]:
+    ) -> dg.Output[dict[str, Frame]]:
         """One day of source rows from the ingest log, typed to the raw schema, naming the bytes it came from."""
+        import pandas as pd
+
+        from ml import ingest_log as log
+
         ingest_log = IngestLog.of(io_manager, pipeline.name)
         landed = land_files(context, pipeline, ingest_log)
         days = run_days(context)

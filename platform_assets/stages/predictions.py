@@ -1,23 +1,29 @@
 """`<p>/predictions`: batch inference with the champion, per day, as Ray tasks."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
 from dagster_ray import RayResource
 
 from kernel import automation
+from kernel.frames import Frame
 from kernel.metadata import frame_metadata, svg_markdown
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
-from ml import plots, training
 from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
 from .serving import champion_model
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def newest_day_picture(built: dict[str, pd.DataFrame]) -> dict[str, dg.MetadataValue]:
+
+def newest_day_picture(built: "dict[str, pd.DataFrame]") -> dict[str, dg.MetadataValue]:
     """Forecast vs actual of the newest day the run predicted, small enough to be drawn in place on the asset's page."""
+    from ml import plots
+
     if not built:
         return {}
     newest = max(built)
@@ -42,9 +48,13 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-        features: dict[str, pd.DataFrame | Rejected],
-    ) -> dg.Output[dict[str, pd.DataFrame | Rejected]]:
+        features: dict[str, Frame | Rejected],
+    ) -> dg.Output[dict[str, Frame | Rejected]]:
         """Hourly forecasts from the model the registry's champion alias points at now, its version on every row."""
+        import pandas as pd
+
+        from ml import training
+
         served = champion_model(pipeline, io_manager, mlflow)
         if served is None:
             raise dg.Failure(f"{pipeline.name} has no champion in the MLflow registry yet: train and promote a model")

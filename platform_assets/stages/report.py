@@ -1,24 +1,31 @@
 """`<p>/backtest_report`: the out-of-sample improvement over the baseline over time, with the in-window figures."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from kernel import automation
+from kernel.frames import Frame
 from kernel.metadata import picture
 from kernel.pipeline import Pipeline
 from kernel.records import ModelRecord, Rejected
-from ml import backtest, plots
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 PLOT = "backtest.png"
 
 
-def report_table(scores: list[pd.DataFrame], records: list[ModelRecord]) -> pd.DataFrame:
+def report_table(scores: "list[pd.DataFrame]", records: list[ModelRecord]) -> "pd.DataFrame":
     """One row per day: the out-of-sample figures of the day's forecasts (when it was scored) and, as a secondary
     column, the in-window hold-out improvement of the model partition of that day (the figure that picked it)."""
+    import pandas as pd
+
+    from ml import backtest
+
     table = backtest.summary(pd.concat(scores, ignore_index=True)) if scores else pd.DataFrame()
     in_window = pd.Series(
         [r.improvement_over_baseline for r in records],
@@ -31,8 +38,12 @@ def report_table(scores: list[pd.DataFrame], records: list[ModelRecord]) -> pd.D
     return table.sort_index()
 
 
-def headline(scores: list[pd.DataFrame], table: pd.DataFrame) -> dict[str, float]:
+def headline(scores: "list[pd.DataFrame]", table: "pd.DataFrame") -> dict[str, float]:
     """The figures logged to MLflow and shown first: overall and latest rolling out-of-sample improvement."""
+    import pandas as pd
+
+    from ml import backtest
+
     figures = {"in_window_improvement_mean": float(table["in_window_improvement"].mean())}
     if scores:
         daily = backtest.daily_models(pd.concat(scores, ignore_index=True))
@@ -48,7 +59,7 @@ def headline(scores: list[pd.DataFrame], table: pd.DataFrame) -> dict[str, float
 
 
 def report_metadata(
-    table: pd.DataFrame,
+    table: "pd.DataFrame",
     *,
     figures: dict[str, float],
     counts: dict[str, Any],
@@ -88,8 +99,12 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-    ) -> dg.Output[pd.DataFrame]:
+    ) -> dg.Output[Frame]:
         """Out-of-sample improvement over the baseline (daily, rolling, overall) and in-window hold-out figures."""
+        import pandas as pd
+
+        from ml import backtest, plots
+
         keys = pipeline.partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
         stored = io_manager.read_many(pipeline.key("model"), keys, allow_missing=True)
         records = [ModelRecord.model_validate(v) for v in stored.values() if not isinstance(v, Rejected)]

@@ -6,7 +6,6 @@ import dagster as dg
 from pydantic import Field
 
 from kernel.pipeline import Pipeline
-from ml import ingest_log as log
 from resources.ingest_log import IngestLog
 from resources.storage import PartitionedParquetIOManager
 
@@ -29,6 +28,8 @@ def build_retire(pipeline: Pipeline) -> dg.JobDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> None:
         """Retires a source's live ingest log entry with a tombstone saying who and why; its raw days rebuild next."""
+        from ml import ingest_log as log
+
         try:
             tombstone = IngestLog.of(io_manager, pipeline.name).retire(
                 config.source, config.reason, config.requested_by

@@ -2,25 +2,29 @@
 
 from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 from dagster_ray import RayResource
 
 from kernel import automation
+from kernel.frames import Frame
 from kernel.metadata import picture
 from kernel.names import FINGERPRINT
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ModelRecord, Rejected
 from kernel.spec import PipelineSpec
-from ml import evaluation as evaluation_fns
-from ml import training
 from resources.compute import ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 
 from .serving import champion_model, keep_version_record
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml import evaluation as evaluation_fns
+    from ml import training
 
 PLOTS = {
     "forecast_vs_actual": "forecast vs actual",
@@ -67,10 +71,12 @@ def series_table(record: ModelRecord) -> str:
 
 
 def split_windows(
-    features: dict[str, pd.DataFrame | Rejected], days: list[date], pipeline: Pipeline
-) -> tuple[dict[date, training.WindowSplit], dict[str, Rejected]]:
+    features: "dict[str, pd.DataFrame | Rejected]", days: list[date], pipeline: Pipeline
+) -> "tuple[dict[date, training.WindowSplit], dict[str, Rejected]]":
     """Each day's training window, or why that model partition cannot be trained (too many rejected days,
     too few rows): a bad window rejects its own partition, never the others of the run."""
+    from ml import training
+
     windows: dict[date, training.WindowSplit] = {}
     rejected: dict[str, Rejected] = {}
     for day in days:
@@ -82,9 +88,11 @@ def split_windows(
 
 
 def read_from(
-    features: Mapping[str, pd.DataFrame | Rejected], window: training.TrainingWindow
+    features: "Mapping[str, pd.DataFrame | Rejected]", window: "training.TrainingWindow"
 ) -> dict[str, str | None]:
     """The fingerprint of each feature day a model trained and was evaluated on, as the asset store read it."""
+    import pandas as pd
+
     return {
         day: frame.attrs.get(FINGERPRINT) if isinstance(frame := features[day], pd.DataFrame) else None
         for day in (*window.train_days, *window.holdout_days)
@@ -108,13 +116,16 @@ DAYS_PER_ROUND = 16
 
 
 def train_round(
-    windows: dict[date, training.WindowSplit],
+    windows: "dict[date, training.WindowSplit]",
     spec: PipelineSpec,
     champion: tuple[Any, str, date] | None,
     progress: Callable[[str], None],
-) -> list[tuple[date, training.WindowSplit, list[training.CandidateResult], evaluation_fns.Evaluation, Any]]:
+) -> "list[tuple[date, training.WindowSplit, list[training.CandidateResult], evaluation_fns.Evaluation, Any]]":
     """Per day: its candidates trained (Ray tasks), then the best evaluated against the baseline and the champion
     and refitted on the whole window (a Ray task per day)."""
+    from ml import evaluation as evaluation_fns
+    from ml import training
+
     compute = spec.compute
     calls = [(c, split.train, split.holdout, spec) for split in windows.values() for c in spec.training.candidates]
     results = ray_map(
@@ -155,9 +166,11 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         ray_cluster: RayResource,
         mlflow: MlflowTracking,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-        features: dict[str, pd.DataFrame | Rejected],
+        features: dict[str, Frame | Rejected],
     ) -> dg.Output[dict[str, ModelRecord | Rejected]]:
         """Candidate model trained on the passing days of the window ending each day (walk-forward)."""
+        from ml import training
+
         try:
             training.check_candidates(spec)
         except training.CandidateParamsError as exc:

@@ -20,7 +20,18 @@ from kernel.spec import SpecError
 from platform_assets.definitions import build_definitions
 
 SNAPSHOT = Path(__file__).parent / "asset_specs.snapshot.json"
-HEAVY = ("ray", "mlflow", "great_expectations", "sklearn", "kubernetes", "matplotlib")
+# The platform's heavy libraries, and what its load used to pay for before a step reads or writes data.
+HEAVY = (
+    "ray",
+    "mlflow",
+    "great_expectations",
+    "sklearn",
+    "kubernetes",
+    "matplotlib",
+    "pandas",
+    "pyarrow",
+    "sqlalchemy",
+)
 
 
 def shipped_defs(tmp_path: Path) -> dg.Definitions:
