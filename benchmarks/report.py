@@ -103,6 +103,8 @@ def step_table(breakdown: Mapping[str, Any]) -> list[list[str]]:
 def print_report(report: Mapping[str, Any]) -> None:
     from tabulate import tabulate
 
+    from benchmarks.landing_first import print_sections
+
     figures = report["figures"]
     if "a" in figures:
         a = figures["a"]
@@ -133,7 +135,7 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(f"  headline ratio {head['ratio']} (target <= {head['target']}): {verdict}")
         print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
         step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
-        for name in ("cli_checks", "cli_checks_in_process_executor", "inprocess_checks"):
+        for name in ("cli_checks", "cli_checks_local_stock", "cli_checks_in_process_executor", "inprocess_checks"):
             if name not in a["dagster"]:
                 continue
             breakdown = a["dagster"][name]["median_run"]["breakdown"]
@@ -150,6 +152,7 @@ def print_report(report: Mapping[str, Any]) -> None:
             print(f"  Ray connect from a fresh process ({mode}): {probe['seconds']}")
         for name in ("script_cold_sequential", "script_warm_ray"):
             print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
+    print_sections(figures)  # h, h_postgres, a_postgres
     if "b" in figures:
         b = figures["b"]
         print("\n(b) code-location load")

@@ -44,7 +44,7 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "g", "i", "j", "oos")
+SECTIONS = ("a", "b", "c", "g", "h", "i", "j", "oos")
 DEFAULT_SECTIONS = "a,b,c,g,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
@@ -56,7 +56,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         "--only",
         default=DEFAULT_SECTIONS,
         help="comma-separated sections: a (backfill), b (load), c (cycle), g (fingerprints), i (ingest of the N-th "
-        "file), j (N files landed at once), oos (out-of-sample backtest; not default)",
+        "file), j (N files landed at once), h (first landing of five years), oos (out-of-sample backtest; not "
+        "default)",
+    )
+    parser.add_argument("--h-days", type=int, default=1826, help="(h) days of the first landing (default 1826)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="(a, h) also on production's instance on the machine's PostgreSQL (a_postgres, h_postgres)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
@@ -93,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.common import RESULTS, StageFailed, backfill_range
     from benchmarks.harness import Bench, ray_head
     from benchmarks.ingest import section_i
+    from benchmarks.landing_first import section_h
     from benchmarks.many_files import section_j
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
@@ -115,12 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["a"] = section_a(
                     bench, args.days, variants=not args.no_variants, repeats=args.a_repeats
                 )
+            if "a" in sections and args.postgres:
+                report["figures"]["a_postgres"] = section_a(
+                    bench, args.days, variants=False, repeats=1, instance="postgres", label="a_postgres"
+                )
             if "b" in sections:
                 report["figures"]["b"] = section_b(bench, args.repeats)
             if "c" in sections:
                 report["figures"]["c"] = section_c(bench, args.cycle_day)
             if "g" in sections:
                 report["figures"]["g"] = section_g(bench, args.days)
+            if "h" in sections:
+                report["figures"]["h"] = section_h(bench, days=args.h_days)
+                if args.postgres:
+                    report["figures"]["h_postgres"] = section_h(
+                        bench, instance="postgres", label="h_postgres", days=args.h_days
+                    )
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
             if "j" in sections:
