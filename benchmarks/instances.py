@@ -36,8 +36,9 @@ STOCK_SQLITE_EVENT_LOG = {
 
 
 def database_for(dagster_home: Path) -> str:
-    """The scratch database of a home: one per home, named after it."""
-    return "bench_" + "".join(c if c.isalnum() else "_" for c in dagster_home.parent.name.lower())
+    """The scratch database of a home: one per home, named after it and its benchmark run's temp dir."""
+    name = f"{dagster_home.parent.parent.name}_{dagster_home.parent.name}".lower()
+    return "bench_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
 def create_database(name: str) -> None:

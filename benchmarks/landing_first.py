@@ -150,6 +150,8 @@ def section_h(bench: Bench, instance: str = "local", label: str = "h", days: int
         state, args = _landing_home(bench, f"{label}_{kind}", kind, days)
         runs[kind] = bench.worker(f"{label}_landing_{kind}", "landing_first", args, state)
     state, args = _landing_home(bench, f"{label}_script", "minimal", days)
+    for source in sorted(SOURCE_DATA.glob("*.csv")):  # the script reads the same landed file
+        shutil.copy(source, Path(args["landing"]) / source.name)
     out_dir = bench.tmp / f"{label}_script_out"
     script_args = {
         "first": str(FIRST_DAY),

@@ -44,8 +44,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "c", "g", "h", "i", "j", "oos")
-DEFAULT_SECTIONS = "a,b,c,g,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "a_postgres", "b", "c", "g", "h", "h_postgres", "i", "j", "oos")
+DEFAULT_SECTIONS = "a,b,c,g,h,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -56,14 +56,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         "--only",
         default=DEFAULT_SECTIONS,
         help="comma-separated sections: a (backfill), b (load), c (cycle), g (fingerprints), i (ingest of the N-th "
-        "file), j (N files landed at once), h (first landing of five years), oos (out-of-sample backtest; not "
-        "default)",
+        "file), j (N files landed at once), h (first landing of five years), a_postgres and h_postgres (a and h on "
+        "PostgreSQL, also added by --postgres), oos (out-of-sample backtest; not default)",
     )
     parser.add_argument("--h-days", type=int, default=1826, help="(h) days of the first landing (default 1826)")
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="(a, h) also on production's instance on the machine's PostgreSQL (a_postgres, h_postgres)",
+        help="(a, h) also on production's instance on the machine's PostgreSQL (sections a_postgres, h_postgres)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker_main(args.worker, args.worker_args, args.worker_out)
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.postgres:
+        sections += [f"{s}_postgres" for s in ("a", "h") if s in sections and f"{s}_postgres" not in sections]
     if unknown := sorted(set(sections) - set(SECTIONS)):
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if args.days < 1 or args.repeats < 1 or args.a_repeats < 1:
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         bench = Bench.create(tmp)
-        if "a" in sections:
+        if {"a", "a_postgres"} & set(sections):
             backfill_range(bench.pipeline, args.days)  # a range that cannot fit fails now, not after other sections
         print(f"benchmarks: sections {','.join(sections)}; temp dir {tmp}")
         with ray_head(bench):
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["a"] = section_a(
                     bench, args.days, variants=not args.no_variants, repeats=args.a_repeats
                 )
-            if "a" in sections and args.postgres:
+            if "a_postgres" in sections:
                 report["figures"]["a_postgres"] = section_a(
                     bench, args.days, variants=False, repeats=1, instance="postgres", label="a_postgres"
                 )
@@ -135,10 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["g"] = section_g(bench, args.days)
             if "h" in sections:
                 report["figures"]["h"] = section_h(bench, days=args.h_days)
-                if args.postgres:
-                    report["figures"]["h_postgres"] = section_h(
-                        bench, instance="postgres", label="h_postgres", days=args.h_days
-                    )
+            if "h_postgres" in sections:
+                report["figures"]["h_postgres"] = section_h(
+                    bench, instance="postgres", label="h_postgres", days=args.h_days
+                )
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
             if "j" in sections:
