@@ -133,7 +133,8 @@ def print_report(report: Mapping[str, Any]) -> None:
         head = a["headline"]
         verdict = "PASS" if head["meets_target"] else "MISS"
         print(f"  headline ratio {head['ratio']} (target <= {head['target']}): {verdict}")
-        print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
+        if "cli_real" in a:
+            print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
         step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
         for name in ("cli_checks", "cli_checks_local_stock", "cli_checks_in_process_executor", "inprocess_checks"):
             if name not in a["dagster"]:
@@ -151,7 +152,8 @@ def print_report(report: Mapping[str, Any]) -> None:
         for mode, probe in a.get("ray_connect", {}).items():
             print(f"  Ray connect from a fresh process ({mode}): {probe['seconds']}")
         for name in ("script_cold_sequential", "script_warm_ray"):
-            print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
+            if name in a["script"]:
+                print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
     print_sections(figures)  # h, h_postgres, a_postgres
     if "b" in figures:
         b = figures["b"]

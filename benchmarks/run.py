@@ -74,6 +74,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
     parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(c) the new day")
     parser.add_argument("--no-variants", action="store_true", help="(a) skip the in_process/forkserver executor runs")
+    parser.add_argument(
+        "--a-lean", action="store_true", help="(a) only the headline pair and its other-event-log twin (no real CLI)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (state and logs) for debugging")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -123,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ray_head(bench):
             if "a" in sections:
                 report["figures"]["a"] = section_a(
-                    bench, args.days, variants=not args.no_variants, repeats=args.a_repeats
+                    bench, args.days, variants=not args.no_variants, repeats=args.a_repeats, lean=args.a_lean
                 )
             if "a_postgres" in sections:
                 report["figures"]["a_postgres"] = section_a(

@@ -63,17 +63,24 @@ def serving_champion(pipeline: Pipeline, state: StatePaths) -> dict[str, Any]:
 
 
 def section_a(
-    bench: Bench, days: int, variants: bool, repeats: int, *, instance: str = "local", label: str = "a"
+    bench: Bench,
+    days: int,
+    variants: bool,
+    repeats: int,
+    *,
+    instance: str = "local",
+    label: str = "a",
+    lean: bool = False,
 ) -> dict[str, Any]:
     """(a) on the Dagster instance `instance` (benchmarks/instances.py); the headline run is repeated once more on
     the same home with the other event log (`OTHER_EVENT_LOG`), so what batching buys is measured in the same run.
-    The PostgreSQL run (`a_postgres`) measures the headline pair only."""
+    `lean` (the PostgreSQL run `a_postgres`, or `--a-lean`) measures the headline pair and the twin only."""
     from benchmarks.instances import OTHER_EVENT_LOG, switched
 
     setup_first, first = backfill_range(bench.pipeline, days)
     last = LAST_DAY
     state = bench.home(label, instance)
-    lean = label != "a"
+    lean = lean or label != "a"
     span = {"first": str(first), "last": str(last)}
     print(
         f"({label}) backfill of {days} partitions {first}..{last}, history {setup_first}..{first - timedelta(days=1)}"
@@ -89,22 +96,23 @@ def section_a(
     select = ",".join(bench.pipeline.key(stage).to_user_string() for stage in BACKFILL_STAGES)
     cli = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "platform_assets.definitions"]
     cli += ["--select", select, "--partition-range", f"{first}...{last}"]
-    print(f"  · {label}_cli_real (dagster asset materialize --partition-range) ...", end="", flush=True)
-    measured = bench.run(f"{label}_cli_real", cli, bench.env(state), check=False)
-    cli_guard = r"Partition ranges with the CLI require.*?single_run\(\) policy\."
-    guard = re.search(cli_guard, measured.log.read_text(errors="replace"))
-    real: dict[str, Any] = {
-        "command": " ".join(cli[1:]),
-        "exit_code": measured.code,
-        "wall_s": round(measured.wall_s, 2),
-    }
-    if measured.code == 0:
-        real["sampled_rss"] = measured.sampled
-        real |= bench.worker(f"{label}_cli_real_breakdown", "latest_run", {}, state)
-    else:
-        real["error"] = guard.group(0) if guard else tail(measured.log, 5)
-    print(f" exit {measured.code} in {measured.wall_s:.1f}s")
-    result["cli_real"] = real
+    if not lean:  # the real CLI once, for its exit code and breakdown
+        print(f"  · {label}_cli_real (dagster asset materialize --partition-range) ...", end="", flush=True)
+        measured = bench.run(f"{label}_cli_real", cli, bench.env(state), check=False)
+        cli_guard = r"Partition ranges with the CLI require.*?single_run\(\) policy\."
+        guard = re.search(cli_guard, measured.log.read_text(errors="replace"))
+        real: dict[str, Any] = {
+            "command": " ".join(cli[1:]),
+            "exit_code": measured.code,
+            "wall_s": round(measured.wall_s, 2),
+        }
+        if measured.code == 0:
+            real["sampled_rss"] = measured.sampled
+            real |= bench.worker(f"{label}_cli_real_breakdown", "latest_run", {}, state)
+        else:
+            real["error"] = guard.group(0) if guard else tail(measured.log, 5)
+        print(f" exit {measured.code} in {measured.wall_s:.1f}s")
+        result["cli_real"] = real
 
     cli_args = {**span, "select": select, "checks": True, "executor": "default"}
     # (name, group, worker, args, kind, repeated?)
