@@ -30,6 +30,8 @@ from resources.storage import PartitionedParquetIOManager
 from resources.verdicts import materialisation_targets
 
 MAX_LISTED_DAYS = 50
+# The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
+WRITES_CHECK_BATCHES = "writes_check_batches"
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,11 @@ def emit(
 
 
 def recorded(context: dg.AssetCheckExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]) -> Iterator[Any]:
-    """The evaluations recorded as Dagster records a yielded one (same event, same message), as one batch."""
+    """The evaluations recorded as Dagster records a yielded one (same event, same message), as one batch if the
+    instance's event log writes check batches (Dagster's own accept batches of asset events only)."""
+    if not getattr(context.instance.event_log_storage, WRITES_CHECK_BATCHES, False):
+        yield from evaluations
+        return
     step = context.op_execution_context.get_step_execution_context()
     batch = generate_event_batch_id()
     for index, evaluation in enumerate(evaluations):

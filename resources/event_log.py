@@ -55,6 +55,8 @@ class _Batch:
 class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's SQLite event log (one database per run plus the index), a batch of events in one commit per shard."""
 
+    writes_check_batches = True  # checks/emit.py hands it each check's verdicts as one batch
+
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._local = threading.local()
         self._tables: set[str] = set()
@@ -114,6 +116,8 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
     """Dagster's PostgreSQL event log, a batch of events over one connection in one transaction."""
+
+    writes_check_batches = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._local = threading.local()
