@@ -62,10 +62,12 @@ def instance_config(kind: str, dagster_home: Path) -> dict[str, Any]:
     if kind in ("local", "local_stock"):
         document = yaml.safe_load(LOCAL_INSTANCE.read_text())
         if kind == "local_stock":
-            document["event_log_storage"] = {
-                **STOCK_SQLITE_EVENT_LOG,
-                "config": {"base_dir": str(dagster_home / "storage")},
-            }
+            document["event_log_storage"] = STOCK_SQLITE_EVENT_LOG
+        # The home's own storage folder, as `make dev` names it (devtools.stack.place_event_log).
+        document["event_log_storage"] = {
+            **document["event_log_storage"],
+            "config": {"base_dir": str(dagster_home / "storage")},
+        }
         return document
     document = yaml.safe_load(PRODUCTION_INSTANCE.read_text())
     for cluster_only in ("run_launcher", "run_coordinator"):
