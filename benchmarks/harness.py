@@ -146,11 +146,14 @@ class Bench:
         self.logs = self.tmp / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
-    def home(self, name: str) -> StatePaths:
-        """A platform state folder for one section, its Dagster home with a minimal dagster.yaml."""
+    def home(self, name: str, instance: str = "minimal") -> StatePaths:
+        """A platform state folder for one section, its Dagster home with the dagster.yaml of `instance`
+        (`benchmarks.instances`; by default one that only turns telemetry off)."""
+        from benchmarks.instances import write_instance
+
         state = StatePaths(self.tmp / f"home_{name}")
         state.dagster_home.mkdir(parents=True, exist_ok=True)
-        (state.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        write_instance(state.dagster_home, instance, new=True)
         return state
 
     def env(self, state: StatePaths | None = None) -> dict[str, str]:

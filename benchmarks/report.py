@@ -103,6 +103,8 @@ def step_table(breakdown: Mapping[str, Any]) -> list[list[str]]:
 def print_report(report: Mapping[str, Any]) -> None:
     from tabulate import tabulate
 
+    from benchmarks.landing_first import print_sections
+
     figures = report["figures"]
     if "a" in figures:
         a = figures["a"]
@@ -131,9 +133,10 @@ def print_report(report: Mapping[str, Any]) -> None:
         head = a["headline"]
         verdict = "PASS" if head["meets_target"] else "MISS"
         print(f"  headline ratio {head['ratio']} (target <= {head['target']}): {verdict}")
-        print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
+        if "cli_real" in a:
+            print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
         step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
-        for name in ("cli_checks", "cli_checks_in_process_executor", "inprocess_checks"):
+        for name in ("cli_checks", "cli_checks_local_stock", "cli_checks_in_process_executor", "inprocess_checks"):
             if name not in a["dagster"]:
                 continue
             breakdown = a["dagster"][name]["median_run"]["breakdown"]
@@ -149,7 +152,9 @@ def print_report(report: Mapping[str, Any]) -> None:
         for mode, probe in a.get("ray_connect", {}).items():
             print(f"  Ray connect from a fresh process ({mode}): {probe['seconds']}")
         for name in ("script_cold_sequential", "script_warm_ray"):
-            print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
+            if name in a["script"]:
+                print(f"  plain script phases ({name}):", a["script"][name]["median_run"]["phases"])
+    print_sections(figures)  # h, h_postgres, a_postgres
     if "b" in figures:
         b = figures["b"]
         print("\n(b) code-location load")

@@ -45,8 +45,8 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "b", "d", "e", "g", "i", "j", "oos")
-DEFAULT_SECTIONS = "a,b,d,e,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "a_postgres", "b", "d", "e", "g", "h", "h_postgres", "i", "j", "oos")
+DEFAULT_SECTIONS = "a,b,d,e,h,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -57,8 +57,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
         "--only",
         default=DEFAULT_SECTIONS,
         help="comma-separated sections: a (backfill), b (load), d (new file to fresh predictions), e (fingerprints), "
-        "i (ingest of the N-th file), j (N files landed at once), oos (out-of-sample backtest; not default), g (the "
-        "instance at scale on PostgreSQL; alone, not default: benchmarks/simulation.py)",
+        "h (first landing of five years), i (ingest of the N-th file), j (N files landed at once), a_postgres and "
+        "h_postgres (a and h on PostgreSQL, also added by --postgres), oos (out-of-sample backtest; not default), g "
+        "(the instance at scale on PostgreSQL; alone, not default: benchmarks/simulation.py)",
+    )
+    parser.add_argument("--h-days", type=int, default=1826, help="(h) days of the first landing (default 1826)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="(a, h) also on production's instance on the machine's PostgreSQL (sections a_postgres, h_postgres)",
     )
     parser.add_argument("--oos-days", type=int, default=365, help="(oos) backtest days per pipeline (default 365)")
     parser.add_argument("--oos-pipelines", default="", help="(oos) comma-separated spec names (default: every one)")
@@ -69,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
     parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(d) the new day")
     parser.add_argument("--no-variants", action="store_true", help="(a) skip the in_process/forkserver executor runs")
+    parser.add_argument(
+        "--a-lean", action="store_true", help="(a) only the headline pair and its other-event-log twin (no real CLI)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--keep-temp", action="store_true", help="keep the temp dir (state and logs) for debugging")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -87,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker_main(args.worker, args.worker_args, args.worker_out)
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.postgres:
+        sections += [f"{s}_postgres" for s in ("a", "h") if s in sections and f"{s}_postgres" not in sections]
     if unknown := sorted(set(sections) - set(SECTIONS)):
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if "g" in sections:
@@ -102,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.fresh_day import section_d
     from benchmarks.harness import Bench, ray_head
     from benchmarks.ingest import section_i
+    from benchmarks.landing_first import section_h
     from benchmarks.many_files import section_j
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
@@ -116,13 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         bench = Bench.create(tmp)
-        if "a" in sections:
+        if {"a", "a_postgres"} & set(sections):
             backfill_range(bench.pipeline, args.days)  # a range that cannot fit fails now, not after other sections
         print(f"benchmarks: sections {','.join(sections)}; temp dir {tmp}")
         with ray_head(bench):
             if "a" in sections:
                 report["figures"]["a"] = section_a(
-                    bench, args.days, variants=not args.no_variants, repeats=args.a_repeats
+                    bench, args.days, variants=not args.no_variants, repeats=args.a_repeats, lean=args.a_lean
+                )
+            if "a_postgres" in sections:
+                report["figures"]["a_postgres"] = section_a(
+                    bench, args.days, variants=False, repeats=1, instance="postgres", label="a_postgres"
                 )
             if "b" in sections:
                 report["figures"]["b"] = section_b(bench, args.repeats)
@@ -130,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["figures"]["d"] = section_d(bench, args.cycle_day)
             if "e" in sections:
                 report["figures"]["e"] = section_e(bench, args.days)
+            if "h" in sections:
+                report["figures"]["h"] = section_h(bench, days=args.h_days)
+            if "h_postgres" in sections:
+                report["figures"]["h_postgres"] = section_h(
+                    bench, instance="postgres", label="h_postgres", days=args.h_days
+                )
             if "i" in sections:
                 report["figures"]["i"] = section_i(bench)
             if "j" in sections:

@@ -58,7 +58,9 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
     from ml import ingest, training
 
     settings = Settings.from_environment()
-    spec = load_spec(settings.specs_dir / f"{PIPELINE}.yaml")
+    specs_dir = Path(args["specs_dir"]) if args.get("specs_dir") else settings.specs_dir
+    spec = load_spec(specs_dir / f"{args.get('pipeline', PIPELINE)}.yaml")
+    predict = bool(args.get("predict", True))  # (h) stops at features
     first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
     days = day_range(first, last)
     lookback = int(args["lookback_days"])
@@ -101,6 +103,8 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
     for day in days:
         _write_parquet(features[str(day)], out / "features" / f"{day}.parquet")
     t = lap("write", t)
+    if not predict:
+        return _finished(started, clock_start, imports, phases, {"features": sum(len(f) for f in features.values())})
 
     import mlflow.sklearn
 
@@ -131,6 +135,17 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
 
         ray.shutdown()
         lap("ray_shutdown", t)
+    rows = {"features": sum(len(f) for f in features.values()), "predictions": sum(len(p) for p in predictions)}
+    return _finished(started, clock_start, imports, phases, rows)
+
+
+def _finished(
+    started: float,
+    clock_start: float,
+    imports: Mapping[str, float],
+    phases: Mapping[str, float],
+    rows: Mapping[str, int],
+) -> dict[str, Any]:
     finished = time.perf_counter()
     return {
         "wall_s": round(finished - started, 2),
@@ -138,7 +153,7 @@ def worker_script(args: Mapping[str, Any]) -> dict[str, Any]:
         "compute_only_s": round(finished - started - phases.get("write", 0.0), 2),
         "preimport_s": imports,
         "phases": phases,
-        "rows": {"features": sum(len(f) for f in features.values()), "predictions": sum(len(p) for p in predictions)},
+        "rows": rows,
         **rusage_mb(),
     }
 

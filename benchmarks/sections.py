@@ -59,13 +59,31 @@ def serving_champion(pipeline: Pipeline, state: StatePaths) -> dict[str, Any]:
     return ChampionRecord.model_validate(stored).model_dump(mode="json")
 
 
-def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str, Any]:
+def section_a(
+    bench: Bench,
+    days: int,
+    variants: bool,
+    repeats: int,
+    *,
+    instance: str = "local",
+    label: str = "a",
+    lean: bool = False,
+) -> dict[str, Any]:
+    """(a) on the Dagster instance `instance` (benchmarks/instances.py); the headline run is repeated once more on
+    the same home with the other event log (`OTHER_EVENT_LOG`), so what batching buys is measured in the same run.
+    `lean` (the PostgreSQL run `a_postgres`, or `--a-lean`) measures the headline pair and the twin only."""
+    from benchmarks.instances import OTHER_EVENT_LOG, switched
+
     setup_first, first = backfill_range(bench.pipeline, days)
     last = LAST_DAY
-    state = bench.home("a")
+    state = bench.home(label, instance)
+    lean = lean or label != "a"
     span = {"first": str(first), "last": str(last)}
-    print(f"(a) backfill of {days} partitions {first}..{last}, history {setup_first}..{first - timedelta(days=1)}")
-    result: dict[str, Any] = {"range": {**span, "partitions": days}, "repeats": repeats}
+    print(
+        f"({label}) backfill of {days} partitions {first}..{last}, history {setup_first}..{first - timedelta(days=1)}"
+        f", instance {instance}"
+    )
+    result: dict[str, Any] = {"range": {**span, "partitions": days}, "repeats": repeats, "instance": instance}
     result["setup"] = bench.worker(
         "a_setup", "setup", {"first": str(setup_first), "last": str(first - timedelta(days=1))}, state
     )
@@ -75,22 +93,23 @@ def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str
     select = ",".join(bench.pipeline.key(stage).to_user_string() for stage in BACKFILL_STAGES)
     cli = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "platform_assets.definitions"]
     cli += ["--select", select, "--partition-range", f"{first}...{last}"]
-    print("  · a_cli_real (dagster asset materialize --partition-range) ...", end="", flush=True)
-    measured = bench.run("a_cli_real", cli, bench.env(state), check=False)
-    cli_guard = r"Partition ranges with the CLI require.*?single_run\(\) policy\."
-    guard = re.search(cli_guard, measured.log.read_text(errors="replace"))
-    real: dict[str, Any] = {
-        "command": " ".join(cli[1:]),
-        "exit_code": measured.code,
-        "wall_s": round(measured.wall_s, 2),
-    }
-    if measured.code == 0:
-        real["sampled_rss"] = measured.sampled
-        real |= bench.worker("a_cli_real_breakdown", "latest_run", {}, state)
-    else:
-        real["error"] = guard.group(0) if guard else tail(measured.log, 5)
-    print(f" exit {measured.code} in {measured.wall_s:.1f}s")
-    result["cli_real"] = real
+    if not lean:  # the real CLI once, for its exit code and breakdown
+        print(f"  · {label}_cli_real (dagster asset materialize --partition-range) ...", end="", flush=True)
+        measured = bench.run(f"{label}_cli_real", cli, bench.env(state), check=False)
+        cli_guard = r"Partition ranges with the CLI require.*?single_run\(\) policy\."
+        guard = re.search(cli_guard, measured.log.read_text(errors="replace"))
+        real: dict[str, Any] = {
+            "command": " ".join(cli[1:]),
+            "exit_code": measured.code,
+            "wall_s": round(measured.wall_s, 2),
+        }
+        if measured.code == 0:
+            real["sampled_rss"] = measured.sampled
+            real |= bench.worker(f"{label}_cli_real_breakdown", "latest_run", {}, state)
+        else:
+            real["error"] = guard.group(0) if guard else tail(measured.log, 5)
+        print(f" exit {measured.code} in {measured.wall_s:.1f}s")
+        result["cli_real"] = real
 
     cli_args = {**span, "select": select, "checks": True, "executor": "default"}
     # (name, group, worker, args, kind, repeated?)
@@ -104,7 +123,11 @@ def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str
         ("inprocess_no_checks", "dagster", "dagster_inprocess", {**span, "checks": False}, "warm", False),
         ("script_warm_ray", "script", "script", {**plain, "mode": "ray", "warm": True}, "warm", False),
     ]
-    if variants:  # the same run with other executors (run config only, no platform change)
+    other = OTHER_EVENT_LOG[instance]
+    measures.append((f"cli_checks_{other}", "dagster", "dagster_cli", cli_args, "cold", False))
+    if lean:
+        measures = [m for m in measures if m[0] in ("cli_checks", "script_cold_sequential", f"cli_checks_{other}")]
+    if variants and not lean:  # the same run with other executors (run config only, no platform change)
         for executor in ("in_process", "forkserver"):
             args = {**cli_args, "executor": executor}
             measures.append((f"cli_checks_{executor}_executor", "dagster", "dagster_cli", args, "cold", False))
@@ -115,31 +138,40 @@ def section_a(bench: Bench, days: int, variants: bool, repeats: int) -> dict[str
         for name, _, worker, args, _, _ in measures_of_round:
             out_dir = bench.tmp / f"script_out_{name}"
             worker_args = {**args, "out_dir": str(out_dir)} if worker == "script" else args
-            runs[name].append(bench.worker(f"a_{name}_{index}", worker, worker_args, state))
+            with switched(state.dagster_home, other if name == f"cli_checks_{other}" else instance):
+                runs[name].append(bench.worker(f"{label}_{name}_{index}", worker, worker_args, state))
             shutil.rmtree(out_dir, ignore_errors=True)
     result["dagster"] = {n: summarise(k, runs[n]) for n, g, _, _, k, _ in measures if g == "dagster"}
     result["script"] = {n: summarise(k, runs[n]) for n, g, _, _, k, _ in measures if g == "script"}
-    result["ray_connect"] = {
-        mode: bench.worker(f"a_ray_connect_{mode}", "ray_connect", {"mode": mode}, state)
-        for mode in ("plain", "platform_resource")
-    }
+    if not lean:
+        result["ray_connect"] = {
+            mode: bench.worker(f"a_ray_connect_{mode}", "ray_connect", {"mode": mode}, state)
+            for mode in ("plain", "platform_resource")
+        }
     dagster, script = result["dagster"], result["script"]
 
     def ratio(a: str, b: str, metric: str = "wall_s") -> float:
         return round(float(dagster[a][metric]) / float(script[b][metric]), 2)
 
-    ratios = {
-        "cli_checks_vs_script_cold_sequential": ratio("cli_checks", "script_cold_sequential"),
-        "cli_checks_vs_script_cold_ray": ratio("cli_checks", "script_cold_ray"),
-        "cli_no_checks_vs_script_cold_sequential": ratio("cli_no_checks", "script_cold_sequential"),
-        "inprocess_checks_vs_script_warm_sequential": ratio("inprocess_checks", "script_warm_sequential"),
-        "inprocess_no_checks_vs_script_warm_sequential": ratio("inprocess_no_checks", "script_warm_sequential"),
-        "inprocess_checks_vs_script_warm_ray": ratio("inprocess_checks", "script_warm_ray"),
-        "cpu_cli_checks_vs_script_cold_sequential": ratio("cli_checks", "script_cold_sequential", "cpu_s"),
+    pairs = {
+        "cli_checks_vs_script_cold_sequential": ("cli_checks", "script_cold_sequential"),
+        "cli_checks_vs_script_cold_ray": ("cli_checks", "script_cold_ray"),
+        "cli_no_checks_vs_script_cold_sequential": ("cli_no_checks", "script_cold_sequential"),
+        "inprocess_checks_vs_script_warm_sequential": ("inprocess_checks", "script_warm_sequential"),
+        "inprocess_no_checks_vs_script_warm_sequential": ("inprocess_no_checks", "script_warm_sequential"),
+        "inprocess_checks_vs_script_warm_ray": ("inprocess_checks", "script_warm_ray"),
+        f"cli_checks_{other}_vs_script_cold_sequential": (f"cli_checks_{other}", "script_cold_sequential"),
+        "cli_checks_in_process_executor_vs_script_cold_sequential": (
+            "cli_checks_in_process_executor",
+            "script_cold_sequential",
+        ),
+        "cli_checks_forkserver_executor_vs_script_cold_sequential": (
+            "cli_checks_forkserver_executor",
+            "script_cold_sequential",
+        ),
     }
-    for name in ("cli_checks_in_process_executor", "cli_checks_forkserver_executor"):
-        if name in dagster:
-            ratios[f"{name}_vs_script_cold_sequential"] = ratio(name, "script_cold_sequential")
+    ratios = {name: ratio(a, b) for name, (a, b) in pairs.items() if a in dagster and b in script}
+    ratios["cpu_cli_checks_vs_script_cold_sequential"] = ratio("cli_checks", "script_cold_sequential", "cpu_s")
     result["ratios"] = ratios
     headline = ratios["cli_checks_vs_script_cold_sequential"]
     result["headline"] = {

@@ -28,6 +28,7 @@ from benchmarks.common import (
 from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
 from benchmarks.fresh_day import worker_fresh_day
 from benchmarks.ingest import worker_ingest_nth
+from benchmarks.landing_first import worker_landing_first
 from benchmarks.many_files import worker_many_files
 from benchmarks.script import worker_model_compute, worker_script
 from kernel.days import day_range
@@ -445,6 +446,7 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "fingerprints": worker_fingerprints,
     "ingest_nth": worker_ingest_nth,
     "many_files": worker_many_files,
+    "landing_first": worker_landing_first,
 }
 
 

@@ -19,6 +19,10 @@ from typing import Any
 
 import dagster as dg
 
+# Private (Dagster 1.13 is pinned; tests/checks cover it): a check's verdicts go to the event log as one batch, which
+# an instance whose storage batches (resources/event_log.py) writes in one commit, and any other one event by event.
+from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
+
 from kernel.names import FINGERPRINT, REJECTED_SERIES
 from kernel.pipeline import run_days
 from kernel.records import Rejected
@@ -26,6 +30,8 @@ from resources.storage import PartitionedParquetIOManager
 from resources.verdicts import materialisation_targets
 
 MAX_LISTED_DAYS = 50
+# The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
+WRITES_CHECK_BATCHES = "writes_check_batches"
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,8 @@ def emit(
     judged: Mapping[str, str | None],
 ) -> Iterator[Any]:
     """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) naming the
-    fingerprint it judged (`judged`: day -> fingerprint of the bytes read), and a summary observation on the asset
-    (days judged, days failed and why)."""
+    fingerprint it judged (`judged`: day -> fingerprint of the bytes read), recorded as one batch, and a summary
+    observation on the asset (days judged, days failed and why)."""
     selected = [spec for spec in specs if spec.key in set(context.selected_asset_check_keys)]
     assets_def = context.op_execution_context.assets_def
     for spec in selected:
@@ -103,26 +109,30 @@ def emit(
             )
         targets = looked_up[spec.asset_key]
         severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
+        evaluations = []
         for day, verdict in by_day.items():
             fingerprint = judged.get(day)
             passed = verdict.passed and fingerprint is not None  # a verdict that names no bytes passes none
             reason = verdict.reason or ("" if fingerprint is not None else "judged bytes without a fingerprint")
-            yield dg.AssetCheckEvaluation(
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=passed,
-                partition=day,
-                severity=severity,
-                blocking=False,
-                description=reason or ("passed" if passed else "failed"),
-                metadata={
-                    **verdict.metadata,
-                    **({"reason": reason} if reason else {}),
-                    **_series_metadata(verdict.rejected_series),
-                    FINGERPRINT: fingerprint or "none",
-                },
-                target_materialization_data=targets.get(day),
+            evaluations.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=spec.asset_key,
+                    check_name=spec.name,
+                    passed=passed,
+                    partition=day,
+                    severity=severity,
+                    blocking=False,
+                    description=reason or ("passed" if passed else "failed"),
+                    metadata={
+                        **verdict.metadata,
+                        **({"reason": reason} if reason else {}),
+                        **_series_metadata(verdict.rejected_series),
+                        FINGERPRINT: fingerprint or "none",
+                    },
+                    target_materialization_data=targets.get(day),
+                )
             )
+        yield from recorded(context, evaluations)
         failed = {day: v.reason or "no fingerprint" for day, v in by_day.items() if not v.passed or not judged.get(day)}
         listed = sorted(failed)[:MAX_LISTED_DAYS]
         summary = f"{spec.name} on {spec.asset_key.to_user_string()}: {len(by_day)} day(s) judged, {len(failed)} failed"
@@ -159,3 +169,23 @@ def emit(
 def _series_metadata(rejected: Mapping[str, str]) -> dict[str, Any]:
     """The series a passing day rejected (label -> reason), for the day gate to leave out downstream."""
     return {REJECTED_SERIES: dg.MetadataValue.json(dict(rejected))} if rejected else {}
+
+
+def recorded(context: dg.AssetCheckExecutionContext, evaluations: Sequence[dg.AssetCheckEvaluation]) -> Iterator[Any]:
+    """The evaluations recorded as Dagster records a yielded one (same event, same message), as one batch if the
+    instance's event log writes check batches (Dagster's own accept batches of asset events only)."""
+    if not getattr(context.instance.event_log_storage, WRITES_CHECK_BATCHES, False):
+        yield from evaluations
+        return
+    step = context.op_execution_context.get_step_execution_context()
+    batch = generate_event_batch_id()
+    for index, evaluation in enumerate(evaluations):
+        yield DagsterEvent.from_step(
+            event_type=DagsterEventType.ASSET_CHECK_EVALUATION,
+            step_context=step,
+            event_specific_data=evaluation,
+            message=f"Asset check '{evaluation.check_name}' on '{evaluation.asset_key.to_user_string()}' "
+            + ("passed." if evaluation.passed else "did not pass.")
+            + (f" Description: '{evaluation.description}'" if evaluation.description is not None else ""),
+            batch_metadata=DagsterEventBatchMetadata(batch, index == len(evaluations) - 1),
+        )

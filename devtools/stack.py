@@ -49,6 +49,7 @@ RESTART_WINDOW = 600.0
 RESTART_BACKOFF = 2.0  # seconds before the first restart, doubled for each further exit within the window
 LOG_TAIL_LINES = 20
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
+BATCHED_EVENT_LOG = "BatchedSqliteEventLogStorage"  # resources/event_log.py, named by LOCAL_INSTANCE_CONFIG
 PROJECT_WORKSPACE = PROJECT_ROOT / "workspace.yaml"
 # Their output is the terminal itself (the others log to <home>/logs/).
 DAGSTER_SERVICES = ("code-server", "daemon", "webserver")
@@ -265,7 +266,19 @@ def prepare_home(home: Path) -> Path:
         shutil.copy(LOCAL_INSTANCE_CONFIG, config)
     elif added := add_missing_settings(config, LOCAL_INSTANCE_CONFIG):
         print(f"added {', '.join(added)} to {config} (from {LOCAL_INSTANCE_CONFIG.relative_to(PROJECT_ROOT)})")
+    place_event_log(config, dagster_home / "storage")
     return dagster_home
+
+
+def place_event_log(config: Path, storage: Path) -> None:
+    """Name the home's own `storage` folder (Dagster's default place for its event log) as the batched event log's
+    base_dir: an instance opened from the folder (`DagsterInstance.from_config`) has no DAGSTER_HOME to derive it."""
+    text = config.read_text()
+    ours = f"  class: {BATCHED_EVENT_LOG}\n"
+    event_log = (yaml.safe_load(text) or {}).get("event_log_storage") or {}
+    if event_log.get("class") == BATCHED_EVENT_LOG and "config" not in event_log and ours in text:
+        text = text.replace(ours, f"{ours}  config:\n    base_dir: {json.dumps(str(storage))}\n", 1)
+        config.write_text(text)
 
 
 def add_missing_settings(config: Path, template: Path) -> list[str]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from devtools.stack import KNOWN_WARNINGS, LOCAL_INSTANCE_CONFIG, prepare_home, quiet_warnings
@@ -42,9 +43,16 @@ def stderr_with(pythonwarnings: str) -> str:
 
 
 def test_a_new_home_gets_the_local_config_without_the_signup_modal(tmp_path: Path) -> None:
-    config = yaml.safe_load((prepare_home(tmp_path) / "dagster.yaml").read_text())
-    assert config == yaml.safe_load(LOCAL_INSTANCE_CONFIG.read_text())
+    dagster_home = prepare_home(tmp_path)
+    config = yaml.safe_load((dagster_home / "dagster.yaml").read_text())
+    template = yaml.safe_load(LOCAL_INSTANCE_CONFIG.read_text())
+    # The batched event log is told the home's own storage folder, so the home opens without DAGSTER_HOME.
+    template["event_log_storage"]["config"] = {"base_dir": str(dagster_home / "storage")}
+    assert config == template
     assert config["nux"] == {"enabled": False}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert type(instance.event_log_storage).__name__ == "BatchedSqliteEventLogStorage"
+        assert instance.get_runs() == []
 
 
 def test_an_existing_home_gains_new_settings_and_keeps_its_own(tmp_path: Path) -> None:

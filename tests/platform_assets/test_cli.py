@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import BIKE_CSV, TODAY, bike_spec_document
 
-from devtools.stack import RAY_LOOPBACK_ENV
+from devtools.stack import RAY_LOOPBACK_ENV, place_event_log
 from kernel.paths import PROJECT_ROOT
 from kernel.records import Rejected
 from kernel.settings import Settings
@@ -62,6 +62,7 @@ def home(ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Home:
     (root / "specs").mkdir()
     (root / "dagster_home").mkdir()
     shutil.copy(PROJECT_ROOT / "deploy" / "local" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+    place_event_log(root / "dagster_home" / "dagster.yaml", root / "dagster_home" / "storage")  # as `make dev` does
     document = bike_spec_document(
         name=NAME,
         source={"uri": str(BIKE_CSV)},
