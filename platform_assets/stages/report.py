@@ -63,7 +63,7 @@ def report_metadata(
     *,
     figures: dict[str, float],
     counts: dict[str, Any],
-    by_series: pd.DataFrame,
+    by_series: "pd.DataFrame",
     png: bytes,
     logged: tuple[str, str],
     mlflow: MlflowTracking,
