@@ -13,6 +13,9 @@ from kernel.names import RANGE_END, RANGE_START
 from kernel.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
+    from dagster import RepositoryDefinition
+    from dagster._core.origin import RepositoryPythonOrigin
+
     from kernel.pipeline import Pipeline
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -124,3 +127,24 @@ def preimport_heavy() -> dict[str, float]:
         importlib.import_module(module)
         seconds[module] = round(time.perf_counter() - started, 2)
     return seconds
+
+
+def platform_code_location() -> tuple[RepositoryPythonOrigin, RepositoryDefinition]:
+    """The code location as `dagster asset materialize -m platform_assets.definitions` loads it: its origin (from
+    which each step process loads it again) and its definitions."""
+    from dagster._cli.workspace.cli_target import get_repository_python_origin_from_cli_opts
+    from dagster._utils.hosted_user_process import recon_repository_from_origin
+    from dagster_shared.cli import PythonPointerOpts
+
+    origin = get_repository_python_origin_from_cli_opts(
+        PythonPointerOpts(
+            python_file=None,
+            module_name="platform_assets.definitions",
+            package_name=None,
+            working_directory=str(PROJECT_ROOT),
+            attribute=None,
+            autoload_defs_module_name=None,
+        )
+    )
+    repo = recon_repository_from_origin(origin).get_definition()
+    return origin, repo

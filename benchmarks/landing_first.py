@@ -26,7 +26,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import StageFailed, bench_pipeline, rusage_mb
+from benchmarks.common import StageFailed, bench_pipeline, platform_code_location, rusage_mb
 from benchmarks.harness import Bench
 from kernel.paths import PROJECT_ROOT
 
@@ -63,27 +63,15 @@ def worker_landing_first(args: Mapping[str, Any]) -> dict[str, Any]:
     """The file lands, the real landing sensor requests, and the requested run is executed as a launched run."""
     started = time.perf_counter()
     import dagster as dg
-    from dagster._cli.workspace.cli_target import get_repository_python_origin_from_cli_opts
     from dagster._core.origin import JobPythonOrigin
-    from dagster._utils.hosted_user_process import recon_job_from_origin, recon_repository_from_origin
-    from dagster_shared.cli import PythonPointerOpts
+    from dagster._utils.hosted_user_process import recon_job_from_origin
 
     from benchmarks.eventlog import failure_messages, run_breakdown
 
     specs, landing = Path(args["specs_dir"]), Path(args["landing"])
     # The code location this process (and every step process it starts) loads: the copy's spec folder only.
     os.environ["PLATFORM_SPECS_DIR"] = str(specs)
-    origin = get_repository_python_origin_from_cli_opts(
-        PythonPointerOpts(
-            python_file=None,
-            module_name="platform_assets.definitions",
-            package_name=None,
-            working_directory=str(PROJECT_ROOT),
-            attribute=None,
-            autoload_defs_module_name=None,
-        )
-    )
-    repo = recon_repository_from_origin(origin).get_definition()
+    origin, repo = platform_code_location()
     sensor = repo.get_sensor_def(f"{PIPELINE}_landing_sensor")
     loaded = time.perf_counter()
     for source in sorted(SOURCE_DATA.glob("*.csv")):

@@ -21,6 +21,7 @@ from benchmarks.common import (
     PIPELINE,
     StageFailed,
     bench_pipeline,
+    platform_code_location,
     preimport_heavy,
     range_tags,
     rusage_mb,
@@ -32,7 +33,6 @@ from benchmarks.landing_first import worker_landing_first
 from benchmarks.many_files import worker_many_files
 from benchmarks.script import worker_model_compute, worker_script
 from kernel.days import day_range
-from kernel.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -190,22 +190,10 @@ def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
     single_run() guard: load the code location, build the implicit job, `execute_job` it (default executor)."""
     started = time.perf_counter()
     import dagster as dg
-    from dagster._cli.workspace.cli_target import get_repository_python_origin_from_cli_opts
     from dagster._core.origin import JobPythonOrigin
-    from dagster._utils.hosted_user_process import recon_job_from_origin, recon_repository_from_origin
-    from dagster_shared.cli import PythonPointerOpts
+    from dagster._utils.hosted_user_process import recon_job_from_origin
 
-    origin = get_repository_python_origin_from_cli_opts(
-        PythonPointerOpts(
-            python_file=None,
-            module_name="platform_assets.definitions",
-            package_name=None,
-            working_directory=str(PROJECT_ROOT),
-            attribute=None,
-            autoload_defs_module_name=None,
-        )
-    )
-    repo = recon_repository_from_origin(origin).get_definition()
+    origin, repo = platform_code_location()
     keys = dg.AssetSelection.from_coercible(list(args["select"].split(","))).resolve(repo.asset_graph)
     implicit = repo.get_implicit_job_def_for_assets(keys)
     if implicit is None:
