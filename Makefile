@@ -21,8 +21,10 @@ $(VENV): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen
 	touch $(VENV)
 
-dev: $(VENV)  ## set up and run Ray, MLflow UI and Dagster (code server, daemon, guarded UI) on 127.0.0.1
-	.venv/bin/python -m devtools.stack
+RAY_WORKERS ?= 0
+
+dev: $(VENV)  ## set up and run Ray, MLflow UI and Dagster (code server, daemon, guarded UI) on 127.0.0.1; RAY_WORKERS=N adds N local Ray worker nodes
+	.venv/bin/python -m devtools.stack --ray-workers $(RAY_WORKERS)
 
 test: $(VENV) lint typecheck pytest  ## set up, lint, type-check and run every test
 

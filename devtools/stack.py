@@ -344,6 +344,15 @@ def ray_head_command(ports: Ports, cpus: int) -> list[str]:
     ]  # fmt: skip
 
 
+def ray_node_command(address: str, cpus: float, resources: dict[str, float] | None = None) -> list[str]:
+    """A blocking local Ray worker node (`devtools/ray_node.py`) with `cpus` CPUs and custom `resources`, joined to
+    the head at `address`."""
+    return [
+        sys.executable, "-m", "devtools.ray_node", "--address", address, "--num-cpus", f"{cpus:g}",
+        "--resources", json.dumps(resources or {}),
+    ]  # fmt: skip
+
+
 def code_server_workspace(home: Path, ports: Ports, location: dict[str, str]) -> Path:
     """A workspace file pointing the webserver and daemon at the one code server (as `dagster dev` writes one)."""
     workspace = StatePaths(home).dagster_home / "workspace.yaml"
@@ -352,12 +361,15 @@ def code_server_workspace(home: Path, ports: Ports, location: dict[str, str]) ->
     return workspace
 
 
-def commands(home: Path, ports: Ports, ray_cpus: int) -> dict[str, list[str]]:
+def commands(home: Path, ports: Ports, ray_cpus: int, ray_workers: int = 0) -> dict[str, list[str]]:
+    """Every service's command, in start order; `ray_workers` local Ray worker nodes of one CPU each join the head."""
     state = StatePaths(home)
     location = yaml.safe_load(PROJECT_WORKSPACE.read_text())["load_from"][0]["python_module"]
     workspace = str(code_server_workspace(home, ports, location))
+    workers = {f"ray-worker-{n}": ray_node_command(f"127.0.0.1:{ports.ray}", cpus=1) for n in range(1, ray_workers + 1)}
     return {
         "ray": ray_head_command(ports, ray_cpus),
+        **workers,
         "mlflow": [
             str(BIN / "mlflow"), "server",
             "--backend-store-uri", state.tracking_uri,
@@ -504,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-port", type=int, default=6380)
     parser.add_argument("--ray-dashboard-port", type=int, default=8265)
     parser.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        help="local Ray worker nodes (1 CPU each) to join the head, to watch "
+        "range runs spread over nodes in the Ray dashboard",
+    )
     args = parser.parse_args(argv)
 
     home = args.home.resolve()
@@ -531,8 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         "webserver": ports.dagster,
     }  # fmt: skip
     services = [
-        Service(name, command, ready_ports[name], None if name in DAGSTER_SERVICES else logs / f"{name}.log")
-        for name, command in commands(home, ports, args.ray_cpus).items()
+        Service(name, command, ready_ports.get(name), None if name in DAGSTER_SERVICES else logs / f"{name}.log")
+        for name, command in commands(home, ports, args.ray_cpus, args.ray_workers).items()
     ]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

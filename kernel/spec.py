@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -376,12 +377,36 @@ class K8sRequests(_Model):
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
 
 
+# Resources Ray defines itself; a spec asks for CPUs and GPUs through their own fields.
+RAY_BUILTIN_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
 class ComputeSpec(_Model):
     ray_cpus_per_task: float = Field(default=1, gt=0)
     # The longest a run waits for its Ray tasks of one stage: a run whose Ray head died fails with this, not hangs.
     ray_task_timeout_seconds: float = Field(default=1800, gt=0)
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each task of the pipeline needs (e.g. {large_memory: 1}): its tasks run only "
+        "on nodes that offer them (a local worker node's `--resources`, a KubeRay worker group's rayStartParams).",
+    )
+    ray_days_per_task: int | None = Field(
+        default=None,
+        gt=0,
+        description="Days one Ray task builds in a range run (it reads their inputs and writes their outputs itself); "
+        "unset: the run's days split into about two tasks per CPU of the cluster.",
+    )
     training: K8sRequests = Field(default_factory=K8sRequests)
     default: K8sRequests = Field(default_factory=K8sRequests)
+
+    @field_validator("ray_resources")
+    @classmethod
+    def _custom_resources(cls, resources: dict[str, float]) -> dict[str, float]:
+        if reserved := sorted(set(resources) & RAY_BUILTIN_RESOURCES):
+            raise ValueError(f"{reserved} are Ray's own resources: use ray_cpus_per_task (CPU) or compute.*.gpu")
+        if not_positive := sorted(name for name, amount in resources.items() if amount <= 0):
+            raise ValueError(f"resource amounts must be > 0: {not_positive}")
+        return resources
 
 
 class PipelineSpec(_Model):
