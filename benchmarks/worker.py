@@ -381,7 +381,7 @@ def worker_fingerprints(args: Mapping[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
 
     from kernel.names import GATES
-    from resources.storage import table_fingerprint
+    from resources.store import table_fingerprint
     from resources.verdicts import rejected_days
 
     defs, pipeline = _definitions()

@@ -7,24 +7,26 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from kernel.schema import TIMESTAMP
+from kernel.frames import FrameShape
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
-def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()])
-
-
 def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     """Row count, schema and time range of a frame."""
+    return shape_metadata(FrameShape.of(frame))
+
+
+def shape_metadata(shape: FrameShape) -> dict[str, Any]:
+    """Row count, schema and time range of frames known by their shape (written by Ray tasks, not held here)."""
+    columns = [dg.TableColumn(name, dtype) for name, dtype in shape.columns]
     metadata: dict[str, Any] = {
-        "dagster/row_count": len(frame),
-        "dagster/column_schema": table_schema(frame),
+        "dagster/row_count": shape.rows,
+        "dagster/column_schema": dg.TableSchema(columns=columns),
     }
-    if TIMESTAMP in frame.columns and len(frame):
-        metadata["time_range"] = f"{frame[TIMESTAMP].min()} .. {frame[TIMESTAMP].max()}"
+    if shape.first is not None:
+        metadata["time_range"] = f"{shape.first} .. {shape.last}"
     return metadata
 
 

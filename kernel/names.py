@@ -42,6 +42,9 @@ SOURCE_FILES_TAG = "platform/source_files"  # a landing run's files: JSON {path:
 # blocking checks whose per-day verdicts decide which loaded days are usable (the day gate).
 ALLOW_MISSING_PARTITIONS = "platform/allow_missing_partitions"
 GATE_CHECKS = "platform/gate_checks"
+# Input metadata: the input's days load as references to their stored bytes (`resources.store.StoredDay`), which the
+# asset's Ray tasks read themselves; the step moves keys, not data.
+LAZY_INPUT = "platform/lazy_input"
 # Input metadata: the entity columns of the pipeline, so the day gate can leave out a rejected series of a day.
 ENTITY_COLUMNS = "platform/entity_columns"
 

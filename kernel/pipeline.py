@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import dagster as dg
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, GATE_CHECKS, GATES, PIPELINE_TAG
+from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, GATE_CHECKS, GATES, LAZY_INPUT, PIPELINE_TAG
 from kernel.paths import write_text_atomically
 from kernel.spec import K8sRequests, PipelineSpec
 
@@ -83,16 +83,17 @@ class Pipeline:
             return None
         return dg.FreshnessPolicy.time_window(fail_window=window.fail, warn_window=window.warn)
 
-    def window_input(self, stage: str, days: int) -> dg.AssetIn:
+    def window_input(self, stage: str, days: int, *, lazy: bool = False) -> dg.AssetIn:
         """An input of the `days` partitions of `stage` that end on each partition being built; days the
         upstream does not have (before its first partition, or never materialised) are left out, and days
-        the upstream's blocking checks rejected load as `Rejected` (the day gate)."""
+        the upstream's blocking checks rejected load as `Rejected` (the day gate). `lazy`: usable days load as
+        references the asset's Ray tasks read themselves (`resources.store.StoredDay`), not as data."""
         return dg.AssetIn(
             key=self.key(stage),
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-(days - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
             ),
-            metadata={ALLOW_MISSING_PARTITIONS: True, **self._gate(stage)},
+            metadata={ALLOW_MISSING_PARTITIONS: True, LAZY_INPUT: lazy, **self._gate(stage)},
             dagster_type=ANY_VALUE,
         )
 
@@ -100,10 +101,10 @@ class Pipeline:
         """What the day gate of an input of `stage` needs: its blocking checks and the series' entity columns."""
         return {GATE_CHECKS: list(GATES[stage]), ENTITY_COLUMNS: list(self.spec.source.entity_columns)}
 
-    def day_input(self, stage: str, *, allow_missing: bool = False) -> dg.AssetIn:
+    def day_input(self, stage: str, *, allow_missing: bool = False, lazy: bool = False) -> dg.AssetIn:
         """The same day of `stage`; a day its blocking checks rejected loads as `Rejected` (and, if allowed, a day
-        never materialised is left out)."""
-        metadata: dict[str, Any] = self._gate(stage)
+        never materialised is left out); `lazy` as for `window_input`."""
+        metadata: dict[str, Any] = {**self._gate(stage), LAZY_INPUT: lazy}
         if allow_missing:
             metadata[ALLOW_MISSING_PARTITIONS] = True
         return dg.AssetIn(key=self.key(stage), metadata=metadata, dagster_type=ANY_VALUE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
@@ -75,10 +75,30 @@ class RayCluster(RayResource):
 
 
 PROGRESS_STEPS = 10
+# Retries of a task whose worker process or node died (Ray's default for tasks, stated: a range run survives the
+# loss of a node as long as another offers the task's resources). Each task writes whole files atomically, so a
+# retried task replaces what its first attempt wrote with the same bytes.
+MAX_RETRIES = 3
 
 
 class RayTasksTimedOut(dg.Failure):
     """Ray tasks that did not all finish within their time limit (a lost Ray head, a wedged worker)."""
+
+
+# Tasks per CPU of the cluster when a range run's days are split into batches: enough for a slow task not to hold
+# the run's tail alone, few enough for each task to read its look-back once for many days.
+TASKS_PER_CPU = 2
+
+
+def day_batches(days: Sequence[T], days_per_task: int | None) -> list[list[T]]:
+    """A range run's days in consecutive batches, one Ray task each: `days_per_task` (the spec's
+    `compute.ray_days_per_task`) or, unset, about `TASKS_PER_CPU` tasks per CPU of the connected cluster."""
+    import ray
+
+    if days_per_task is None:
+        tasks = max(1, int(ray.cluster_resources().get("CPU", 1) * TASKS_PER_CPU))
+        days_per_task = -(-len(days) // tasks)
+    return [list(days[start : start + days_per_task]) for start in range(0, len(days), max(1, days_per_task))]
 
 
 def ray_map(
@@ -87,6 +107,8 @@ def ray_map(
     *,
     timeout: float,
     num_cpus: float = 1,
+    resources: Mapping[str, float] | None = None,
+    spread: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[T]:
     """Run `fn(*args)` for every tuple in `calls` as Ray tasks and return results in order.
@@ -96,6 +118,10 @@ def ray_map(
     shows it is moving. Every task must be done within `timeout` seconds of the submission (the spec's
     `compute.ray_task_timeout_seconds`), else `RayTasksTimedOut` names the task and the limit: without it a
     run whose Ray head died would wait forever. Requires a connected Ray (a `RayResource` connects at setup).
+    Each task asks for `num_cpus` and the custom `resources` (the spec's hints: it runs only on a node offering
+    them); `spread` places tasks over every node (Ray's SPREAD strategy: the day batches of a range run) rather than
+    packing the first. A task lost with its node or worker process is retried elsewhere (`MAX_RETRIES`); an error
+    raised by `fn` itself is not retried.
     """
     import ray
 
@@ -108,7 +134,12 @@ def ray_map(
         for arg in args:
             if counts[id(arg)] > 1 and id(arg) not in shared:
                 shared[id(arg)] = ray.put(arg)
-    task = ray.remote(num_cpus=num_cpus)(fn)
+    task = ray.remote(fn).options(
+        num_cpus=num_cpus,
+        resources=dict(resources or {}),
+        scheduling_strategy="SPREAD" if spread else "DEFAULT",
+        max_retries=MAX_RETRIES,
+    )
     refs = [task.remote(*(shared.get(id(arg), arg) for arg in args)) for args in calls]
     deadline = time.monotonic() + timeout
     step = max(1, len(refs) // PROGRESS_STEPS)

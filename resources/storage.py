@@ -1,52 +1,25 @@
-"""A partition-aware asset store: one parquet (or JSON) file per asset partition on any pyarrow filesystem.
-
-Every stored value carries a content fingerprint written with it, so a verdict can name the bytes it judged: a
-parquet file holds the sha256 of its table in its footer's key-value metadata (read without the data pages), a
-JSON file (a record, a rejection: a few kB) is fingerprinted by the sha256 of its bytes.
+"""A partition-aware asset store as Dagster's IO manager: one parquet (or JSON) file per asset partition on any
+pyarrow filesystem, with the day gate on every partitioned input. The files themselves are `resources/store.py`'s,
+which Ray tasks also read and write directly (a lazy input passes days by reference; see `load_input`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from kernel import series
-from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS
+from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS, LAZY_INPUT
 from kernel.records import Rejected
+from resources.store import AssetStore, NotStored, Stored, StoredDay, UnsupportedValue, Written
 from resources.verdicts import gate
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-# numpy, pandas and pyarrow are imported where a value is read or written, not with the module: the code location
-# builds this store when it loads, and a load does not touch data.
-
-# The parquet footer key that holds a file's fingerprint.
-FINGERPRINT_KEY = b"platform.fingerprint"
-# The footer key that holds the series a frame was built without (label -> reason, JSON), part of its fingerprint.
-SERIES_LEFT_OUT_KEY = series.SERIES_LEFT_OUT.encode()
 
 
 class MissingPartitionError(dg.Failure):
     """An upstream partition that was never materialised."""
-
-
-@dataclass(frozen=True)
-class Stored:
-    """One stored value and the fingerprint of the very bytes it was read from (None: written without one)."""
-
-    value: Any
-    fingerprint: str | None
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -56,17 +29,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         description="Root of the store: a local directory or any pyarrow filesystem URI (s3://, gs://, hdfs://)."
     )
 
-    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
-        import pyarrow.fs as pafs
-
-        if "://" in self.base_uri:
-            return pafs.FileSystem.from_uri(self.base_uri)
-        return pafs.LocalFileSystem(), self.base_uri
+    @property
+    def store(self) -> AssetStore:
+        """The store's files, as a Ray task reads and writes them."""
+        return AssetStore(self.base_uri)
 
     def path_for(self, asset_key: dg.AssetKey, partition_key: str | None, suffix: str) -> str:
-        _, root = self._filesystem()
-        leaf = partition_key if partition_key is not None else "__all__"
-        return "/".join([root.rstrip("/"), *asset_key.path, f"{leaf}.{suffix}"])
+        return self.store.path_for(asset_key.path, partition_key, suffix)
 
     def write(self, asset_key: dg.AssetKey, partition_key: str | None, value: Any) -> str:
         """Write one value (DataFrame -> parquet, mapping or record -> JSON) via a temp file and a rename."""
@@ -74,32 +43,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def write_stored(self, asset_key: dg.AssetKey, partition_key: str | None, value: Any) -> tuple[str, str]:
         """`write`, also returning the fingerprint the stored bytes carry."""
-        import pandas as pd
-        import pyarrow.fs as pafs
-
-        filesystem, _ = self._filesystem()
-        if isinstance(value, pd.DataFrame):
-            suffix, (payload, fingerprint) = "parquet", _parquet_bytes(value)
-        elif isinstance(value, Mapping | BaseModel):
-            document = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-            suffix, payload = "json", json.dumps(document, indent=2, sort_keys=True, default=_json_default).encode()
-            fingerprint = _sha256(payload)
-        else:
-            raise dg.Failure(
-                f"{asset_key.to_user_string()}: the asset store keeps DataFrames, JSON mappings and records, "
-                f"got {type(value).__name__}"
-            )
-        final = self.path_for(asset_key, partition_key, suffix)
-        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
-        filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        with filesystem.open_output_stream(temporary) as stream:
-            stream.write(payload)
-        filesystem.move(temporary, final)
-        # A day's value is one file: a rejection replaces a frame and a rebuilt frame replaces a rejection.
-        other = self.path_for(asset_key, partition_key, "json" if suffix == "parquet" else "parquet")
-        if filesystem.get_file_info(other).type == pafs.FileType.File:
-            filesystem.delete_file(other)
-        return final, fingerprint
+        try:
+            written = self.store.write(asset_key.path, partition_key, value)
+        except UnsupportedValue as error:
+            raise dg.Failure(str(error)) from error
+        return written.path, written.fingerprint
 
     def read(self, asset_key: dg.AssetKey, partition_key: str | None) -> Any:
         """Read one stored value; raise `MissingPartitionError` if it was never written."""
@@ -108,62 +56,25 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def read_stored(self, asset_key: dg.AssetKey, partition_key: str | None) -> Stored:
         """One stored value with the fingerprint of the bytes it was read from (one open: a check judges exactly
         the bytes its verdict names, even if a writer replaces the file meanwhile)."""
-        import pyarrow.parquet as pq
-
-        filesystem, path = self._stored_path(asset_key, partition_key)
-        with filesystem.open_input_file(path) as handle:
-            if path.endswith(".parquet"):
-                table = pq.read_table(handle)
-                footer = table.schema.metadata or {}
-                fingerprint, left_out = footer.get(FINGERPRINT_KEY), footer.get(SERIES_LEFT_OUT_KEY)
-                frame = table.to_pandas()
-                if left_out is not None:
-                    frame.attrs[series.SERIES_LEFT_OUT] = json.loads(left_out)
-                return Stored(frame, fingerprint.decode() if fingerprint is not None else None)
-            payload = handle.read()
-        document = json.loads(payload)
-        value = Rejected.model_validate(document) if document.get("rejected") is True else document
-        return Stored(value, _sha256(payload))
+        try:
+            return self.store.read(asset_key.path, partition_key)
+        except NotStored as error:
+            raise MissingPartitionError(str(error)) from error
 
     def fingerprint(self, asset_key: dg.AssetKey, partition_key: str | None) -> str | None:
         """The fingerprint the stored bytes carry, None if they carry none or it cannot be read (a day no verdict
         can pass); reads a parquet file's footer only."""
-        import pyarrow.parquet as pq
-
-        filesystem, path = self._stored_path(asset_key, partition_key)
-        with filesystem.open_input_file(path) as handle:
-            if not path.endswith(".parquet"):
-                return _sha256(handle.read())
-            try:
-                return _footer_fingerprint(pq.read_metadata(handle))
-            except (OSError, ValueError):
-                return None
+        try:
+            return self.store.fingerprint(asset_key.path, partition_key)
+        except NotStored as error:
+            raise MissingPartitionError(str(error)) from error
 
     def fingerprints(self, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, str | None]:
         """The fingerprints of the stored partitions among `partition_keys` (partitions never stored are left out)."""
         return {key: self.fingerprint(asset_key, key) for key in partition_keys if self.exists(asset_key, key)}
 
-    def _stored_path(self, asset_key: dg.AssetKey, partition_key: str | None) -> tuple[pafs.FileSystem, str]:
-        import pyarrow.fs as pafs
-
-        filesystem, _ = self._filesystem()
-        for suffix in ("parquet", "json"):
-            path = self.path_for(asset_key, partition_key, suffix)
-            if filesystem.get_file_info(path).type == pafs.FileType.File:
-                return filesystem, path
-        where = f"partition {partition_key}" if partition_key is not None else "no partition"
-        raise MissingPartitionError(
-            f"{asset_key.to_user_string()} has no stored value for {where} under {self.base_uri}; materialise it first"
-        )
-
     def exists(self, asset_key: dg.AssetKey, partition_key: str | None) -> bool:
-        import pyarrow.fs as pafs
-
-        filesystem, _ = self._filesystem()
-        return any(
-            filesystem.get_file_info(self.path_for(asset_key, partition_key, suffix)).type == pafs.FileType.File
-            for suffix in ("parquet", "json")
-        )
+        return self.store.exists(asset_key.path, partition_key)
 
     def read_many(
         self, asset_key: dg.AssetKey, partition_keys: Sequence[str], *, allow_missing: bool
@@ -209,7 +120,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         step = context.step_context
         for key in keys:
-            _, fingerprint = self.write_stored(context.asset_key, key, obj[key])
+            fingerprint = (
+                self._stored_by_task(context.asset_key, key, obj[key])
+                or self.write_stored(context.asset_key, key, obj[key])[1]
+            )
             step.add_asset_metadata({FINGERPRINT: fingerprint}, asset_key=context.asset_key, partition_key=key)
             if len(keys) == 1:
                 # Dagster 1.13 gives every partition of one output the same data version, so a partition's data
@@ -217,15 +131,27 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 step.set_data_version(context.asset_key, dg.DataVersion(fingerprint))
         context.add_output_metadata({"partitions_written": len(keys)})
 
+    def _stored_by_task(self, asset_key: dg.AssetKey, partition_key: str, value: Any) -> str | None:
+        """The fingerprint of a day a Ray task already wrote (`Written`), checked to be that day's file; None for a
+        value the store still has to write."""
+        if not isinstance(value, Written):
+            return None
+        if value.path != self.path_for(asset_key, partition_key, value.path.rsplit(".", 1)[-1]):
+            raise dg.Failure(f"{asset_key.to_user_string()} {partition_key}: a task wrote {value.path}, not its file")
+        return value.fingerprint
+
     def load_input(self, context: dg.InputContext) -> Any:
         """Stored values of the input's days; a day its upstream gates reject loads as `Rejected` (the day gate,
-        which every run passes through, whoever launched it)."""
+        which every run passes through, whoever launched it). A lazy input (`LAZY_INPUT`) loads each usable day as a
+        `StoredDay` reference instead (only footers are read here), which a Ray task reads itself."""
         if not context.has_asset_partitions:
             return self.read(context.asset_key, None)
         metadata = context.definition_metadata
         allow_missing = bool(metadata.get(ALLOW_MISSING_PARTITIONS, False))
         keys = list(context.asset_partition_keys)
         checks = metadata.get(GATE_CHECKS, [])
+        if metadata.get(LAZY_INPUT):
+            return self._references(context, keys, checks, allow_missing=allow_missing)
         if not checks:
             return self.read_many(context.asset_key, keys, allow_missing=allow_missing)
         stored = self.read_for_judging(context.asset_key, keys, allow_missing=allow_missing)
@@ -244,12 +170,23 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             for day, s in stored.items()
         }
 
-
-def _json_default(value: Any) -> Any:
-    """numpy scalars become numbers, not strings; anything else (dates) its text."""
-    import numpy as np
-
-    return value.item() if isinstance(value, np.generic) else str(value)
+    def _references(
+        self, context: dg.InputContext, keys: Sequence[str], checks: Sequence[str], *, allow_missing: bool
+    ) -> dict[str, StoredDay | Rejected]:
+        """The input's days by reference: the fingerprint of each day's bytes (its footer) through the day gate."""
+        key = context.asset_key
+        fingerprints = self.fingerprints(key, keys) if allow_missing else {k: self.fingerprint(key, k) for k in keys}
+        verdicts = gate(context.instance, key, checks, fingerprints)
+        if verdicts.days:
+            context.log.warning(f"{len(verdicts.days)} day(s) of {key.to_user_string()} rejected: {verdicts.days}")
+        if verdicts.series:
+            context.log.warning(f"series left out of {key.to_user_string()} by their day's verdict: {verdicts.series}")
+        return {
+            day: Rejected(day=day, reason=verdicts.days[day])
+            if day in verdicts.days
+            else StoredDay(tuple(key.path), day, fingerprint, verdicts.series.get(day, {}))
+            for day, fingerprint in fingerprints.items()
+        }
 
 
 def _annotated(stored: Stored) -> Any:
@@ -271,43 +208,3 @@ def _gated(value: Any, entities: Sequence[str], rejected: Mapping[str, str]) -> 
 
 def _unreadable(stored: Stored) -> bool:
     return stored.fingerprint is None and isinstance(stored.value, Rejected)
-
-
-def _sha256(payload: bytes | memoryview) -> str:
-    return f"sha256:{hashlib.sha256(payload).hexdigest()}"
-
-
-def _footer_fingerprint(metadata: pq.FileMetaData) -> str | None:
-    fingerprint = (metadata.metadata or {}).get(FINGERPRINT_KEY)
-    return fingerprint.decode() if fingerprint is not None else None
-
-
-def table_fingerprint(table: pa.Table) -> str:
-    """The fingerprint a table is stored with: the sha256 of its Arrow IPC stream (schema, pandas metadata and
-    every value)."""
-    import pyarrow as pa
-
-    stream = pa.BufferOutputStream()
-    with pa.ipc.new_stream(stream, table.schema) as writer:
-        writer.write_table(table)
-    return _sha256(memoryview(stream.getvalue()))
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
-    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). Of the frame's
-    `attrs` only the series it was built without are stored (and fingerprinted): the fingerprints of what it was
-    built from are not, the bytes are its content alone."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    content = frame.copy(deep=False)
-    content.attrs = {}
-    table = pa.Table.from_pandas(content, preserve_index=False)
-    if left_out := series.left_out(frame):
-        footer = {**(table.schema.metadata or {}), SERIES_LEFT_OUT_KEY: json.dumps(left_out, sort_keys=True).encode()}
-        table = table.replace_schema_metadata(footer)
-    fingerprint = table_fingerprint(table)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes(), fingerprint

@@ -15,7 +15,8 @@ import pytest
 from checks.emit import Verdict, emit, judge_days, multi_check, run_values
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, GATE_CHECKS, RANGE_END, RANGE_START
 from kernel.records import Rejected
-from resources.storage import FINGERPRINT_KEY, PartitionedParquetIOManager
+from resources.storage import PartitionedParquetIOManager
+from resources.store import FINGERPRINT_KEY
 from resources.verdicts import rejected_days
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")

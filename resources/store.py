@@ -1,0 +1,244 @@
+"""The asset store's files, without Dagster: one parquet (or JSON) file per asset partition on any pyarrow filesystem.
+
+What a Dagster step and a Ray task both read and write: the step through the IO manager (`resources/storage.py`), a
+Ray task of a range run directly (`resources/day_tasks.py`), so a day's data goes from storage to the worker and back
+without passing through the step. Every stored value carries a content fingerprint written with it, so a verdict can
+name the bytes it judged: a parquet file holds the sha256 of its table in its footer's key-value metadata (read
+without the data pages), a JSON file (a record, a rejection: a few kB) is fingerprinted by the sha256 of its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from kernel import series
+from kernel.names import FINGERPRINT
+from kernel.records import Rejected
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+# numpy, pandas and pyarrow are imported where a value is read or written, not with the module: the code location
+# builds the store when it loads, and a load does not touch data.
+
+# The parquet footer key that holds a file's fingerprint.
+FINGERPRINT_KEY = b"platform.fingerprint"
+# The footer key that holds the series a frame was built without (label -> reason, JSON), part of its fingerprint.
+SERIES_LEFT_OUT_KEY = series.SERIES_LEFT_OUT.encode()
+
+
+class NotStored(LookupError):
+    """A partition with no stored value."""
+
+
+class UnsupportedValue(TypeError):
+    """A value the store does not keep (it keeps DataFrames, JSON mappings and records)."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One stored value and the fingerprint of the very bytes it was read from (None: written without one)."""
+
+    value: Any
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """A value a Ray task wrote to the store itself: where, and the fingerprint its bytes carry."""
+
+    path: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class StoredDay:
+    """A stored day passed by reference (a lazy input): the fingerprint the day gate judged, and the series its
+    verdict rejected (label -> reason), which whoever reads it leaves out."""
+
+    key: tuple[str, ...]
+    day: str
+    fingerprint: str | None
+    rejected_series: Mapping[str, str] = field(default_factory=dict)
+
+
+class ChangedSinceJudged(ValueError):
+    """A stored day whose bytes are no longer those its verdict judged (another writer replaced them meanwhile)."""
+
+
+@dataclass(frozen=True)
+class AssetStore:
+    """The store's root (a local directory or any pyarrow filesystem URI: s3://, gs://, hdfs://) and its files."""
+
+    base_uri: str
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
+        if "://" in self.base_uri:
+            return pafs.FileSystem.from_uri(self.base_uri)
+        return pafs.LocalFileSystem(), self.base_uri
+
+    def path_for(self, key: Sequence[str], partition: str | None, suffix: str) -> str:
+        _, root = self.filesystem()
+        leaf = partition if partition is not None else "__all__"
+        return "/".join([root.rstrip("/"), *key, f"{leaf}.{suffix}"])
+
+    def write(self, key: Sequence[str], partition: str | None, value: Any) -> Written:
+        """Write one value (DataFrame -> parquet, mapping or record -> JSON) via a temp file and a rename."""
+        import pandas as pd
+        import pyarrow.fs as pafs
+
+        filesystem, _ = self.filesystem()
+        if isinstance(value, pd.DataFrame):
+            suffix, (payload, fingerprint) = "parquet", _parquet_bytes(value)
+        elif isinstance(value, Mapping | BaseModel):
+            document = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            suffix, payload = "json", json.dumps(document, indent=2, sort_keys=True, default=_json_default).encode()
+            fingerprint = _sha256(payload)
+        else:
+            raise UnsupportedValue(
+                f"{'/'.join(key)}: the asset store keeps DataFrames, JSON mappings and records, "
+                f"got {type(value).__name__}"
+            )
+        final = self.path_for(key, partition, suffix)
+        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
+        filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(temporary) as stream:
+            stream.write(payload)
+        filesystem.move(temporary, final)
+        # A day's value is one file: a rejection replaces a frame and a rebuilt frame replaces a rejection.
+        other = self.path_for(key, partition, "json" if suffix == "parquet" else "parquet")
+        if filesystem.get_file_info(other).type == pafs.FileType.File:
+            filesystem.delete_file(other)
+        return Written(final, fingerprint)
+
+    def read(self, key: Sequence[str], partition: str | None) -> Stored:
+        """One stored value with the fingerprint of the bytes it was read from (one open: a check judges exactly
+        the bytes its verdict names, even if a writer replaces the file meanwhile); `NotStored` if never written."""
+        import pyarrow.parquet as pq
+
+        filesystem, path = self.stored_path(key, partition)
+        with filesystem.open_input_file(path) as handle:
+            if path.endswith(".parquet"):
+                table = pq.read_table(handle)
+                footer = table.schema.metadata or {}
+                fingerprint, left_out = footer.get(FINGERPRINT_KEY), footer.get(SERIES_LEFT_OUT_KEY)
+                frame = table.to_pandas()
+                if left_out is not None:
+                    frame.attrs[series.SERIES_LEFT_OUT] = json.loads(left_out)
+                return Stored(frame, fingerprint.decode() if fingerprint is not None else None)
+            payload = handle.read()
+        document = json.loads(payload)
+        value = Rejected.model_validate(document) if document.get("rejected") is True else document
+        return Stored(value, _sha256(payload))
+
+    def fingerprint(self, key: Sequence[str], partition: str | None) -> str | None:
+        """The fingerprint the stored bytes carry, None if they carry none or it cannot be read (a day no verdict
+        can pass); reads a parquet file's footer only."""
+        import pyarrow.parquet as pq
+
+        filesystem, path = self.stored_path(key, partition)
+        with filesystem.open_input_file(path) as handle:
+            if not path.endswith(".parquet"):
+                return _sha256(handle.read())
+            try:
+                return _footer_fingerprint(pq.read_metadata(handle))
+            except (OSError, ValueError):
+                return None
+
+    def stored_path(self, key: Sequence[str], partition: str | None) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
+        filesystem, _ = self.filesystem()
+        for suffix in ("parquet", "json"):
+            path = self.path_for(key, partition, suffix)
+            if filesystem.get_file_info(path).type == pafs.FileType.File:
+                return filesystem, path
+        where = f"partition {partition}" if partition is not None else "no partition"
+        raise NotStored(f"{'/'.join(key)} has no stored value for {where} under {self.base_uri}; materialise it first")
+
+    def exists(self, key: Sequence[str], partition: str | None) -> bool:
+        import pyarrow.fs as pafs
+
+        filesystem, _ = self.filesystem()
+        return any(
+            filesystem.get_file_info(self.path_for(key, partition, suffix)).type == pafs.FileType.File
+            for suffix in ("parquet", "json")
+        )
+
+    def read_judged(self, day: StoredDay, entities: Sequence[str]) -> pd.DataFrame | Rejected:
+        """A day passed by reference, as its gate passed it: the judged bytes without the series its verdict rejected,
+        the fingerprint in `attrs` (as the IO manager loads a day). Bytes another writer replaced since they were judged
+        are not used: the day is `Rejected`, naming both fingerprints (its next run judges the new bytes)."""
+        import pandas as pd
+
+        where = f"{'/'.join(day.key)} {day.day}"
+        try:
+            stored = self.read(day.key, day.day)
+        except (LookupError, OSError, ValueError) as error:
+            return Rejected(day=day.day, reason=f"{where}: the stored file cannot be read ({error})")
+        if stored.fingerprint != day.fingerprint:
+            reason = f"{where}: replaced since it was judged (judged {day.fingerprint}, now {stored.fingerprint})"
+            return Rejected(day=day.day, reason=reason)
+        if not isinstance(stored.value, pd.DataFrame):
+            return Rejected(day=day.day, reason=f"{where}: stored as a rejection, not data")
+        stored.value.attrs[FINGERPRINT] = stored.fingerprint
+        return series.without(stored.value, entities, day.rejected_series)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars become numbers, not strings; anything else (dates) its text."""
+    import numpy as np
+
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _sha256(payload: bytes | memoryview) -> str:
+    return f"sha256:{hashlib.sha256(payload).hexdigest()}"
+
+
+def _footer_fingerprint(metadata: pq.FileMetaData) -> str | None:
+    fingerprint = (metadata.metadata or {}).get(FINGERPRINT_KEY)
+    return fingerprint.decode() if fingerprint is not None else None
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """The fingerprint a table is stored with: the sha256 of its Arrow IPC stream (schema, pandas metadata and
+    every value)."""
+    import pyarrow as pa
+
+    stream = pa.BufferOutputStream()
+    with pa.ipc.new_stream(stream, table.schema) as writer:
+        writer.write_table(table)
+    return _sha256(memoryview(stream.getvalue()))
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> tuple[bytes, str]:
+    """The frame as parquet whose footer holds its fingerprint (taken before the fingerprint is added). Of the frame's
+    `attrs` only the series it was built without are stored (and fingerprinted): the fingerprints of what it was
+    built from are not, the bytes are its content alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    content = frame.copy(deep=False)
+    content.attrs = {}
+    table = pa.Table.from_pandas(content, preserve_index=False)
+    if left_out := series.left_out(frame):
+        footer = {**(table.schema.metadata or {}), SERIES_LEFT_OUT_KEY: json.dumps(left_out, sort_keys=True).encode()}
+        table = table.replace_schema_metadata(footer)
+    fingerprint = table_fingerprint(table)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), FINGERPRINT_KEY: fingerprint.encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes(), fingerprint
