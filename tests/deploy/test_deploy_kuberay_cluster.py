@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -221,8 +222,10 @@ def test_a_custom_resource_spec_gets_a_group_of_its_own_sized_from_it(
     assert ray_clusters.first_container(large)["resources"]["requests"] == LARGE_MEMORY_TRAINING
     params = large["rayStartParams"]
     assert params["num-cpus"] == "4"
-    # Two 2-CPU tasks at a time per worker, each holding one large_memory: the CPUs stay the limit.
-    assert json.loads(json.loads(params["resources"])) == {"large_memory": 2}
+    # Two 2-CPU tasks at a time per worker, each holding one large_memory: the CPUs stay the limit. KubeRay writes
+    # rayStartParams into the pod's shell command as `--key=value`; what `ray start` then receives is plain JSON.
+    (flag,) = shlex.split(f"--resources={params['resources']}")
+    assert json.loads(flag.removeprefix("--resources=")) == {"large_memory": 2}
     # Its longest run (the whole partition range) makes ceil(days / 120) tasks, two per worker.
     partitioning = large_memory_spec.partitioning
     assert partitioning.end_date is not None
