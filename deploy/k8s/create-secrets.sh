@@ -16,7 +16,7 @@
 #
 # Object-store identities (their bucket policies: deploy/k8s/dev/minio-identities.yaml). The MinIO root keys never
 # leave platform-data: only MinIO and the Job that creates these users hold them.
-#   platform-runs     run and step pods: asset store platform/ read/write, landing zone landing/ read
+#   platform-runs     run, step and Ray pods: asset store platform/ read/write, landing zone landing/ read
 #   platform-sensors  code server (landing and retire sensors): landing/ and platform/ read, quarantine/ write
 #   mlflow-artifacts  MLflow's artifact proxy: mlflow-artifacts/ read/write
 #
@@ -25,7 +25,8 @@
 # ray-auth-token                dagster        auth_token                                KubeRay authOptions, Dagster pods (RAY_AUTH_TOKEN)
 # mlflow-client-credentials     dagster        MLFLOW_TRACKING_USERNAME/_PASSWORD        code server and run pods (envSecrets)
 # platform-object-store-sensors dagster        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  code server (envSecrets): identity platform-sensors
-# platform-object-store-runs    dagster        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  run and step pods (run launcher env): platform-runs
+# platform-object-store-runs    dagster        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  run and step pods (run launcher env), Ray pods
+#                                                                                          (resources/kuberay.py): platform-runs
 # oauth2-proxy                  dagster        client-id, client-secret, cookie-secret   deploy/k8s/oauth2-proxy.yaml
 # mlflow-server                 mlflow         backend-store-uri, admin-username,        MLflow server
 #                                              admin-password, flask-secret-key

@@ -70,3 +70,22 @@ def test_docs_explain_the_per_run_cluster_and_step_jobs() -> None:
     kuberay = KUBERAY_README.read_text(encoding="utf-8")
     for needle in ("kuberay_cleanup_sensor", "DAGSTER_RAY_NAMESPACES", "ClusterSharing", "dagster/image", "leases"):
         assert needle in kuberay, needle
+
+
+def test_docs_say_how_the_data_path_uses_the_object_store() -> None:
+    from resources.kuberay import MAX_WORKERS_PER_GROUP, PLATFORM_ENV_CONFIGMAP, RUN_OBJECT_STORE_SECRET
+
+    section = README.read_text(encoding="utf-8").split("## How the data path uses the object store", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    for needle in (
+        "secretKeyRef",
+        f"Secret `{RUN_OBJECT_STORE_SECRET}`",
+        f"ConfigMap `{PLATFORM_ENV_CONFIGMAP}`",
+        "`ray_cpus_per_task`",
+        "`ray_resources`",
+        "`ray_days_per_task`",
+        f"capped at {MAX_WORKERS_PER_GROUP} (`MAX_WORKERS_PER_GROUP`",
+        "`minReplicas: 0`",
+        "refused",
+    ):
+        assert needle in section, needle

@@ -7,12 +7,18 @@ There is no static RayCluster under deploy/ any more: this rendered object is th
 from __future__ import annotations
 
 import copy
+import json
+import math
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from kernel.spec import PipelineSpec
+from resources.kuberay import MAX_WORKERS_PER_GROUP
 
 from . import hardening, inventory, ray_clusters, schemas
 
@@ -31,6 +37,26 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Doc:
         tmp_path_factory.mktemp("gpu-spec"), training={"gpu": 1, "gpu_node_selector": ray_clusters.GPU_SELECTOR}
     )
     return ray_clusters.render(ray_clusters.production_cluster([ray_clusters.load_spec(path)]))
+
+
+# A team's pipeline whose tasks need 2 CPUs and a node kind of their own (custom Ray resource large_memory), built
+# 120 days per task: a group of its own, shaped by its own hints.
+LARGE_MEMORY = {"ray_cpus_per_task": 2, "ray_resources": {"large_memory": 1}, "ray_days_per_task": 120}
+LARGE_MEMORY_TRAINING = {"cpu": "4", "memory": "8Gi"}
+
+
+@pytest.fixture(scope="module")
+def large_memory_spec(tmp_path_factory: pytest.TempPathFactory) -> PipelineSpec:
+    path = ray_clusters.spec_variant(
+        tmp_path_factory.mktemp("large-memory"), training=LARGE_MEMORY_TRAINING, compute=LARGE_MEMORY, name="bike_large"
+    )
+    return ray_clusters.load_spec(path)
+
+
+@pytest.fixture(scope="module")
+def mixed_cluster(large_memory_spec: PipelineSpec) -> Doc:
+    """Both shipped pipelines (pipelines/*.yaml) and the large-memory variant in one run's cluster."""
+    return ray_clusters.render(ray_clusters.production_cluster([*ray_clusters.shipped_specs(), large_memory_spec]))
 
 
 def test_no_static_raycluster_is_shipped() -> None:
@@ -52,11 +78,16 @@ def test_gpu_variant_validates_strictly_against_the_crd(gpu_cluster: Doc) -> Non
     schemas.validate_raycluster(gpu_cluster)
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
-def test_production_raycluster_is_hardened(cluster: Doc, gpu_cluster: Doc, variant: str) -> None:
+def test_custom_resource_variant_validates_strictly_against_the_crd(mixed_cluster: Doc) -> None:
+    schemas.validate_raycluster(mixed_cluster)
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu", "mixed"])
+def test_production_raycluster_is_hardened(cluster: Doc, gpu_cluster: Doc, mixed_cluster: Doc, variant: str) -> None:
     # Head, workers and KubeRay's autoscaler sidecar (autoscalerOptions): same policy as every pod we ship.
     # A finding here is a fix in resources/kuberay.py, not a new exception.
-    assert hardening.workload_findings(cluster if variant == "cpu" else gpu_cluster) == []
+    rendered = {"cpu": cluster, "gpu": gpu_cluster, "mixed": mixed_cluster}[variant]
+    assert hardening.workload_findings(rendered) == []
 
 
 def _image_user() -> tuple[int, int | None]:
@@ -165,8 +196,136 @@ def test_cpu_workers_fit_the_heaviest_step_and_scale_from_zero(cluster: Doc) -> 
     requests = ray_clusters.first_container(cpu_group)["resources"]["requests"]
     assert schemas.parse_quantity(requests["cpu"]) == cpu
     assert schemas.parse_quantity(requests["memory"]) == memory
+    assert cpu_group["rayStartParams"]["num-cpus"] == str(int(cpu)), "Ray's CPUs are the pod's whole CPUs"
+    assert "resources" not in cpu_group["rayStartParams"], "no custom resources unless a spec asks for one"
     head_params = cluster["spec"]["headGroupSpec"]["rayStartParams"]
     assert head_params["num-cpus"] == "0", "the head schedules no tasks"
+
+
+def test_shipped_specs_share_one_cpu_group_scaled_to_the_cap() -> None:
+    # Neither shipped pipeline sets ray_days_per_task: the data path splits a run into about two tasks per CPU of the
+    # cluster, so the range does not bound the workers and the group may grow to the cap.
+    specs = ray_clusters.shipped_specs()
+    assert {spec.name for spec in specs} == {"bike_demand", "air_quality"}
+    assert all(spec.compute.ray_days_per_task is None and not spec.compute.ray_resources for spec in specs)
+    groups = ray_clusters.worker_groups(ray_clusters.render(ray_clusters.production_cluster(specs)))
+    assert set(groups) == {"cpu"}
+    assert groups["cpu"]["maxReplicas"] == MAX_WORKERS_PER_GROUP
+
+
+def test_a_custom_resource_spec_gets_a_group_of_its_own_sized_from_it(
+    mixed_cluster: Doc, large_memory_spec: PipelineSpec
+) -> None:
+    groups = ray_clusters.worker_groups(mixed_cluster)
+    assert set(groups) == {"cpu", "cpu-large-memory"}
+    large = groups["cpu-large-memory"]
+    assert ray_clusters.first_container(large)["resources"]["requests"] == LARGE_MEMORY_TRAINING
+    params = large["rayStartParams"]
+    assert params["num-cpus"] == "4"
+    # Two 2-CPU tasks at a time per worker, each holding one large_memory: the CPUs stay the limit. KubeRay writes
+    # rayStartParams into the pod's shell command as `--key=value`; what `ray start` then receives is plain JSON.
+    (flag,) = shlex.split(f"--resources={params['resources']}")
+    assert json.loads(flag.removeprefix("--resources=")) == {"large_memory": 2}
+    # Its longest run (the whole partition range) makes ceil(days / 120) tasks, two per worker.
+    partitioning = large_memory_spec.partitioning
+    assert partitioning.end_date is not None
+    days = (partitioning.end_date - partitioning.start_date).days
+    expected = math.ceil(math.ceil(days / 120) / 2)
+    assert (large["minReplicas"], large["replicas"], large["maxReplicas"]) == (0, 0, expected)
+    assert expected < MAX_WORKERS_PER_GROUP, "the range bounds this group, not the cap"
+    # The shipped pipelines keep their group, shaped by their own hints.
+    assert ray_clusters.first_container(groups["cpu"])["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"}
+    assert groups["cpu"]["rayStartParams"] == {"num-cpus": "2"}
+
+
+def test_a_long_range_is_capped(tmp_path: Path) -> None:
+    # One day per task over two years: far more tasks than workers; the cap bounds what one run takes.
+    path = ray_clusters.spec_variant(tmp_path, compute={"ray_days_per_task": 1})
+    (group,) = ray_clusters.worker_groups(
+        ray_clusters.render(ray_clusters.production_cluster([ray_clusters.load_spec(path)]))
+    ).values()
+    assert group["maxReplicas"] == MAX_WORKERS_PER_GROUP
+
+
+def test_the_autoscaler_finds_a_node_type_for_every_specs_tasks(
+    mixed_cluster: Doc, large_memory_spec: PipelineSpec
+) -> None:
+    # Read the way KubeRay's autoscaler reads it (Ray's own parser of rayStartParams num-cpus and resources): a task
+    # with no node type that fits would wait forever, the autoscaler never adding a node for it.
+    types = ray_clusters.node_types(mixed_cluster)
+    assert types["headgroup"]["resources"]["CPU"] == 0
+    assert ray_clusters.node_types_for(large_memory_spec, types) == ["cpu-large-memory"]
+    for spec in ray_clusters.shipped_specs():
+        assert "cpu" in ray_clusters.node_types_for(spec, types), spec.name
+    assert (
+        types["cpu-large-memory"]["max_workers"]
+        == ray_clusters.worker_groups(mixed_cluster)["cpu-large-memory"]["maxReplicas"]
+    )
+    # The check bites: without the group offering large_memory, nothing can run that spec's tasks.
+    without = copy.deepcopy(mixed_cluster)
+    without["spec"]["workerGroupSpecs"] = [ray_clusters.worker_groups(without)["cpu"]]
+    assert ray_clusters.node_types_for(large_memory_spec, ray_clusters.node_types(without)) == []
+
+
+def test_a_spec_whose_tasks_no_worker_could_run_is_refused(tmp_path: Path) -> None:
+    # 4 CPUs per task on workers of 2 (the spec's largest compute.*.cpu): refused at render time, naming the spec.
+    path = ray_clusters.spec_variant(tmp_path, compute={"ray_cpus_per_task": 4}, name="bike_wide")
+    with pytest.raises(ValueError, match=r"'bike_wide' \(.*bike_wide.yaml\): compute.ray_cpus_per_task 4 .*'cpu'"):
+        ray_clusters.production_cluster([ray_clusters.load_spec(path)])
+    # The same tasks on workers sized for them render.
+    fits = ray_clusters.spec_variant(tmp_path / "fits", compute={"ray_cpus_per_task": 4}, training={"cpu": "4"})
+    (group,) = ray_clusters.worker_groups(
+        ray_clusters.render(ray_clusters.production_cluster([ray_clusters.load_spec(fits)]))
+    ).values()
+    assert group["rayStartParams"]["num-cpus"] == "4"
+
+
+def test_a_resource_name_kuberay_cannot_pass_is_refused(tmp_path: Path) -> None:
+    path = ray_clusters.spec_variant(tmp_path, compute={"ray_resources": {'big"disk': 1}}, name="bike_quoted")
+    with pytest.raises(ValueError, match=r"'bike_quoted' .*compute.ray_resources name 'big\"disk'"):
+        ray_clusters.production_cluster([ray_clusters.load_spec(path)])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray pods read and write the asset store themselves
+# ---------------------------------------------------------------------------------------------------
+
+
+def _run_pod_env(values: Doc) -> dict[str, Doc]:
+    env = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["env"]
+    return {item["name"]: item for item in env}
+
+
+@pytest.mark.parametrize("variant", ["mixed", "gpu"])
+def test_every_ray_pod_holds_the_run_identitys_keys_by_reference(
+    mixed_cluster: Doc, gpu_cluster: Doc, helm_effective: Doc, variant: str
+) -> None:
+    rendered = mixed_cluster if variant == "mixed" else gpu_cluster
+    run_env = _run_pod_env(helm_effective)
+    secrets = inventory.created_secrets()
+    pods = list(hardening.iter_pod_specs(rendered))
+    assert len(pods) == 1 + len(rendered["spec"]["workerGroupSpecs"])
+    for where, pod in pods:
+        env = {item["name"]: item for item in pod["containers"][0]["env"]}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert "value" not in env[key], (where, key)
+            ref = env[key]["valueFrom"]["secretKeyRef"]
+            # The very Secret and key run and step pods use (identity platform-runs), and create-secrets.sh makes it.
+            assert ref == run_env[key]["valueFrom"]["secretKeyRef"], (where, key)
+            assert ref["key"] in secrets[(rendered["metadata"]["namespace"], ref["name"])], (where, key)
+
+
+def test_ray_pods_reach_the_object_store_the_steps_reach(cluster: Doc) -> None:
+    # Endpoint and region from the ConfigMap the steps read (pyarrow's S3FileSystem honours AWS_ENDPOINT_URL);
+    # optional, so a managed S3 without an endpoint override still starts the pods.
+    configmap = inventory.by_kind(MANIFESTS, "ConfigMap", "platform-env")
+    assert configmap["metadata"]["namespace"] == cluster["metadata"]["namespace"]
+    for where, pod in hardening.iter_pod_specs(cluster):
+        env = {item["name"]: item for item in pod["containers"][0]["env"]}
+        for key in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+            ref = env[key]["valueFrom"]["configMapKeyRef"]
+            assert ref == {"name": "platform-env", "key": key, "optional": True}, where
+            assert key in configmap["data"], key
 
 
 def test_gpu_spec_adds_a_gpu_worker_group(gpu_cluster: Doc) -> None:

@@ -210,8 +210,12 @@ NEEDED: dict[tuple[str, str], Ports] = {
     },
     # The instance database; MLflow's databases on the same server.
     **{(src, "postgres"): _tcp(5432) for src in (*DAGSTER_INSTANCE_USERS, "mlflow")},
-    # The object store: landing sensors (code server), the asset store (step pods), MLflow's artifact proxy.
-    **{(src, "minio"): _tcp(9000) for src in ("code-server", "step-pod", "mlflow", "minio-create-bucket")},
+    # The object store: landing sensors (code server), the asset store (step pods, and Ray pods: range runs' tasks
+    # read and write it themselves), MLflow's artifact proxy.
+    **{
+        (src, "minio"): _tcp(9000)
+        for src in ("code-server", "step-pod", "ray-head", "ray-worker", "mlflow", "minio-create-bucket")
+    },
     # MLflow: sensors in the code server, training and predictions in step pods, the bootstrap Job.
     **{(src, "mlflow"): _tcp(5000) for src in ("code-server", "step-pod", "mlflow-bootstrap-user")},
     # Ray: the step pod is the Ray client; head and workers talk on every port; the operator reads the dashboard.
@@ -372,6 +376,8 @@ def test_needed_pairs_are_really_allowed_and_others_really_denied(network: Netwo
     assert network.connection(pods["postgres"], pods["coredns"], 53, "UDP").allowed
     assert not network.connection(pods["run-pod"], pods["ray-head"], RAY_CLIENT_PORT).allowed
     assert not network.connection(pods["ray-worker"], pods["mlflow"], 5000).allowed
+    assert network.connection(pods["ray-worker"], pods["minio"], 9000).allowed
+    assert not network.connection(pods["ray-worker"], pods["postgres"], 5432).allowed
     assert not network.connection(pods["stranger-in-dagster"], pods["code-server"], 4000).allowed
     assert not network.connection(pods["impostor-elsewhere"], pods["code-server"], 4000).allowed
     assert not network.connection(pods["ingress-neighbour"], pods["webserver"], 8080).allowed
@@ -484,6 +490,16 @@ OPENINGS: dict[str, tuple[Mutation, str]] = {
         "postgres -> stranger-elsewhere 8080/TCP: allowed",
     ),
     # Too narrow is a failure too: the pipeline would break in the cluster.
+    "Ray workers cut off from MinIO (the policy before the data path moved to the tasks)": (
+        lambda _, m: _policy(m, "platform-data", "minio-from-its-clients-only")["spec"]["ingress"][0]["from"].pop(3),
+        "ray-worker -> minio 9000/TCP: denied",
+    ),
+    "MinIO open to every pod of namespace dagster (Ray peer without its pod selector)": (
+        lambda _, m: _policy(m, "platform-data", "minio-from-its-clients-only")["spec"]["ingress"][0]["from"][3].pop(
+            "podSelector"
+        ),
+        "run-pod -> minio 9000/TCP: allowed",
+    ),
     "step pods cut off from MLflow": (
         lambda _, m: _policy(m, "mlflow", "mlflow-ingress-from-platform-only")["spec"]["ingress"][0]["from"].pop(),
         "step-pod -> mlflow 5000/TCP: denied",

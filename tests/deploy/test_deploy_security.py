@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import inventory, run_pods, schemas, security
+from . import hardening, inventory, ray_clusters, run_pods, schemas, security
 from .test_deploy_network_policies import IMAGE, chart_pods, chart_services
 
 Doc = dict[str, Any]
@@ -41,6 +41,8 @@ EXPECTED_IDENTITY = {
     "code-server": "platform-sensors",
     "run-pod": "platform-runs",
     "step-pod": "platform-runs",
+    "ray-head": "platform-runs",
+    "ray-worker": "platform-runs",
     "mlflow": "mlflow-artifacts",
 }
 
@@ -53,6 +55,7 @@ class Deploy:
     manifests: list[inventory.Manifest]
     instance_config: Doc
     create_secrets: str
+    ray_cluster: Doc
 
     def configmap(self, namespace: str, name: str) -> Doc:
         (found,) = [
@@ -70,6 +73,7 @@ def shipped() -> Deploy:
         copy.deepcopy(inventory.manifests()),
         schemas.load_yaml_file(INSTANCE_CONFIG),
         inventory.CREATE_SECRETS.read_text(encoding="utf-8"),
+        ray_clusters.render(ray_clusters.production_cluster()),
     )
 
 
@@ -85,10 +89,14 @@ def containers(deploy: Deploy) -> dict[str, tuple[str, Doc]]:
     run = run_pods.run_job_manifest(deploy.values, image=IMAGE)
     step = run_pods.step_job_manifest(deploy.values, image=IMAGE, step_key="bike_demand__model")
     mlflow = inventory.by_kind(deploy.manifests, "Deployment", "mlflow")
+    ray = deploy.ray_cluster
+    namespace = ray["metadata"]["namespace"]
     return {
         "code-server": ("dagster", code_server),
         "run-pod": ("dagster", run["spec"]["template"]["spec"]["containers"][0]),
         "step-pod": ("dagster", step["spec"]["template"]["spec"]["containers"][0]),
+        "ray-head": (namespace, ray["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]),
+        "ray-worker": (namespace, ray["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]),
         "mlflow": ("mlflow", mlflow["spec"]["template"]["spec"]["containers"][0]),
     }
 
@@ -120,6 +128,8 @@ def all_findings(deploy: Deploy) -> list[str]:
         ("run pod", "dagster", run_pods.run_job_manifest(deploy.values, image=IMAGE)["spec"]["template"]["spec"]),
         ("step pod", "dagster", run_pods.step_job_manifest(
             deploy.values, image=IMAGE, step_key="bike_demand__model")["spec"]["template"]["spec"]),
+        *((where, deploy.ray_cluster["metadata"]["namespace"], spec)
+          for where, spec in hardening.iter_pod_specs(deploy.ray_cluster)),
     ]  # fmt: skip
     return [
         *security.sslmode_findings(deploy.values, deploy.instance_config, deploy.create_secrets),
@@ -153,6 +163,8 @@ def test_each_pod_says_which_object_store_identity_it_uses() -> None:
         "code-server": ("dagster", "platform-object-store-sensors"),
         "run-pod": ("dagster", "platform-object-store-runs"),
         "step-pod": ("dagster", "platform-object-store-runs"),
+        "ray-head": ("dagster", "platform-object-store-runs"),
+        "ray-worker": ("dagster", "platform-object-store-runs"),
         "mlflow": ("mlflow", "mlflow-object-store"),
     }
     # The run pod inherits the code server's envFrom too; the explicit env entry is what Kubernetes uses.
@@ -267,6 +279,16 @@ BAD: dict[str, tuple[Callable[[Deploy], None], str]] = {
             d.create_secrets.replace('SECRET_ACCESS_KEY="$RUNS_SECRET"', 'SECRET_ACCESS_KEY="$MINIO_ROOT_PASSWORD"'),
         ),
         "puts the MinIO root keys in Secret dagster/platform-object-store-runs",
+    ),
+    "Ray workers without their own keys": (
+        lambda d: d.ray_cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].update(env=[]),
+        "ray-worker: object-store keys from Secret dagster/<none> (identity unknown), expected identity platform-runs",
+    ),
+    "a Ray worker given the root keys' Secret name": (
+        lambda d: d.ray_cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["env"][0][
+            "valueFrom"
+        ]["secretKeyRef"].update(name="minio-root"),
+        "holds the MinIO root keys",
     ),
     "a pod in dagster reading Secret minio-root": (
         _pod_with_root_keys,
