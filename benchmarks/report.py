@@ -136,7 +136,7 @@ def print_report(report: Mapping[str, Any]) -> None:
         if "cli_real" in a:
             print(f"  real CLI: exit {a['cli_real']['exit_code']}: {a['cli_real'].get('error', 'ran')}")
         step_headers = ["step", "wall", "spawn+import", "resources", "inputs", "compute", "write", "mat. events"]
-        for name in ("cli_checks", "cli_checks_local_stock", "cli_checks_in_process_executor", "inprocess_checks"):
+        for name in ("cli_checks", "cli_checks_local_stock", "inprocess_checks"):
             if name not in a["dagster"]:
                 continue
             breakdown = a["dagster"][name]["median_run"]["breakdown"]

@@ -16,9 +16,8 @@ writes what it measured to ``benchmarks/results/partial.tmp`` and exits non-zero
 
 This is the entry point only: sections.py (a, b, e), fresh_day.py (d), worker.py and script.py (what runs in the
 ``--worker`` subprocesses), harness.py (Ray head, measured subprocesses, sampling), eventlog.py
-(run breakdowns) and report.py (table and JSON). Its top level imports only the standard library:
-Dagster's multiprocess executor starts step processes with ``spawn``, which re-imports ``__main__``
-(this file) in every step.
+(run breakdowns) and report.py (table and JSON). Its top level imports only the standard library: a process
+started with ``spawn`` (Ray's workers, a multiprocess executor's steps) re-imports ``__main__`` (this file).
 """
 
 from __future__ import annotations
@@ -75,7 +74,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument("--repeats", type=int, default=5, help="(b) subprocess runs per command (median)")
     parser.add_argument("--a-repeats", type=int, default=3, help="(a) runs of the four headline measures (median)")
     parser.add_argument("--cycle-day", type=date.fromisoformat, default=DEFAULT_CYCLE_DAY, help="(d) the new day")
-    parser.add_argument("--no-variants", action="store_true", help="(a) skip the in_process/forkserver executor runs")
     parser.add_argument(
         "--a-lean", action="store_true", help="(a) only the headline pair and its other-event-log twin (no real CLI)"
     )
@@ -134,12 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"benchmarks: sections {','.join(sections)}; temp dir {tmp}")
         with ray_head(bench):
             if "a" in sections:
-                report["figures"]["a"] = section_a(
-                    bench, args.days, variants=not args.no_variants, repeats=args.a_repeats, lean=args.a_lean
-                )
+                report["figures"]["a"] = section_a(bench, args.days, repeats=args.a_repeats, lean=args.a_lean)
             if "a_postgres" in sections:
                 report["figures"]["a_postgres"] = section_a(
-                    bench, args.days, variants=False, repeats=1, instance="postgres", label="a_postgres"
+                    bench, args.days, repeats=1, instance="postgres", label="a_postgres"
                 )
             if "b" in sections:
                 report["figures"]["b"] = section_b(bench, args.repeats)

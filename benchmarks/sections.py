@@ -62,7 +62,6 @@ def serving_champion(pipeline: Pipeline, state: StatePaths) -> dict[str, Any]:
 def section_a(
     bench: Bench,
     days: int,
-    variants: bool,
     repeats: int,
     *,
     instance: str = "local",
@@ -111,7 +110,7 @@ def section_a(
         print(f" exit {measured.code} in {measured.wall_s:.1f}s")
         result["cli_real"] = real
 
-    cli_args = {**span, "select": select, "checks": True, "executor": "default"}
+    cli_args = {**span, "select": select, "checks": True}
     # (name, group, worker, args, kind, repeated?)
     measures: list[tuple[str, str, str, dict[str, Any], str, bool]] = [
         ("cli_checks", "dagster", "dagster_cli", cli_args, "cold", True),
@@ -127,10 +126,6 @@ def section_a(
     measures.append((f"cli_checks_{other}", "dagster", "dagster_cli", cli_args, "cold", False))
     if lean:
         measures = [m for m in measures if m[0] in ("cli_checks", "script_cold_sequential", f"cli_checks_{other}")]
-    if variants and not lean:  # the same run with other executors (run config only, no platform change)
-        for executor in ("in_process", "forkserver"):
-            args = {**cli_args, "executor": executor}
-            measures.append((f"cli_checks_{executor}_executor", "dagster", "dagster_cli", args, "cold", False))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in measures}
     rounds = [[m for m in measures if m[5]] for _ in range(repeats)]  # interleaved against load drift
     rounds[0] += [m for m in measures if not m[5]]
@@ -161,21 +156,13 @@ def section_a(
         "inprocess_no_checks_vs_script_warm_sequential": ("inprocess_no_checks", "script_warm_sequential"),
         "inprocess_checks_vs_script_warm_ray": ("inprocess_checks", "script_warm_ray"),
         f"cli_checks_{other}_vs_script_cold_sequential": (f"cli_checks_{other}", "script_cold_sequential"),
-        "cli_checks_in_process_executor_vs_script_cold_sequential": (
-            "cli_checks_in_process_executor",
-            "script_cold_sequential",
-        ),
-        "cli_checks_forkserver_executor_vs_script_cold_sequential": (
-            "cli_checks_forkserver_executor",
-            "script_cold_sequential",
-        ),
     }
     ratios = {name: ratio(a, b) for name, (a, b) in pairs.items() if a in dagster and b in script}
     ratios["cpu_cli_checks_vs_script_cold_sequential"] = ratio("cli_checks", "script_cold_sequential", "cpu_s")
     result["ratios"] = ratios
     headline = ratios["cli_checks_vs_script_cold_sequential"]
     result["headline"] = {
-        "measure": "CLI-equivalent run (fresh process, default multiprocess executor, checks included) / plain "
+        "measure": "CLI-equivalent run (fresh process, the local in-process executor, checks included) / plain "
         "script (fresh process, sequential pandas, same outputs written), medians of wall time",
         "ratio": headline,
         "target": TARGETS["a_ratio_max"],

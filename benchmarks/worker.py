@@ -172,22 +172,10 @@ def worker_dagster_inprocess(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-EXECUTOR_CONFIGS: dict[str, dict[str, Any] | None] = {
-    "default": None,  # what `dagster asset materialize` and a daemon-launched backfill run use: multiprocess, spawn
-    "in_process": {"execution": {"config": {"in_process": {}}}},
-    "forkserver": {
-        "execution": {
-            "config": {
-                "multiprocess": {"start_method": {"forkserver": {"preload_modules": ["platform_assets.definitions"]}}}
-            }
-        }
-    },
-}
-
-
 def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
     """What `dagster asset materialize -m platform_assets.definitions --partition-range` does, minus its
-    single_run() guard: load the code location, build the implicit job, `execute_job` it (default executor)."""
+    single_run() guard: load the code location, build the implicit job, `execute_job` it (the
+    definitions' executor: in-process locally)."""
     started = time.perf_counter()
     import dagster as dg
     from dagster._core.origin import JobPythonOrigin
@@ -201,13 +189,12 @@ def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
     recon = recon_job_from_origin(JobPythonOrigin(implicit.name, repository_origin=origin))
     instance = dg.DagsterInstance.get()
     tags = range_tags(date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
-    run_config = EXECUTOR_CONFIGS[args["executor"]]
     loaded = time.perf_counter()
     if args["checks"]:
-        result = dg.execute_job(recon, instance=instance, asset_selection=list(keys), tags=tags, run_config=run_config)
+        result = dg.execute_job(recon, instance=instance, asset_selection=list(keys), tags=tags)
     else:
         subset = recon.get_subset(asset_selection=set(keys), asset_check_selection=set())
-        result = dg.execute_job(subset, instance=instance, tags=tags, run_config=run_config)
+        result = dg.execute_job(subset, instance=instance, tags=tags)
     finished = time.perf_counter()
     if not result.success:
         failures = failure_messages(instance.all_logs(result.run_id))

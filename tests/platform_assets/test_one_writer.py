@@ -39,7 +39,6 @@ from platform_assets.definitions import build_definitions
 
 NAME = "one_writer"
 BIN = Path(sys.executable).parent
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 HOLDER = "test-holds-the-slot"
 BLOCKED = "Step blocked by limit for pool"
 Interval = tuple[float, float]
@@ -172,15 +171,13 @@ def assert_took_turns(home: Home, instance: dg.DagsterInstance, runs: list[str],
 def test_two_cli_runs_over_overlapping_days_take_turns(home: Home, tmp_path: Path) -> None:
     """Two `dagster asset materialize --partition-range` commands over overlapping days, started together: the CLI
     runs in-process, bypassing the run queue, and still takes the asset's pool slot step by step."""
-    config = tmp_path / "in_process.yaml"
-    config.write_text(yaml.safe_dump(IN_PROCESS))
     ranges = ["2012-05-01...2012-05-05", "2012-05-03...2012-05-08"]
     logs = [tmp_path / f"cli-{index}.log" for index in range(len(ranges))]
     with home.instance() as instance:
         with holding(instance, home.pool("raw")):
             processes = [
                 start(home, [str(BIN / "dagster"), "asset", "materialize", "-m", "platform_assets.definitions",
-                             "--select", f"{NAME}/raw", "--partition-range", days, "-c", str(config)], log)
+                             "--select", f"{NAME}/raw", "--partition-range", days], log)
                 for days, log in zip(ranges, logs, strict=True)
             ]  # fmt: skip
             runs = wait_blocked(instance, processes, logs, count=2)
@@ -213,9 +210,7 @@ def test_a_ui_backfill_and_a_landing_run_over_the_same_days_take_turns(home: Hom
         backfill_tags = {"dagster/backfill": "ui-backfill", RANGE_START: "2012-05-05", RANGE_END: "2012-05-08"}
         assert request.tags[RANGE_START] <= backfill_tags[RANGE_START] <= request.tags[RANGE_END], "days overlap"
         runs = [
-            instance.create_run_for_job(
-                job, asset_selection=targets, tags=tags, run_config=IN_PROCESS, job_code_origin=origin
-            ).run_id
+            instance.create_run_for_job(job, asset_selection=targets, tags=tags, job_code_origin=origin).run_id
             for tags in (sensor_tags, backfill_tags)
         ]
         logs = [tmp_path / f"run-{index}.log" for index in range(len(runs))]
