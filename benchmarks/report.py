@@ -182,7 +182,10 @@ def print_report(report: Mapping[str, Any]) -> None:
         stages = [x for x in c["figures"] if "stage" in x]
         print(
             "  stage s, 1 node / 2 nodes:",
-            ", ".join(f"{x['stage']} {x['one_node_s']} / {x['two_nodes_s']}" for x in stages),
+            ", ".join(
+                f"{x['stage']} {x['one_node_s']} / {x['two_nodes_s']} (step alone {x.get('step_speedup')}x)"
+                for x in stages
+            ),
         )
         print(f"  features step peak RSS MB by days: {c['features_step_peak_rss_mb']}")
         print(f"  Ray workers peak RSS MB by days: {c['ray_workers_peak_rss_mb']}")

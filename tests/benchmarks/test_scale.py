@@ -1,5 +1,6 @@
 """Section c's pieces on a tiny size: the generated stations read by the platform's own ingest under the derived spec,
-the stage ranges inside the partitions, and the sampler's per-process peaks (which name the features step's RSS)."""
+the stage ranges inside the partitions, which speedups are judged, and the sampler's per-process peaks (which name
+the features step's RSS)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from benchmarks.common import bench_pipeline
 from benchmarks.harness import Bench, ProcessSampler
-from benchmarks.scale import FIRST_DAY, PIPELINE, Size, _stage_ranges, generate_landing, write_scale_spec
+from benchmarks.scale import FIRST_DAY, PIPELINE, Size, _speedups, _stage_ranges, generate_landing, write_scale_spec
 from kernel.paths import PROJECT_ROOT
 
 FIRST, LAST = date(2012, 3, 1), date(2012, 3, 10)
@@ -71,3 +72,18 @@ def test_sampler_records_each_process_peak_of_the_tree(tmp_path: Path) -> None:
     assert parent.pid in sampler.pid_peaks_mb
     assert child and max(child) >= 200
     assert sampler.pid_peaks_mb[parent.pid] < 100
+
+
+def test_speedups_judge_only_the_compute_bound_stages() -> None:
+    def run(execute_s: float, step_s: float) -> dict[str, float]:
+        return {"execute_s": execute_s, "step_wall_s": step_s}
+
+    runs = {
+        "1_node": {"raw": run(10, 8), "features": run(40, 36), "model": run(30, 28), "predictions": run(12, 10)},
+        "2_nodes": {"raw": run(10, 8), "features": run(20, 18), "model": run(25, 20), "predictions": run(8, 6)},
+    }
+    figures = {figure["stage"]: figure for figure in _speedups(runs)}
+    assert figures["features"]["value"] == 2.0 and figures["features"]["meets_target"]
+    assert figures["model"]["value"] == 1.2 and not figures["model"]["meets_target"]
+    assert figures["model"]["step_speedup"] == 1.4
+    assert "target" not in figures["raw"] and "target" not in figures["predictions"]
