@@ -11,7 +11,7 @@ export UV_PYTHON := $(PYTHON)
 CHROMIUM := /usr/bin/chromium
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -q
 
-.PHONY: dev test lint typecheck pytest faults chromium bench bench-oos bench-sim clean
+.PHONY: dev test lint typecheck pytest faults chromium bench bench-oos bench-sim bench-scale clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -62,6 +62,11 @@ bench-oos: $(VENV)  ## out-of-sample backtest of every shipped pipeline into ben
 # at the end; ~40 min on 2 shared cores), so not part of `make bench` either.
 bench-sim: $(VENV)  ## (g) the Dagster instance at scale on PostgreSQL into benchmarks/results/latest.json
 	.venv/bin/python benchmarks/simulation.py
+
+# (c) 400 generated stations (7M rows) through every stage on 1 and then 2 local Ray worker nodes, and the features
+# driver's RSS over 30/60/120 days: tens of minutes on 2 cores, so not part of `make bench` either.
+bench-scale: $(VENV)  ## (c) N stations on 1 vs 2 Ray worker nodes into benchmarks/results/latest.json
+	.venv/bin/python benchmarks/run.py --only c
 
 clean:  ## forget local state (assets, MLflow runs, Dagster history, rebase pin)
 	rm -rf .platform

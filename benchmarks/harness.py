@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,12 +34,30 @@ def _is_ray_worker(process: psutil.Process) -> bool:
     return bool(cmdline) and (cmdline[0].startswith("ray::") or any("default_worker.py" in c for c in cmdline))
 
 
-class ProcessSampler:
-    """Peak RSS of a measured process tree and of the Ray workers, and the CPU time the Ray workers used,
-    sampled from outside every 0.5 s (Ray workers are children of the raylet, not of the measured process)."""
+def _is_ray_process(process: psutil.Process) -> bool:
+    """A Ray worker or one of Ray's own services (raylet, GCS, dashboard, log monitor, ...)."""
+    return _is_ray_worker(process) or any("/ray/" in part or "ray/_private" in part for part in process.cmdline()[:2])
 
-    def __init__(self, root_pid: int, ray_head_pid: int | None, interval: float = 0.5) -> None:
-        self.root_pid, self.ray_head_pid, self.interval = root_pid, ray_head_pid, interval
+
+def _descendants(roots: Sequence[int]) -> list[psutil.Process]:
+    """Every live descendant of the processes `roots` (those gone are skipped)."""
+    import psutil
+
+    found: list[psutil.Process] = []
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            found += psutil.Process(root).children(recursive=True)
+    return found
+
+
+class ProcessSampler:
+    """Peak RSS of a measured process tree (and of each of its processes that is not Ray's) and of the Ray workers,
+    and the CPU time the Ray workers used, sampled from outside every 0.5 s (Ray workers are children of a raylet,
+    of the head's or of a worker node's, not of the measured process)."""
+
+    def __init__(self, root_pid: int, ray_roots: Sequence[int], interval: float = 0.5) -> None:
+        self.root_pid, self.ray_roots, self.interval = root_pid, tuple(ray_roots), interval
+        self.pid_peaks_mb: dict[int, float] = {}  # non-Ray processes of the tree: pid -> peak RSS
         self.peaks: dict[str, float] = {"tree_sum_mb": 0.0, "tree_max_mb": 0.0, "ray_workers_sum_mb": 0.0}
         self.peaks["ray_worker_max_mb"] = 0.0
         self.ray_cpu: dict[int, list[float]] = {}  # pid -> [cpu seconds at the window start, last seen]
@@ -77,27 +95,29 @@ class ProcessSampler:
                     times = process.cpu_times()
                     self.tree_cpu[process.pid] = times.user + times.system
             tree = self._rss(members)
+            for process in members:
+                with contextlib.suppress(psutil.Error):
+                    if not _is_ray_process(process):
+                        rss = process.memory_info().rss / MB
+                        self.pid_peaks_mb[process.pid] = max(self.pid_peaks_mb.get(process.pid, 0.0), rss)
             if tree:
                 self.peaks["tree_sum_mb"] = max(self.peaks["tree_sum_mb"], sum(tree))
                 self.peaks["tree_max_mb"] = max(self.peaks["tree_max_mb"], *tree)
-        if self.ray_head_pid is None:
-            return
-        with contextlib.suppress(psutil.Error):
-            workers = []
-            for process in psutil.Process(self.ray_head_pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if _is_ray_worker(process):
-                        workers.append(process)
-                        times = process.cpu_times()
-                        cpu = times.user + times.system
-                        if process.pid not in self.ray_cpu:
-                            baseline = 0.0 if process.create_time() >= self.started else cpu
-                            self.ray_cpu[process.pid] = [baseline, cpu]
-                        self.ray_cpu[process.pid][1] = cpu
-            rss = self._rss(workers)
-            if rss:
-                self.peaks["ray_workers_sum_mb"] = max(self.peaks["ray_workers_sum_mb"], sum(rss))
-                self.peaks["ray_worker_max_mb"] = max(self.peaks["ray_worker_max_mb"], *rss)
+        workers = []
+        for process in _descendants(self.ray_roots):
+            with contextlib.suppress(psutil.Error):
+                if _is_ray_worker(process):
+                    workers.append(process)
+                    times = process.cpu_times()
+                    cpu = times.user + times.system
+                    if process.pid not in self.ray_cpu:
+                        baseline = 0.0 if process.create_time() >= self.started else cpu
+                        self.ray_cpu[process.pid] = [baseline, cpu]
+                    self.ray_cpu[process.pid][1] = cpu
+        rss = self._rss(workers)
+        if rss:
+            self.peaks["ray_workers_sum_mb"] = max(self.peaks["ray_workers_sum_mb"], sum(rss))
+            self.peaks["ray_worker_max_mb"] = max(self.peaks["ray_worker_max_mb"], *rss)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -122,6 +142,7 @@ class Measured:
     wall_s: float
     cpu_s: float
     sampled: dict[str, float | int]
+    pid_peaks_mb: dict[int, float]
     log: Path
 
 
@@ -134,6 +155,7 @@ class Bench:
     pipeline: Pipeline
     ray_address: str = ""
     ray_head_pid: int | None = None
+    ray_node_pids: list[int] = field(default_factory=list)
     logs: Path = field(init=False)
 
     @classmethod
@@ -194,7 +216,8 @@ class Bench:
             process = subprocess.Popen(
                 command, env=dict(env), cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT
             )
-            with ProcessSampler(process.pid, self.ray_head_pid) as sampler:
+            ray_roots = [pid for pid in (self.ray_head_pid, *self.ray_node_pids) if pid is not None]
+            with ProcessSampler(process.pid, ray_roots) as sampler:
                 try:
                     code = process.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -209,7 +232,7 @@ class Bench:
         cpu = max(waited, float(sampler.summary()["tree_cpu_sampled_s"]))
         if check and code != 0:
             raise StageFailed(f"{label}: exited with code {code} (log: {log}):\n{tail(log)}")
-        return Measured(code, wall, cpu, sampler.summary(), log)
+        return Measured(code, wall, cpu, sampler.summary(), sampler.pid_peaks_mb, log)
 
     def worker(
         self, label: str, name: str, args: Mapping[str, Any], state: StatePaths, *, timeout: float = WORKER_TIMEOUT_S
@@ -226,6 +249,7 @@ class Bench:
         result["process_cpu_s"] = round(measured.cpu_s, 2)
         result["cpu_incl_ray_workers_s"] = round(measured.cpu_s + float(measured.sampled["ray_workers_cpu_s"]), 2)
         result["sampled_rss"] = measured.sampled
+        result["sampled_rss_by_pid"] = {str(pid): round(mb, 1) for pid, mb in measured.pid_peaks_mb.items()}
         result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f" {measured.wall_s:.1f}s wall, {result['cpu_incl_ray_workers_s']:.1f}s CPU", flush=True)
         return result
@@ -241,8 +265,9 @@ def tail(path: Path, lines: int = 25) -> str:
 
 
 @contextlib.contextmanager
-def ray_head(bench: Bench) -> Iterator[None]:
-    """One Ray head on free loopback ports, stopped (with its whole process tree) on exit."""
+def ray_head(bench: Bench, cpus: int | None = None) -> Iterator[None]:
+    """One Ray head on free loopback ports with `cpus` CPUs (default: the machine's; 0: a driver-only head whose
+    tasks all run on worker nodes), stopped (with its whole process tree) on exit."""
     import psutil
 
     from devtools.stack import Ports, pick_ports, ray_head_command, stop, wait_for_port
@@ -252,7 +277,7 @@ def ray_head(bench: Bench) -> Iterator[None]:
     env = bench.env()
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
-        ray_head_command(ports, cpus=os.cpu_count() or 2),
+        ray_head_command(ports, cpus=(os.cpu_count() or 2) if cpus is None else cpus),
         env=env,
         cwd=PROJECT_ROOT,
         start_new_session=True,
@@ -274,3 +299,54 @@ def ray_head(bench: Bench) -> Iterator[None]:
             parent = psutil.Process(head.pid)
             stop([parent, *parent.children(recursive=True)])
         log.close()
+
+
+NODE_JOINED = "Ray worker node "
+NODE_JOIN_TIMEOUT_S = 120
+
+
+@contextlib.contextmanager
+def ray_node(bench: Bench, cpus: float = 1) -> Iterator[int]:
+    """One more local Ray worker node (`devtools/ray_node.py`) with `cpus` CPUs joined to the bench's head, its pid
+    sampled with the head's; stopped (SIGTERM, then its whole tree) on exit. A node that exits before it joined is
+    started again until `NODE_JOIN_TIMEOUT_S`: a head whose dashboard is up may not have registered itself in its GCS
+    yet, and a node started then gives up at once ("No node info found for head node")."""
+    import psutil
+
+    from devtools.stack import stop
+
+    if not bench.ray_address:
+        raise StageFailed("a Ray worker node needs the bench's head: start it first (ray_head)")
+    log_path = bench.logs / f"ray_node_{len(bench.ray_node_pids) + 1}.log"
+    node = _start_node(bench, cpus, log_path)
+    try:
+        deadline = time.monotonic() + NODE_JOIN_TIMEOUT_S
+        while NODE_JOINED not in log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise StageFailed(f"Ray worker node did not join {bench.ray_address} (log: {log_path})")
+            if node.poll() is not None:
+                time.sleep(2)
+                node = _start_node(bench, cpus, log_path)
+            time.sleep(0.5)
+        bench.ray_node_pids.append(node.pid)
+        yield node.pid
+    finally:
+        if node.pid in bench.ray_node_pids:
+            bench.ray_node_pids.remove(node.pid)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(node.pid)
+            stop([parent, *parent.children(recursive=True)])
+
+
+def _start_node(bench: Bench, cpus: float, log_path: Path) -> subprocess.Popen[bytes]:
+    from devtools.stack import ray_node_command
+
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            ray_node_command(bench.ray_address, cpus),
+            env=bench.env(),
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+        )

@@ -4,7 +4,7 @@ A copy of `pipelines/air_quality.yaml` (`air_first`, rebasing off) reads its lan
 PM2.5 file (2010-01-01..2014-12-31) has just arrived. In a fresh worker process, as the daemon would: the pipeline's
 real landing sensor is ticked until it requests (it sees the file, then finds it stable), and the run it requests
 (raw + features over every day, their checks included, tagged as the sensor tags it) is executed on the home's
-instance the way a launched run is (`execute_job`: the code location's default executor, a process per step).
+instance the way a launched run is (`execute_job`: the code location's executor, in-process locally).
 
 Measured: the run's wall time; its start (run created -> RUN_START, almost all of it writing one planned
 materialisation per asset and day); the worker process as a whole (load, ticks, run). The plain script is the same

@@ -163,6 +163,33 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(f"  ratio {b['ratio']} (target <= {b['target']}): {'PASS' if b['meets_target'] else 'MISS'}")
         print(f"  heavy modules imported by the load: {b['loaded']['heavy_imported'] or 'none'}")
         print("  top imports:", ", ".join(f"{o['package']} {o['self_s']}s" for o in b["import_offenders"][:6]))
+    if "c" in figures:
+        c = figures["c"]
+        print(
+            f"\n(c) {c['stations']} stations, {c['rows']} rows; stages over {c['days']} days on 1 and 2 Ray worker "
+            f"nodes; load {c['loadavg_at_start']} -> {c['loadavg_at_end']}"
+        )
+        rows = [
+            [
+                x["figure"],
+                _fmt(x["value"]),
+                (">= " if "stage" in x else "<= ") + str(x["target"]) if "target" in x else "",
+                ("PASS" if x["meets_target"] else "MISS") if "target" in x else "",
+            ]
+            for x in c["figures"]
+        ]
+        print(tabulate(rows, headers=["figure", "value", "target", "result"]))
+        stages = [x for x in c["figures"] if "stage" in x]
+        print(
+            "  stage s, 1 node / 2 nodes:",
+            ", ".join(
+                f"{x['stage']} {x['one_node_s']} / {x['two_nodes_s']} (step alone {x.get('step_speedup')}x)"
+                for x in stages
+            ),
+        )
+        print(f"  features step peak RSS MB by days: {c['features_step_peak_rss_mb']}")
+        print(f"  Ray workers peak RSS MB by days: {c['ray_workers_peak_rss_mb']}")
+        print(f"  note: {c['note']}")
     for name, oos in figures.get("oos", {}).items():
         backtest, models = oos["backtest"], oos["model_backfill"]
         print(f"\n(oos) {name}: out-of-sample backtest {oos['backtest_days']} ({oos['days']} days)")

@@ -44,8 +44,10 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
 elif _PROJECT_DIR not in sys.path:
     sys.path.insert(0, _PROJECT_DIR)
 
-SECTIONS = ("a", "a_postgres", "b", "d", "e", "g", "h", "h_postgres", "i", "j", "oos")
-DEFAULT_SECTIONS = "a,b,d,e,h,i,j"  # oos trains a model per day for a year: hours on 2 cores, so only when asked
+SECTIONS = ("a", "a_postgres", "b", "c", "d", "e", "g", "h", "h_postgres", "i", "j", "oos")
+# oos trains a model per day for a year: hours on 2 cores, so only when asked; c (make bench-scale) generates and
+# runs 7M rows twice over: too long for the default run.
+DEFAULT_SECTIONS = "a,b,d,e,h,i,j"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -55,10 +57,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, arg
     parser.add_argument(
         "--only",
         default=DEFAULT_SECTIONS,
-        help="comma-separated sections: a (backfill), b (load), d (new file to fresh predictions), e (fingerprints), "
+        help="comma-separated sections: a (backfill), b (load), c (scale: N stations on 1 and 2 Ray worker nodes; not "
+        "default: make bench-scale), d (new file to fresh predictions), e (fingerprints), "
         "h (first landing of five years), i (ingest of the N-th file), j (N files landed at once), a_postgres and "
         "h_postgres (a and h on PostgreSQL, also added by --postgres), oos (out-of-sample backtest; not default), g "
         "(the instance at scale on PostgreSQL; alone, not default: benchmarks/simulation.py)",
+    )
+    parser.add_argument("--c-stations", type=int, default=400, help="(c) generated stations (default 400)")
+    parser.add_argument("--c-days", type=int, default=60, help="(c) days of the stage runs (default 60)")
+    parser.add_argument("--c-model-days", type=int, default=4, help="(c) days of the model run (default 4)")
+    parser.add_argument(
+        "--c-rss-days", default="30,60,120", help="(c) features ranges whose driver RSS is compared (first vs last)"
     )
     parser.add_argument("--h-days", type=int, default=1826, help="(h) days of the first landing (default 1826)")
     parser.add_argument(
@@ -116,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.many_files import section_j
     from benchmarks.oos import section_oos
     from benchmarks.report import carry_over, new_report, print_report, write_report
+    from benchmarks.scale import Size, section_c
     from benchmarks.sections import section_a, section_b, section_e
     from devtools.stack import RAY_LOOPBACK_ENV
 
@@ -130,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if {"a", "a_postgres"} & set(sections):
             backfill_range(bench.pipeline, args.days)  # a range that cannot fit fails now, not after other sections
         print(f"benchmarks: sections {','.join(sections)}; temp dir {tmp}")
-        with ray_head(bench):
+        shared_head = ray_head(bench) if set(sections) - {"c"} else contextlib.nullcontext()
+        with shared_head:
             if "a" in sections:
                 report["figures"]["a"] = section_a(bench, args.days, repeats=args.a_repeats, lean=args.a_lean)
             if "a_postgres" in sections:
@@ -156,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "oos" in sections:
                 names = [n.strip() for n in args.oos_pipelines.split(",") if n.strip()]
                 report["figures"]["oos"] = section_oos(bench, args.oos_days, names)
+        if "c" in sections:  # its own Ray cluster: a driver-only head and worker nodes
+            rss_days = tuple(int(x) for x in args.c_rss_days.split(","))
+            size = Size(args.c_stations, args.c_days, args.c_model_days, rss_days=rss_days)
+            report["figures"]["c"] = section_c(bench, size)
     except StageFailed as exc:
         report["failures"] = [str(exc)]
         code = 1

@@ -211,11 +211,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="folder to write the station files to")
     parser.add_argument("--measure", action="store_true", help="also judge them under each unit of rejection")
+    parser.add_argument("--stations", type=int, default=12, help="how many stations to write (not with --measure)")
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.out), indent=2))
     else:
-        paths, faults = generate(args.out)
+        paths, faults = generate(args.out, stations=args.stations)
         print(json.dumps({"files": [str(p) for p in paths], "faults": vars(faults)}, indent=2))
 
 

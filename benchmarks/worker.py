@@ -31,6 +31,7 @@ from benchmarks.fresh_day import worker_fresh_day
 from benchmarks.ingest import worker_ingest_nth
 from benchmarks.landing_first import worker_landing_first
 from benchmarks.many_files import worker_many_files
+from benchmarks.scale import worker_scale_champion, worker_scale_stage
 from benchmarks.script import worker_model_compute, worker_script
 from kernel.days import day_range
 
@@ -172,37 +173,48 @@ def worker_dagster_inprocess(args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
-    """What `dagster asset materialize -m platform_assets.definitions --partition-range` does, minus its
-    single_run() guard: load the code location, build the implicit job, `execute_job` it (the
-    definitions' executor: in-process locally)."""
+def execute_cli_equivalent(
+    select: str, first: date, last: date, *, checks: bool = True
+) -> tuple[dg.DagsterInstance, dg.ExecutionResult, float, float]:
+    """What `dagster asset materialize -m platform_assets.definitions --select SELECT --partition-range FIRST...LAST`
+    does, minus its single_run() guard: load the code location, build the implicit job, `execute_job` it (the
+    definitions' executor: in-process locally). Returns the instance, the result and the seconds of the load and of
+    the run."""
     started = time.perf_counter()
     import dagster as dg
     from dagster._core.origin import JobPythonOrigin
     from dagster._utils.hosted_user_process import recon_job_from_origin
 
     origin, repo = platform_code_location()
-    keys = dg.AssetSelection.from_coercible(list(args["select"].split(","))).resolve(repo.asset_graph)
+    keys = dg.AssetSelection.from_coercible(list(select.split(","))).resolve(repo.asset_graph)
     implicit = repo.get_implicit_job_def_for_assets(keys)
     if implicit is None:
         raise StageFailed("the selected assets do not share one partitions definition")
     recon = recon_job_from_origin(JobPythonOrigin(implicit.name, repository_origin=origin))
     instance = dg.DagsterInstance.get()
-    tags = range_tags(date.fromisoformat(args["first"]), date.fromisoformat(args["last"]))
+    tags = range_tags(first, last)
     loaded = time.perf_counter()
-    if args["checks"]:
+    if checks:
         result = dg.execute_job(recon, instance=instance, asset_selection=list(keys), tags=tags)
     else:
         subset = recon.get_subset(asset_selection=set(keys), asset_check_selection=set())
         result = dg.execute_job(subset, instance=instance, tags=tags)
-    finished = time.perf_counter()
+    return instance, result, loaded - started, time.perf_counter() - loaded
+
+
+def worker_dagster_cli(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The CLI-equivalent run of (a)'s selection over its range (`execute_cli_equivalent`); it must succeed."""
+    first, last = date.fromisoformat(args["first"]), date.fromisoformat(args["last"])
+    instance, result, load_s, execute_s = execute_cli_equivalent(
+        args["select"], first, last, checks=bool(args["checks"])
+    )
     if not result.success:
         failures = failure_messages(instance.all_logs(result.run_id))
         details = "\n".join(f"[{step}] {text}" for step, text in failures)
         raise StageFailed(f"CLI-equivalent run failed (run {result.run_id}):\n{details}")
     return {
-        "load_s": round(loaded - started, 2),
-        "execute_s": round(finished - loaded, 2),
+        "load_s": round(load_s, 2),
+        "execute_s": round(execute_s, 2),
         "breakdown": run_breakdown(instance, result.run_id),
         **rusage_mb(),
     }
@@ -422,6 +434,8 @@ WORKERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "ingest_nth": worker_ingest_nth,
     "many_files": worker_many_files,
     "landing_first": worker_landing_first,
+    "scale_stage": worker_scale_stage,
+    "scale_champion": worker_scale_champion,
 }
 
 
