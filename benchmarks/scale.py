@@ -100,8 +100,9 @@ def last_days(days: int, end: date = LAST_DAY) -> tuple[date, date]:
 
 def worker_scale_stage(args: Mapping[str, Any]) -> dict[str, Any]:
     """One stage over a range as `dagster asset materialize --partition-range` runs it (checks included, the
-    definitions' executor: in-process locally); a model gate rejecting a candidate is tolerated when `tolerate_gates`. Returns the
-    run's times, each step's process id (the sampler's peaks are per process) and the stage's Ray metadata."""
+    definitions' executor: in-process locally); a model gate rejecting a candidate is tolerated when
+    `tolerate_gates`. Returns the run's times, each step's process id (the sampler's peaks are per process) and the
+    stage's Ray metadata."""
     from benchmarks.eventlog import failure_messages, gates_only, run_breakdown
     from benchmarks.worker import execute_cli_equivalent
 
