@@ -132,6 +132,7 @@ def train_round(
         training.train_candidate,
         calls,
         num_cpus=compute.ray_cpus_per_task,
+        resources=compute.ray_resources,
         timeout=compute.ray_task_timeout_seconds,
         progress=progress,
     )
@@ -141,6 +142,7 @@ def train_round(
         evaluation_fns.evaluate_and_refit,
         [(day_results, split, spec, champion) for day_results, split in zip(by_day, windows.values(), strict=True)],
         num_cpus=compute.ray_cpus_per_task,
+        resources=compute.ray_resources,
         timeout=compute.ray_task_timeout_seconds,
         progress=progress,
     )
