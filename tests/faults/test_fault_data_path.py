@@ -23,7 +23,7 @@ from kernel.names import GATES
 from kernel.records import Rejected
 from kernel.spec import PipelineSpec
 from resources import day_tasks
-from resources.compute import ray_map
+from resources.compute import RayCluster, ray_map
 from resources.storage import PartitionedParquetIOManager
 from resources.store import StoredDay, Written
 from resources.verdicts import gate
@@ -60,8 +60,10 @@ def test_a_series_day_replaced_after_its_verdict_is_not_built_on_by_the_ray_task
     built_days = days[lookback:]
 
     def build(output: str) -> dict[str, day_tasks.DayBuilt]:
+        """The features asset's task over the built days, connected as a run connects (and disconnected after)."""
         batch = day_tasks.DayBatch(store.store, (NAME, output), built_days, refs)
-        (done,) = ray_map(day_tasks.build_feature_days, [(batch, lookback, spec)], timeout=300)
+        with dg.build_resources({"ray_cluster": RayCluster(address=ray_address)}):
+            (done,) = ray_map(day_tasks.build_feature_days, [(batch, lookback, spec)], timeout=300)
         return {result.day: result for result in done.days}
 
     judged = build("features_judged")
