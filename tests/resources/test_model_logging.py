@@ -35,7 +35,9 @@ def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_loa
     split = training.split_window(frames, DAY, spec)
     results = [training.train_candidate(c, split.train, split.holdout, spec) for c in spec.training.candidates]
     scored, model = evaluation.evaluate_and_refit(results, split, spec)
-    tracking = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking = MlflowTracking(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
+    )
     tracking.setup_for_execution(dg.build_init_resource_context())
 
     with caplog.at_level(logging.DEBUG):
