@@ -425,14 +425,20 @@ def _log_run_contents(
 def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) -> str:
     """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version."""
     import mlflow.sklearn
+    from mlflow.models import infer_signature
 
     from ml.features import feature_columns
 
+    # A signature, not an input example: MLflow validates an example by loading the model back, which the pickle-off
+    # setting (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false) refuses, logging "Deserializing this model is disallowed"
+    # for every model; the signature is what serving checks inputs against. The output is the target's float64
+    # array, as `predict` returns it (read from the rows, not predicted: a prediction walks every tree of the model).
+    rows = holdout.head(3)
     info = mlflow.sklearn.log_model(
         model,
         name="model",
         registered_model_name=spec.name,
-        input_example=holdout[feature_columns(spec)].head(3),
+        signature=infer_signature(rows[feature_columns(spec)], rows[spec.target].to_numpy(dtype="float64")),
         pip_requirements=_pip_requirements(),
         skops_trusted_types=_trusted_types(spec, model),
     )

@@ -1,6 +1,8 @@
 """`<p>/model`: a candidate per day (walk-forward); `<p>/champion` is in `champion.py`."""
 
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +115,8 @@ def served_champion(
 # Days trained, evaluated, refitted and logged together: enough Ray tasks to keep a cluster busy, few enough fitted
 # models held at once (a year's backfill gathering all of them first peaked at 4.8 GB, over a 4 GiB training pod).
 DAYS_PER_ROUND = 16
+# A day of a trained round: its window split, its candidates' results, the evaluation and the refitted model.
+TrainedDay = tuple[date, "training.WindowSplit", list["training.CandidateResult"], "evaluation_fns.Evaluation", Any]
 
 
 def train_round(
@@ -120,7 +124,7 @@ def train_round(
     spec: PipelineSpec,
     champion: tuple[Any, str, date] | None,
     progress: Callable[[str], None],
-) -> "list[tuple[date, training.WindowSplit, list[training.CandidateResult], evaluation_fns.Evaluation, Any]]":
+) -> list[TrainedDay]:
     """Per day: its candidates trained (Ray tasks), then the best evaluated against the baseline and the champion
     and refitted on the whole window (a Ray task per day)."""
     from ml import evaluation as evaluation_fns
@@ -150,6 +154,38 @@ def train_round(
         (day, split, day_results, evaluation, model)
         for (day, split), day_results, (evaluation, model) in zip(windows.items(), by_day, evaluated, strict=True)
     ]
+
+
+def log_round(
+    trained: list[TrainedDay],
+    *,
+    pipeline: Pipeline,
+    mlflow: MlflowTracking,
+    store: PartitionedParquetIOManager,
+    run_id: str,
+    features: "Mapping[str, pd.DataFrame | Rejected]",
+    stop: threading.Event,
+) -> list[ModelRecord]:
+    """A trained round's days, in day order: each its own MLflow run and registered version, then the version's
+    record kept (before the next day is logged); the first failure stops the round and is raised; `stop` (set
+    when the run fails elsewhere) ends it before the next day."""
+    logged = []
+    for day, split, results, evaluation, served in trained:
+        if stop.is_set():
+            break
+        record = mlflow.log_model_partition(
+            pipeline.spec,
+            day=day,
+            split=split,
+            results=results,
+            evaluation=evaluation,
+            model=served,
+            run_id=run_id,
+            features_fingerprints=read_from(features, split.window),
+        )
+        keep_version_record(store, pipeline, record)
+        logged.append(record)
+    return logged
 
 
 def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
@@ -185,27 +221,48 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         except dg.Failure as refused:  # training is how a bad alias gets replaced: go on, compare with nothing
             context.log.warning(f"{refused.description}; candidates are not compared with a champion")
             champion, unverified["champion_unverified"] = None, str(refused.description)
-        metadata: dict[str, Any] = {}
         records: dict[str, ModelRecord | Rejected] = dict(rejected)
         worker_pids: set[int] = set()
         rounds = list(windows.items())
-        for start in range(0, len(rounds), DAYS_PER_ROUND):
-            for day, split, results, evaluation, served in train_round(
-                dict(rounds[start : start + DAYS_PER_ROUND]), spec, champion, context.log.info
-            ):
-                record = mlflow.log_model_partition(
-                    spec,
-                    day=day,
-                    split=split,
-                    results=results,
-                    evaluation=evaluation,
-                    model=served,
-                    run_id=context.run.run_id,
-                    features_fingerprints=read_from(features, split.window),
-                )
-                keep_version_record(io_manager, pipeline, record)
-                records[str(day)], metadata = record, model_metadata(record, evaluation.images, mlflow)
-                worker_pids |= {r.worker_pid for r in results}
+        trained: list[TrainedDay] = []
+        logged: list[ModelRecord] = []
+        # A round is logged to MLflow in the background while the next one trains on Ray: one logging thread (days
+        # logged, registered and kept in day order), at most one round waiting for it. A logging failure fails the
+        # run with MLflow's own error at the training's next progress report, or at the next wait.
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-logger") as logger:
+            logging_round: Future[list[ModelRecord]] | None = None
+
+            def progress(message: str) -> None:
+                if logging_round is not None and logging_round.done():
+                    logging_round.result()
+                context.log.info(message)
+
+            try:
+                for start in range(0, len(rounds), DAYS_PER_ROUND):
+                    trained = train_round(dict(rounds[start : start + DAYS_PER_ROUND]), spec, champion, progress)
+                    worker_pids |= {r.worker_pid for _, _, results, _, _ in trained for r in results}
+                    if logging_round is not None:
+                        logged += logging_round.result()
+                    logging_round = logger.submit(
+                        log_round,
+                        trained,
+                        pipeline=pipeline,
+                        mlflow=mlflow,
+                        store=io_manager,
+                        run_id=context.run.run_id,
+                        features=features,
+                        stop=stop,
+                    )
+                if logging_round is not None:
+                    logged += logging_round.result()
+            except BaseException as exc:  # the run fails or is stopped: the logger stops after its current day
+                stop.set()
+                if logging_round is not None and (failure := logging_round.exception()) not in {None, exc}:
+                    context.log.error(f"logging a trained round to MLflow failed too: {failure!r}")
+                raise
+        records.update((record.partition, record) for record in logged)
+        metadata = model_metadata(logged[-1], trained[-1][3].images, mlflow) if logged else {}
         metadata |= unverified
         metadata["days_rejected"] = len(rejected)
         metadata["rejected_days"] = dg.MetadataValue.json({d: r.reason for d, r in rejected.items()})

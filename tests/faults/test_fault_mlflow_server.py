@@ -9,7 +9,9 @@ EnvVar("MLFLOW_TRACKING_URI"))`, and gets the server's URL in that variable. The
 SIGKILL at a cue read from the server's database: as soon as the MLflow run exists as RUNNING, mid-logging, before
 the model is registered (`logging`); or once the model version is registered, before its tags and the stored record
 (`registered`: the child's registry client is slow, 2 s, only at tagging a version, so the kill lands in that window
-every time). The child has MLflow's HTTP retries set low, so it fails in seconds rather than minutes.
+every time); or, in a run of three days trained in rounds of one, as soon as the first day's MLflow run is RUNNING
+(`next_round`: the background logger holds the first round while Ray trains the next). The child has MLflow's HTTP
+retries set low, so it fails in seconds rather than minutes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -31,6 +34,7 @@ from dev_stack import free_port
 from support import run_range
 
 from devtools.stack import BIN, prepare_home, stop
+from kernel.days import day_range
 from kernel.names import CHAMPION, MODEL_GATES
 from kernel.paths import PROJECT_ROOT
 from platform_assets.definitions import build_definitions
@@ -53,7 +57,10 @@ CLIENT_RETRIES = {
 CUES = {
     "logging": ("SELECT count(*) FROM runs WHERE status = 'RUNNING'", "the model's MLflow run is RUNNING"),
     "registered": ("SELECT count(*) FROM model_versions", "its model version is registered, before tags and record"),
+    "next_round": ("SELECT count(*) FROM runs WHERE status = 'RUNNING'", "the first round is logged, the next trains"),
 }
+# The model days of each cue's run, and the days per training round (the model asset's DAYS_PER_ROUND).
+RANGES = {"logging": (DAY, DAY, 16), "registered": (DAY, DAY, 16), "next_round": ("2012-06-24", DAY, 1)}
 
 MODEL_RUN = """
 import sys, time
@@ -64,10 +71,12 @@ from support import run_range
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
+from platform_assets.stages import training
 from mlflow import MlflowClient
 from resources.tracking import MlflowTracking
 
-home, specs, day, slow_tags = sys.argv[1:5]
+home, specs, first, last, days_per_round, slow_tags = sys.argv[1:7]
+training.DAYS_PER_ROUND = int(days_per_round)
 if slow_tags == "slow":
     tag = MlflowClient.set_model_version_tag
     def slow_tag(self, *args, **kwargs):
@@ -82,7 +91,7 @@ defs = dg.Definitions(
     assets=local.assets, asset_checks=local.asset_checks, resources={**(local.resources or {}), "mlflow": tracking}
 )
 with dg.DagsterInstance.get() as instance:
-    result = run_range(defs, ["model", "champion"], "unserved_bikes", (day, day), instance)
+    result = run_range(defs, ["model", "champion"], "unserved_bikes", (first, last), instance)
 sys.exit(0 if result.success else 1)
 """
 
@@ -188,7 +197,10 @@ def test_an_mlflow_server_killed_mid_training_fails_the_run_promotes_nothing_and
         "PYTHONPATH": f"{PROJECT_ROOT}/tests",
         "MLFLOW_TRACKING_URI": server.url,
     }
-    command = [sys.executable, "-c", MODEL_RUN, str(settings.home), str(settings.specs_dir), DAY]
+    first, last, days_per_round = RANGES[cue]
+    days = [str(d) for d in day_range(date.fromisoformat(first), date.fromisoformat(last))]
+    command = [sys.executable, "-c", MODEL_RUN, str(settings.home), str(settings.specs_dir), first, last]
+    command.append(str(days_per_round))
     log = tmp_path / "model_run.log"
     tracking = MlflowTracking(tracking_uri=server.url)  # the test's own view of the registry (only while it is up)
 
@@ -213,6 +225,12 @@ def test_an_mlflow_server_killed_mid_training_fails_the_run_promotes_nothing_and
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             killed = instance.get_runs(limit=1)[0]
             message = failure_message(instance, killed.run_id)
+            materialised = [
+                r.asset_key
+                for r in instance.get_records_for_run(
+                    killed.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+                ).records
+            ]
         assert (code, killed.status) == (1, dg.DagsterRunStatus.FAILURE), log.read_text()[-3000:]
         assert server.url in message or "Max retries exceeded" in message, message
 
@@ -224,7 +242,8 @@ def test_an_mlflow_server_killed_mid_training_fails_the_run_promotes_nothing_and
         aliases = client.get_registered_model(NAME).aliases if versions else {}
         orphans = [str(v.version) for v in versions]  # no model record was stored for this day: all are orphans
         assert cue != "registered" or orphans, "the kill did not land after the version was registered"
-        assert not store.exists(model_key, DAY), "a model record was stored by the failed run"
+        assert not [d for d in days if store.exists(model_key, d)], "a model record was stored by the failed run"
+        assert model_key not in materialised, f"the failed run materialised model partitions: {materialised}"
         assert not store.exists(champion_key, None), "a champion record was stored by the failed run"
         assert CHAMPION not in aliases, f"the failed run left a champion alias: {aliases}"
         stuck = [r.info.status for r in client.search_runs([e.experiment_id for e in client.search_experiments()])]
@@ -239,6 +258,11 @@ def test_an_mlflow_server_killed_mid_training_fails_the_run_promotes_nothing_and
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             assert instance.get_runs(limit=1)[0].status == dg.DagsterRunStatus.SUCCESS
             gates_failed = rejected_days(instance, model_key, MODEL_GATES, store.fingerprints(model_key, [DAY]))
+        # Every day of the re-run materialised with its own finished MLflow run, versions registered in day order.
+        rerun_records = [store.read(model_key, d) for d in days]
+        assert [client.get_run(r["mlflow_run_id"]).info.status for r in rerun_records] == ["FINISHED"] * len(days)
+        versions_by_day = [int(r["version"]) for r in rerun_records]
+        assert versions_by_day == sorted(versions_by_day), versions_by_day
         alias = tracking.alias_version(NAME, CHAMPION)
         record = str(store.read(model_key, DAY)["version"])
         champion = str(store.read(champion_key, None)["version"])
