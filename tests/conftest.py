@@ -61,6 +61,17 @@ def start_ray_head(log: Path) -> tuple[subprocess.Popen[bytes], Ports]:
             return head, ports
 
 
+@pytest.fixture(autouse=True)
+def no_ray_connection_left() -> Iterator[None]:
+    """A test that leaves this process connected to Ray is an error (it is disconnected here): every later in-process
+    run would fail to connect ("ray.init twice"), far from the cause."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail("the test left this process connected to Ray (connect through the RayCluster resource)")
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Ray head on free loopback ports for the whole session, stopped at the end."""
