@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import dagster as dg
 import psutil
@@ -55,7 +56,10 @@ class TwoNodes:
         """Alive node id -> its total resources, from the head's dashboard (no driver connection)."""
         from ray.util.state import list_nodes
 
-        nodes: list[Any] = list_nodes(address=self.dashboard)
+        # Ray's state API lets RAY_ADDRESS (the test session's own head, once a test used it) override `address`;
+        # RAY_API_SERVER_ADDRESS overrides both.
+        with mock.patch.dict(os.environ, {"RAY_API_SERVER_ADDRESS": self.dashboard}):
+            nodes: list[Any] = list_nodes(address=self.dashboard)
         return {n.node_id: n.resources_total for n in nodes if n.state == "ALIVE"}
 
     def node_processes(self) -> list[psutil.Process]:
