@@ -5,6 +5,7 @@ which Ray tasks also read and write directly (a lazy input passes days by refere
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,8 +71,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise MissingPartitionError(str(error)) from error
 
     def fingerprints(self, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, str | None]:
-        """The fingerprints of the stored partitions among `partition_keys` (partitions never stored are left out)."""
-        return {key: self.fingerprint(asset_key, key) for key in partition_keys if self.exists(asset_key, key)}
+        """The fingerprints of the stored partitions among `partition_keys` (partitions never stored are left out).
+        One lookup per partition, not an existence test first: on an object store each is a round trip."""
+        found = {}
+        for key in partition_keys:
+            with contextlib.suppress(NotStored):
+                found[key] = self.store.fingerprint(asset_key.path, key)
+        return found
 
     def exists(self, asset_key: dg.AssetKey, partition_key: str | None) -> bool:
         return self.store.exists(asset_key.path, partition_key)
@@ -82,9 +88,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         """Values of several partitions, keyed by partition; missing ones are skipped only if allowed."""
         values = {}
         for key in partition_keys:
-            if allow_missing and not self.exists(asset_key, key):
-                continue
-            values[key] = _annotated(self.read_stored(asset_key, key))
+            try:
+                values[key] = _annotated(self.read_stored(asset_key, key))
+            except MissingPartitionError:
+                if not allow_missing:
+                    raise
         return values
 
     def read_for_judging(
@@ -94,12 +102,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         fingerprint (a day that cannot be judged is never passed), not an error that fails every other day."""
         stored = {}
         for key in partition_keys:
-            if allow_missing and not self.exists(asset_key, key):
-                continue
             try:
                 stored[key] = self.read_stored(asset_key, key)
             except MissingPartitionError:
-                raise
+                if not allow_missing:
+                    raise
             except (OSError, ValueError) as error:
                 reason = f"{asset_key.to_user_string()} {key}: the stored file cannot be read ({error})"
                 stored[key] = Stored(Rejected(day=key, reason=reason), None)
