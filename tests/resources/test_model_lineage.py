@@ -1,26 +1,21 @@
 """The types a model may hold are fixed in our code: every model family of `ml.training`, fitted on real features of
-both shipped datasets, needs no type beyond `SKOPS_TRUSTED_TYPES`; a model that would need one is refused when
-logged, and the same list is all `load_verified` trusts."""
+both shipped datasets, needs no type beyond `SKOPS_TRUSTED_TYPES` (a model that would need one is refused when
+logged: tests/resources/test_model_logging.py), and the same list is all `load_verified` trusts."""
 
 from __future__ import annotations
 
-import operator
 from datetime import date, timedelta
 from typing import Any
 
-import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 import skops.io
 from conftest import AIR_CSV, AIR_SPEC, BIKE_CSV, BIKE_SPEC
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from kernel.paths import PROJECT_ROOT
 from kernel.spec import CandidateSpec, PipelineSpec, load_spec
 from ml import features, ingest, training
-from resources.tracking import SKOPS_TRUSTED_TYPES, _trusted_types
+from resources.tracking import SKOPS_TRUSTED_TYPES
 
 
 def fitted_models(spec_path: Any, csv: Any, last: date) -> dict[str, Any]:
@@ -49,10 +44,3 @@ def test_every_family_fitted_on_real_features_needs_only_the_fixed_trusted_types
         assert needed <= set(SKOPS_TRUSTED_TYPES), (family, needed - set(SKOPS_TRUSTED_TYPES))
         loaded = skops.io.loads(skops.io.dumps(model), trusted=list(SKOPS_TRUSTED_TYPES))
         assert type(loaded) is type(model)
-
-
-def test_a_model_needing_another_type_is_refused_before_it_is_logged() -> None:
-    spec = load_spec(BIKE_SPEC)
-    odd = make_pipeline(FunctionTransformer(operator.neg)).fit(np.ones((4, 1)))
-    with pytest.raises(dg.Failure, match=r"holds types outside SKOPS_TRUSTED_TYPES \(\['_operator\.neg'\]\)"):
-        _trusted_types(spec, odd)

@@ -1,21 +1,29 @@
 """Logging a model partition to a real (SQLite) MLflow: the model gets a signature, and MLflow does not try to load it
 back to check an input example (which the pickle-off setting refuses, printing "Deserializing this model is
-disallowed" for every model logged)."""
+disallowed" for every model logged); a model holding a type outside `SKOPS_TRUSTED_TYPES` is refused before any
+version is registered."""
 
 from __future__ import annotations
 
 import logging
+import operator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import mlflow.models
+import numpy as np
 import pytest
 import yaml
 from conftest import BIKE_CSV, bike_spec_document
+from mlflow import MlflowClient
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from kernel.paths import PROJECT_ROOT
-from kernel.spec import load_spec
+from kernel.spec import PipelineSpec, load_spec
 from ml import evaluation, features, ingest, training
 from resources.tracking import MlflowTracking
 
@@ -23,9 +31,20 @@ DAY = date(2012, 6, 30)
 REFUSED = "Deserializing this model is disallowed"
 
 
-def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_load_it(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
-) -> None:
+@dataclass(frozen=True)
+class Trained:
+    """A real model partition of bike, trained and evaluated, and an MLflow of its own to log it to."""
+
+    spec: PipelineSpec
+    split: training.WindowSplit
+    results: list[training.CandidateResult]
+    scored: evaluation.Evaluation
+    model: Any
+    tracking: MlflowTracking
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Trained:
     path = tmp_path / "bike_demand.yaml"
     path.write_text(yaml.safe_dump(bike_spec_document(training={"window_days": 21})))
     spec = load_spec(path)
@@ -39,18 +58,28 @@ def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_loa
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
     )
     tracking.setup_for_execution(dg.build_init_resource_context())
+    return Trained(spec, split, results, scored, model, tracking)
 
+
+def log(trained: Trained, model: Any) -> Any:
+    return trained.tracking.log_model_partition(
+        trained.spec,
+        day=DAY,
+        split=trained.split,
+        results=trained.results,
+        evaluation=trained.scored,
+        model=model,
+        run_id="a-dagster-run",
+        features_fingerprints={},
+    )
+
+
+def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_load_it(
+    trained: Trained, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    spec, split, model = trained.spec, trained.split, trained.model
     with caplog.at_level(logging.DEBUG):
-        record = tracking.log_model_partition(
-            spec,
-            day=DAY,
-            split=split,
-            results=results,
-            evaluation=scored,
-            model=model,
-            run_id="a-dagster-run",
-            features_fingerprints={},
-        )
+        record = log(trained, model)
 
     printed = capfd.readouterr()
     assert REFUSED not in caplog.text + printed.out + printed.err
@@ -59,3 +88,12 @@ def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_loa
     assert signature.inputs.input_names() == features.feature_columns(spec)
     rows = split.holdout[features.feature_columns(spec)].head(3)
     assert signature.outputs == mlflow.models.infer_signature(rows, model.predict(rows)).outputs
+
+
+def test_a_model_needing_another_type_is_refused_before_a_version_is_registered(trained: Trained) -> None:
+    odd = make_pipeline(FunctionTransformer(operator.neg)).fit(np.ones((4, 1)))
+    with pytest.raises(dg.Failure, match=r"holds types outside SKOPS_TRUSTED_TYPES.*_operator\.neg"):
+        log(trained, odd)
+    log(trained, trained.model)  # the same partition's real model is logged and registered
+    versions = MlflowClient(trained.tracking.tracking_uri).search_model_versions(f"name='{trained.spec.name}'")
+    assert [str(v.version) for v in versions] == ["1"]
