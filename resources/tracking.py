@@ -37,6 +37,13 @@ SKOPS_TRUSTED_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 )
+# CPython 3.11 keeps one AST recursion counter per interpreter, not per thread (python/cpython#106905): a thread
+# building Python AST objects (numpy reading an array header while skops saves and reloads a model, a traceback
+# locating its carets) while another one does too can fail with this SystemError. A model is logged in the
+# background while the next round trains, so its save is tried again: it only writes a local temp directory that
+# MLflow removes on failure; nothing is uploaded or registered before the save succeeds.
+AST_RACE = "AST constructor recursion depth mismatch"
+SAVE_ATTEMPTS = 3
 MODEL_FILE = "model.skops"  # mlflow.sklearn's file name for a model saved in the skops format
 
 
@@ -438,25 +445,41 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) ->
     # anything is uploaded or registered, so a model serving would refuse is never logged, without a check of our own
     # (a second serialisation of every model, once a third of the logging time).
     rows = holdout.head(3)
-    try:
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=spec.name,
-            signature=infer_signature(rows[feature_columns(spec)], rows[spec.target].to_numpy(dtype="float64")),
-            pip_requirements=_pip_requirements(),
-            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
-        )
-    except MlflowException as error:
-        if "untrusted types" not in error.message:
+    attempts_left = SAVE_ATTEMPTS
+    while True:
+        try:
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                registered_model_name=spec.name,
+                signature=infer_signature(rows[feature_columns(spec)], rows[spec.target].to_numpy(dtype="float64")),
+                pip_requirements=_pip_requirements(),
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+            )
+            break
+        except (MlflowException, SystemError) as error:
+            attempts_left -= 1
+            if attempts_left and _hit_ast_race(error):
+                continue
+            if isinstance(error, MlflowException) and "untrusted types" in error.message:
+                raise dg.Failure(
+                    f"{spec.name}: the fitted model holds types outside SKOPS_TRUSTED_TYPES; add them to "
+                    f"resources/tracking.py only if they are safe to load ({error.message})"
+                ) from error
             raise
-        raise dg.Failure(
-            f"{spec.name}: the fitted model holds types outside SKOPS_TRUSTED_TYPES; add them to resources/tracking.py "
-            f"only if they are safe to load ({error.message})"
-        ) from error
     if info.registered_model_version is None:
         raise dg.Failure(f"{spec.name}: MLflow logged the model but registered no version")
     return str(info.registered_model_version)
+
+
+def _hit_ast_race(error: BaseException) -> bool:
+    """Whether `error`, or what caused it, is CPython 3.11's spurious AST recursion-depth SystemError."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SystemError) and AST_RACE in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _pip_requirements() -> list[str]:

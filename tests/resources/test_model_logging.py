@@ -1,7 +1,7 @@
 """Logging a model partition to a real (SQLite) MLflow: the model gets a signature, and MLflow does not try to load it
 back to check an input example (which the pickle-off setting refuses, printing "Deserializing this model is
 disallowed" for every model logged); a model holding a type outside `SKOPS_TRUSTED_TYPES` is refused before any
-version is registered."""
+version is registered; CPython's AST race while saving is retried."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import dagster as dg
 import mlflow.models
 import numpy as np
 import pytest
+import skops.io
 import yaml
 from conftest import BIKE_CSV, bike_spec_document
 from mlflow import MlflowClient
@@ -25,7 +26,7 @@ from sklearn.preprocessing import FunctionTransformer
 from kernel.paths import PROJECT_ROOT
 from kernel.spec import PipelineSpec, load_spec
 from ml import evaluation, features, ingest, training
-from resources.tracking import MlflowTracking
+from resources.tracking import AST_RACE, SAVE_ATTEMPTS, MlflowTracking
 
 DAY = date(2012, 6, 30)
 REFUSED = "Deserializing this model is disallowed"
@@ -97,3 +98,29 @@ def test_a_model_needing_another_type_is_refused_before_a_version_is_registered(
     log(trained, trained.model)  # the same partition's real model is logged and registered
     versions = MlflowClient(trained.tracking.tracking_uri).search_model_versions(f"name='{trained.spec.name}'")
     assert [str(v.version) for v in versions] == ["1"]
+
+
+@pytest.mark.parametrize("races", [SAVE_ATTEMPTS - 1, SAVE_ATTEMPTS])
+def test_cpython_s_ast_race_while_saving_is_retried_and_registers_one_version(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, races: int
+) -> None:
+    """CPython 3.11's shared AST counter (python/cpython#106905) can fail a save while another thread parses; the
+    race is injected at skops' dump, where MLflow saves the model, the first `races` times."""
+    dump = skops.io.dump
+    left = [races]
+
+    def racing_dump(*args: Any, **kwargs: Any) -> Any:
+        if left[0]:
+            left[0] -= 1
+            raise SystemError(f"{AST_RACE} (before=135, after=200)")
+        return dump(*args, **kwargs)
+
+    monkeypatch.setattr(skops.io, "dump", racing_dump)
+    client = MlflowClient(trained.tracking.tracking_uri)
+    if races == SAVE_ATTEMPTS:
+        with pytest.raises(Exception, match="could not be serialized"):
+            log(trained, trained.model)
+        assert client.search_model_versions(f"name='{trained.spec.name}'") == []
+        return
+    record = log(trained, trained.model)
+    assert [str(v.version) for v in client.search_model_versions(f"name='{trained.spec.name}'")] == [record.version]
