@@ -11,6 +11,7 @@ from kernel.settings import Settings
 from kernel.spec import PipelineSpec, load_specs
 from platform_assets.factory import build_pipeline
 from platform_assets.wiring import build_wiring
+from sensors import unfinished_writes
 from sensors.alerts import run_failure_alert
 from sensors.automation import automation_sensor
 from sensors.mlflow_runs import mlflow_runs_of_failed_runs
@@ -36,7 +37,13 @@ def build_definitions(settings: Settings, today: date | None = None) -> dg.Defin
         [],
         [],
         [],
-        [automation_sensor, run_failure_alert, mlflow_runs_of_failed_runs, *wiring.sensors],
+        [
+            automation_sensor,
+            run_failure_alert,
+            mlflow_runs_of_failed_runs,
+            unfinished_writes.build(wiring.store),
+            *wiring.sensors,
+        ],
     )
     for spec in specs:
         built = build_pipeline(_pipeline(spec, settings, today), wiring.store, settings.quarantine_uri)

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
-import dagster as dg
-
 from kernel.pipeline import Pipeline
 from kernel.schema import TIMESTAMP
 from resources.storage import PartitionedParquetIOManager
+from resources.store import TEMPORARY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,12 +67,7 @@ class IngestLog:
     @classmethod
     def of(cls, store: PartitionedParquetIOManager, pipeline: str) -> IngestLog:
         """The log of `pipeline` in the store (the store's URI may still be an unresolved `EnvVar`, as wired)."""
-        import pyarrow.fs as pafs
-
-        uri = store.base_uri
-        if isinstance(uri, dg.EnvVar):
-            uri = uri.get_value() or ""
-        filesystem, root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
+        filesystem, root = store.store.filesystem()
         return cls(filesystem, f"{root.rstrip('/')}/{pipeline}/{INGEST_DIR}", pipeline)
 
     @property
@@ -158,7 +152,7 @@ class IngestLog:
         return [self.read_entry(name) for name in log.covering(self.names(), days)]
 
     def _write_once(self, path: str, payload: bytes) -> None:
-        temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        temporary = f"{path}{TEMPORARY}{uuid.uuid4().hex}"
         self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with self.filesystem.open_output_stream(temporary) as stream:
             stream.write(payload)

@@ -32,8 +32,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     @property
     def store(self) -> AssetStore:
-        """The store's files, as a Ray task reads and writes them."""
-        return AssetStore(self.base_uri)
+        """The store's files, as a Ray task reads and writes them (a sensor holds the resource as wired: its URI may
+        still be an unresolved `EnvVar`)."""
+        uri = self.base_uri
+        if isinstance(uri, dg.EnvVar):
+            uri = uri.get_value() or ""
+        return AssetStore(uri)
 
     def path_for(self, asset_key: dg.AssetKey, partition_key: str | None, suffix: str) -> str:
         return self.store.path_for(asset_key.path, partition_key, suffix)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 # numpy, pandas and pyarrow are imported where a value is read or written, not with the module: the code location
 # builds the store when it loads, and a load does not touch data.
 
+# What a temp file's name holds: a write goes to `<final>.tmp-<uuid>`, then is renamed (the ingest log's too).
+TEMPORARY = ".tmp-"
 # The parquet footer key that holds a file's fingerprint.
 FINGERPRINT_KEY = b"platform.fingerprint"
 # The footer key that holds the series a frame was built without (label -> reason, JSON), part of its fingerprint.
@@ -112,7 +114,7 @@ class AssetStore:
                 f"got {type(value).__name__}"
             )
         final = self.path_for(key, partition, suffix)
-        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
+        temporary = f"{final}{TEMPORARY}{uuid.uuid4().hex}"
         filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
         with filesystem.open_output_stream(temporary) as stream:
             stream.write(payload)
@@ -176,6 +178,22 @@ class AssetStore:
             filesystem.get_file_info(self.path_for(key, partition, suffix)).type == pafs.FileType.File
             for suffix in ("parquet", "json")
         )
+
+    def remove_unfinished_writes(self, older_than_s: float, now: float) -> list[str]:
+        """Delete the temp files of writes cut short (a writer killed between writing its temp file and renaming it;
+        no reader ever opens one) last modified more than `older_than_s` seconds before `now` (a live write's temp
+        file is seconds old); returns their paths. Covers the whole store, ingest logs included."""
+        import pyarrow.fs as pafs
+
+        filesystem, root = self.filesystem()
+        found = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        removed = []
+        for info in found:
+            modified = info.mtime.timestamp() if info.mtime is not None else now
+            if info.type == pafs.FileType.File and TEMPORARY in info.base_name and now - modified > older_than_s:
+                filesystem.delete_file(info.path)
+                removed.append(info.path)
+        return removed
 
     def read_judged(self, day: StoredDay, entities: Sequence[str]) -> pd.DataFrame | Rejected:
         """A day passed by reference, as its gate passed it: the judged bytes without the series its verdict rejected,

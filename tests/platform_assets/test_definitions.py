@@ -86,6 +86,7 @@ def test_definitions_load_and_validate(tmp_path: Path) -> None:
         "automation_sensor",
         "run_failure_alert",
         "mlflow_runs_of_failed_runs",
+        "unfinished_writes_sensor",
         *(f"{p}_landing_sensor" for p in pipelines),
         *(f"{p}_retire_sensor" for p in pipelines),
     }

@@ -1,6 +1,8 @@
 """The partitioned asset store: files per partition, atomic writes, and real Dagster runs through it."""
 
 import json
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import pytest
 
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, RANGE_END, RANGE_START
 from resources.storage import MissingPartitionError, PartitionedParquetIOManager
+from sensors import unfinished_writes
+from sensors.unfinished_writes import UNFINISHED_AFTER_S
 
 KEY = dg.AssetKey(["bike_demand", "raw"])
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
@@ -333,3 +337,37 @@ def test_a_frame_read_carries_its_fingerprint_and_what_is_built_from_it_does_not
     derived.attrs.clear()
     _, without = store.write_stored(key, "2024-01-03", derived)
     assert with_attrs == without, "the fingerprint is the content alone, not where it came from"
+
+
+def test_the_sweep_deletes_only_temp_files_of_writes_cut_short_an_hour_ago(
+    store: PartitionedParquetIOManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed writer's temp files (a day's parquet, an ingest log entry) go once an hour old; a live write's young
+    temp file and every stored file stay; the sensor's tick names what it removed. The sensor holds the store as the
+    production wiring builds it, its URI an `EnvVar`."""
+    key = dg.AssetKey(["bike", "raw"])
+    store.write_stored(key, "2024-01-02", sample_frame())
+    final = Path(store.path_for(key, "2024-01-02", "parquet"))
+    dead = final.with_name(f"{final.name}.tmp-0123")
+    dead.write_bytes(final.read_bytes()[:100])  # torn, as a killed writer leaves it
+    entry = tmp_path / "assets" / "bike" / "_ingest_log" / "entries" / "0001.json.tmp-4567"
+    entry.parent.mkdir(parents=True)
+    entry.write_text("{")
+    live = final.with_name(f"{final.name}.tmp-89ab")
+    live.write_bytes(b"being written")
+    hour_ago = time.time() - UNFINISHED_AFTER_S - 60
+    for path in (dead, entry):
+        os.utime(path, (hour_ago, hour_ago))
+
+    monkeypatch.setenv("PLATFORM_STORAGE_URI", store.base_uri)
+    sensor = unfinished_writes.build(PartitionedParquetIOManager(base_uri=dg.EnvVar("PLATFORM_STORAGE_URI")))
+    with dg.instance_for_test() as instance:
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+
+    assert leftovers(tmp_path) == [live]
+    assert pd.read_parquet(final).equals(sample_frame())
+    assert tick.skip_message is not None and "removed 2 temp file(s)" in tick.skip_message
+    assert str(dead) in tick.skip_message and str(entry) in tick.skip_message
+    with dg.instance_for_test() as instance:
+        again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert again.skip_message == "no unfinished write in the asset store"
