@@ -122,6 +122,12 @@ def worker_fresh_day(args: Mapping[str, Any]) -> dict[str, Any]:
 
         _wait(f"predictions for {day}", fresh, FRESH_TIMEOUT_S, log)
         fresh_s = time.time() - arrived
+        # The runs the day set off finish before the daemon is stopped (stopping it kills the runs it launched, which
+        # then read FAILURE or STARTED), so each run's status below is its own; not timed, and not waited on forever.
+        drain_started = time.monotonic()
+        while not idle() and time.monotonic() - drain_started < SETTLE_TIMEOUT_S:
+            time.sleep(POLL_S)
+        drained_s = round(time.monotonic() - drain_started, 1) if idle() else None
     finally:
         if psutil.pid_exists(daemon.pid):
             process = psutil.Process(daemon.pid)
@@ -157,6 +163,7 @@ def worker_fresh_day(args: Mapping[str, Any]) -> dict[str, Any]:
         "setup": setup,
         "daemon_settle_s": round(settle_s, 1),
         "fresh_predictions_s": round(fresh_s, 1),
+        "runs_finished_after_fresh_s": drained_s,
         "stage_materialised_s": stages,
         "runs": runs,
     }
