@@ -58,6 +58,7 @@ class WindowSplit:
     window: TrainingWindow
 
     def summary(self) -> SplitSummary:
+        """What is kept of the split once its model is trained (the rows stay in the Ray task)."""
         return SplitSummary(self.window, len(self.train), len(self.holdout), self.holdout.head(3).copy())
 
 

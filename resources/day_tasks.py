@@ -1,5 +1,6 @@
 """Ray tasks of a range run that move the data themselves: each reads its batch of days from the asset store, builds
-them with the `ml` functions and writes the results back, returning only what the run's metadata needs.
+them with the `ml` functions and writes the results back, returning only what the run's metadata needs (the model's
+task writes nothing: it returns each day's evaluation and refitted model, which the step logs to MLflow).
 
 The step that submits them holds references (`StoredDay`: the key, the judged fingerprint, the rejected series) and
 these small results, never a day's rows: its memory does not grow with the range, and a second Ray node brings its
@@ -72,8 +73,8 @@ def window_for(
 
 @dataclass(frozen=True)
 class DayBatch:
-    """One task's share of a range run: the days it builds into `output`, and its inputs by reference (every stored
-    upstream day their windows hold; a day the gate rejected as `Rejected`)."""
+    """One task's share of a range run: the days it builds into `output` (the asset's key), and its inputs by
+    reference (every stored upstream day their windows hold; a day the gate rejected as `Rejected`)."""
 
     store: AssetStore
     output: tuple[str, ...]

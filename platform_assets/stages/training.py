@@ -172,11 +172,11 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
             champion, unverified["champion_unverified"] = None, str(refused.description)
         output = tuple(pipeline.key("model").path)
 
-        def batch_of(days: list[str]) -> day_tasks.DayBatch:
+        def batch_of(batch: list[str]) -> day_tasks.DayBatch:
             """The batch's days and, by reference, every feature day of their windows."""
-            first = str(date.fromisoformat(days[0]) - timedelta(days=window_days - 1))
+            first = str(date.fromisoformat(batch[0]) - timedelta(days=window_days - 1))
             return day_tasks.DayBatch(
-                io_manager.store, output, days, {d: r for d, r in features.items() if first <= d <= days[-1]}
+                io_manager.store, output, batch, {d: r for d, r in features.items() if first <= d <= batch[-1]}
             )
 
         rejected: dict[str, Rejected] = {}
