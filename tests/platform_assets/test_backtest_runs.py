@@ -85,7 +85,7 @@ def scored(ray_address: str, platform_home: Path, tmp_path_factory: pytest.TempP
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, ["raw", "features"], NAME, ("2012-04-25", "2012-06-30"), instance).success
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training_stage, "DAYS_PER_ROUND", 2)  # the 5 trainable days go through Ray in 3 rounds
+        patch.setattr(training_stage, "DAYS_PER_ROUND", 2)  # the 8 model days go through Ray in 4 rounds
         assert run_range(defs, ["model", "champion"], NAME, MODELS, instance).success
     run = run_range(defs, ["backtest"], NAME, SCORED, instance)
     assert run.success
