@@ -21,7 +21,7 @@ from kernel.days import day_range, window_ending
 if TYPE_CHECKING:
     import pandas as pd
 
-# Model partitions trained, evaluated and refitted together, as the model asset does (its `DAYS_PER_ROUND`).
+# Model days trained, evaluated and refitted together, as the model asset does (its `DAYS_PER_ROUND`).
 MODEL_DAYS_PER_ROUND = 16
 
 
@@ -159,57 +159,47 @@ def _finished(
 
 
 def worker_model_compute(args: Mapping[str, Any]) -> dict[str, Any]:
-    """(oos) The model backfill's compute alone, the `ml` functions over the same partitions: each day's window split
-    from the stored features (`training.split_window`), every candidate trained (`train_candidate`) and the best
-    evaluated and refitted (`evaluate_and_refit`), as Ray tasks through the platform's `ray_map` in rounds of the
-    same size as the model asset's. No MLflow, no Dagster; the whole process is timed by the main process."""
-    import pandas as pd
+    """(oos) The model backfill's compute alone: the model asset's own Ray task (`day_tasks.train_model_days`: each
+    batch of consecutive days reads its feature windows from the store, splits each window, trains every candidate,
+    evaluates and refits the best) through the platform's `ray_map`, in rounds and batches as the model asset makes
+    them. No MLflow, no Dagster, no day gate (each stored day is passed with the fingerprint its file carries); the
+    whole process is timed by the main process."""
     import ray
 
     from kernel.paths import StatePaths
     from kernel.records import Rejected
     from kernel.spec import load_spec
-    from ml import evaluation, training
-    from resources.compute import ray_map
+    from resources import day_tasks
+    from resources.compute import day_batches, ray_map
+    from resources.store import AssetStore, StoredDay
 
     clock = time.perf_counter()
     spec = load_spec(Path(os.environ["PLATFORM_SPECS_DIR"]) / f"{args['pipeline']}.yaml")
-    folder = StatePaths(Path(os.environ["PLATFORM_HOME"])).assets / spec.name / "features"
+    store, key = AssetStore(str(StatePaths(Path(os.environ["PLATFORM_HOME"])).assets)), (spec.name, "features")
     first, last = date.fromisoformat(args["models_first"]), date.fromisoformat(args["models_last"])
-    features: dict[str, pd.DataFrame | Rejected] = {}
-    for day in window_ending(last, spec.training.window_days + (last - first).days):
-        stored = folder / f"{day}.parquet"
-        if stored.exists():
-            features[str(day)] = pd.read_parquet(stored)
-        elif (folder / f"{day}.json").exists():
-            features[str(day)] = Rejected(day=str(day), reason="rejected in the store")
+    window = [str(d) for d in window_ending(last, spec.training.window_days + (last - first).days)]
+    features = {day: StoredDay(key, day, store.fingerprint(key, day)) for day in window if store.exists(key, day)}
     read_s = time.perf_counter() - clock
     ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
     compute = spec.compute
-    days, trained, rejected = list(day_range(first, last)), 0, 0
+    days, trained, rejected = [str(d) for d in day_range(first, last)], 0, 0
     for start in range(0, len(days), MODEL_DAYS_PER_ROUND):
-        splits = []
-        for day in days[start : start + MODEL_DAYS_PER_ROUND]:
-            try:
-                splits.append(training.split_window(features, day, spec))
-            except training.TrainingDataError:
-                rejected += 1
-        calls = [(c, split.train, split.holdout, spec) for split in splits for c in spec.training.candidates]
-        results = ray_map(
-            training.train_candidate,
+        calls = []
+        for batch in day_batches(days[start : start + MODEL_DAYS_PER_ROUND], compute.ray_days_per_task):
+            since = str(date.fromisoformat(batch[0]) - timedelta(days=spec.training.window_days - 1))
+            needed: dict[str, StoredDay | Rejected] = {d: r for d, r in features.items() if since <= d <= batch[-1]}
+            calls.append((day_tasks.DayBatch(store, (spec.name, "model"), batch, needed), spec, None))
+        done = ray_map(
+            day_tasks.train_model_days,
             calls,
             num_cpus=compute.ray_cpus_per_task,
+            resources=compute.ray_resources,
+            spread=True,
             timeout=compute.ray_task_timeout_seconds,
         )
-        per_day = len(spec.training.candidates)
-        by_day = [results[i * per_day : (i + 1) * per_day] for i in range(len(splits))]
-        ray_map(
-            evaluation.evaluate_and_refit,
-            [(day_results, split, spec, None) for day_results, split in zip(by_day, splits, strict=True)],
-            num_cpus=compute.ray_cpus_per_task,
-            timeout=compute.ray_task_timeout_seconds,
-        )
-        trained += len(splits)
+        results = [result for batch in done for result in batch.days]
+        rejected += sum(isinstance(result.value, Rejected) for result in results)
+        trained += sum(not isinstance(result.value, Rejected) for result in results)
     ray.shutdown()
     return {
         "partitions": len(days),

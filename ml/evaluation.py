@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from kernel import series
-from kernel.records import ChampionScore, Metrics, SeriesScore
+from kernel.records import ChampionScore, Metrics, Rejected, SeriesScore
 from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
 from ml import plots, training
@@ -91,6 +92,34 @@ def evaluate_and_refit(
     refit are most of a model partition's work after training)."""
     evaluation = evaluate(results, split, spec, champion)
     return evaluation, training.refit(evaluation.best.candidate, split, spec)
+
+
+@dataclass(frozen=True)
+class TrainedWindow:
+    """A model partition trained, evaluated and refitted, as it is logged: the split's summary, every candidate's
+    scores and the evaluation (their fitted models dropped: only the refitted `model` is logged and served)."""
+
+    split: training.SplitSummary
+    results: list[training.CandidateResult]
+    evaluation: Evaluation
+    model: Any
+
+
+def train_window(
+    frames: Mapping[str, pd.DataFrame | Rejected],
+    end_day: date,
+    spec: PipelineSpec,
+    champion: tuple[Any, str, date] | None = None,
+) -> TrainedWindow:
+    """The window ending `end_day` split (`training.split_window`: a `TrainingDataError` for a bad window), every
+    candidate trained on it in turn, then the best evaluated and refitted (`evaluate_and_refit`)."""
+    split = training.split_window(frames, end_day, spec)
+    results = [training.train_candidate(c, split.train, split.holdout, spec) for c in spec.training.candidates]
+    evaluation, model = evaluate_and_refit(results, split, spec, champion)
+    best = replace(evaluation.best, model=None)
+    return TrainedWindow(
+        split.summary(), [replace(r, model=None) for r in results], replace(evaluation, best=best), model
+    )
 
 
 def score_champion(

@@ -57,6 +57,21 @@ class WindowSplit:
     holdout: pd.DataFrame
     window: TrainingWindow
 
+    def summary(self) -> SplitSummary:
+        """What is kept of the split once its model is trained (the rows stay in the Ray task)."""
+        return SplitSummary(self.window, len(self.train), len(self.holdout), self.holdout.head(3).copy())
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What a trained model partition records of its window split: the days, the row counts, and a few hold-out
+    rows (the logged model's signature), without the window's rows."""
+
+    window: TrainingWindow
+    train_rows: int
+    holdout_rows: int
+    sample: pd.DataFrame
+
 
 def forecast_metrics(actual: np.ndarray, predicted: np.ndarray) -> Metrics:
     """MAE, RMSE and symmetric MAPE (in %, 0 where both values are 0)."""

@@ -1,5 +1,6 @@
 """Ray tasks of a range run that move the data themselves: each reads its batch of days from the asset store, builds
-them with the `ml` functions and writes the results back, returning only what the run's metadata needs.
+them with the `ml` functions and writes the results back, returning only what the run's metadata needs (the model's
+task writes nothing: it returns each day's evaluation and refitted model, which the step logs to MLflow).
 
 The step that submits them holds references (`StoredDay`: the key, the judged fingerprint, the rejected series) and
 these small results, never a day's rows: its memory does not grow with the range, and a second Ray node brings its
@@ -17,12 +18,16 @@ from typing import TYPE_CHECKING, Any
 from kernel import series
 from kernel.days import window_ending
 from kernel.frames import FrameShape
+from kernel.names import FINGERPRINT
 from kernel.records import Rejected
 from kernel.spec import PipelineSpec
 from resources.store import AssetStore, StoredDay, Written
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ml.evaluation import TrainedWindow
+    from ml.training import TrainingWindow
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,8 @@ def window_for(
 
 @dataclass(frozen=True)
 class DayBatch:
-    """One task's share of a range run: the days it builds into `output`, and its inputs by reference (every stored
-    upstream day their windows hold; a day the gate rejected as `Rejected`)."""
+    """One task's share of a range run: the days it builds into `output` (the asset's key), and its inputs by
+    reference (every stored upstream day their windows hold; a day the gate rejected as `Rejected`)."""
 
     store: AssetStore
     output: tuple[str, ...]
@@ -130,3 +135,59 @@ def predict_days(batch: DayBatch, model: Any, spec: PipelineSpec, lineage: Mappi
         frame = predict_day(model, features, spec, dict(lineage))
         built.append(DayBuilt(day, batch.store.write(batch.output, day, frame), FrameShape.of(frame)))
     return BatchDone(built, os.getpid(), ray.get_runtime_context().get_node_id())
+
+
+@dataclass(frozen=True)
+class DayTrained:
+    """One model day a task trained (its window trained, evaluated and refitted, and the fingerprint of each feature
+    day it trained and was evaluated on, as read) or could not train (the reason; the step stores it)."""
+
+    day: str
+    value: TrainedWindow | Rejected
+    features_fingerprints: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchTrained:
+    """A model task's days, and where it ran (the process and the Ray node)."""
+
+    days: list[DayTrained]
+    worker_pid: int
+    node_id: str
+
+
+def train_model_days(batch: DayBatch, spec: PipelineSpec, champion: tuple[Any, str, date] | None) -> BatchTrained:
+    """The batch's model days, each from the feature days of its window (read by reference once for the whole batch):
+    the window split, every candidate trained, the best evaluated against the baseline and `champion` and refitted. A
+    bad window (too many rejected days, a feature day replaced since it was judged counting as one; too few rows)
+    rejects its own day, named like the model asset."""
+    import ray
+
+    from ml.evaluation import train_window
+    from ml.training import TrainingDataError
+
+    entities = spec.source.entity_columns
+    loaded = {
+        day: ref if isinstance(ref, Rejected) else batch.store.read_judged(ref, entities)
+        for day, ref in batch.inputs.items()
+    }
+    trained: list[DayTrained] = []
+    for day in batch.days:
+        try:
+            window = train_window(loaded, date.fromisoformat(day), spec, champion)
+        except TrainingDataError as exc:
+            trained.append(DayTrained(day, Rejected(day=day, reason=f"{'/'.join(batch.output)}: {exc}")))
+            continue
+        trained.append(DayTrained(day, window, read_from(loaded, window.split.window)))
+    return BatchTrained(trained, os.getpid(), ray.get_runtime_context().get_node_id())
+
+
+def read_from(loaded: Mapping[str, pd.DataFrame | Rejected], window: TrainingWindow) -> dict[str, str | None]:
+    """The fingerprint of each feature day a model trained and was evaluated on: that of the bytes `read_judged` read
+    (and found to be the judged ones)."""
+    import pandas as pd
+
+    return {
+        day: frame.attrs.get(FINGERPRINT) if isinstance(frame := loaded[day], pd.DataFrame) else None
+        for day in (*window.train_days, *window.holdout_days)
+    }

@@ -21,8 +21,7 @@ from ml.promotion import ROLLBACK_TAGS, Aliases, Move, Rollback, parse_rollback
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ml.evaluation import Evaluation
-    from ml.training import CandidateResult, WindowSplit
+    from ml.evaluation import TrainedWindow
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -156,18 +155,15 @@ class MlflowTracking(dg.ConfigurableResource):
         spec: PipelineSpec,
         *,
         day: date,
-        split: WindowSplit,
-        results: list[CandidateResult],
-        evaluation: Evaluation,
-        model: Any,
+        trained: TrainedWindow,
         run_id: str,
         features_fingerprints: Mapping[str, str | None],
     ) -> ModelRecord:
-        """One MLflow run per model partition (params, metrics, plots, `model`: the best candidate refitted on the
-        whole window) and its registered version; the record keeps the fingerprints of the feature days it read."""
+        """One MLflow run per model partition (params, metrics, plots, `trained.model`: the best candidate refitted on
+        the whole window) and its registered version; the record keeps the fingerprints of the feature days it read."""
         import mlflow
 
-        window = split.window
+        window = trained.split.window
         tags = {
             "pipeline": spec.name,
             "partition": str(day),
@@ -177,8 +173,8 @@ class MlflowTracking(dg.ConfigurableResource):
         experiment_id = self.experiment_id(spec.name)
         version: str | None = None
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-{day}", tags=tags) as run:
-            _log_run_contents(spec, split, results, evaluation)
-            version = _log_sklearn_model(spec, model, split.holdout)
+            _log_run_contents(spec, trained)
+            version = _log_sklearn_model(spec, trained.model, trained.split.sample)
         if version is None:
             raise dg.Failure(f"{spec.name} {day}: the MLflow run {run.info.run_id} ended before a model was registered")
         artifact_sha256 = self.artifact_sha256(spec.name, version)
@@ -188,9 +184,7 @@ class MlflowTracking(dg.ConfigurableResource):
         return _model_record(
             spec,
             day=day,
-            split=split,
-            results=results,
-            evaluation=evaluation,
+            trained=trained,
             ids={"version": version, "mlflow_run_id": run.info.run_id, "experiment_id": experiment_id},
             run_id=run_id,
             artifact_sha256=artifact_sha256,
@@ -345,15 +339,14 @@ def _model_record(
     spec: PipelineSpec,
     *,
     day: date,
-    split: WindowSplit,
-    results: list[CandidateResult],
-    evaluation: Evaluation,
+    trained: TrainedWindow,
     ids: dict[str, str],
     run_id: str,
     artifact_sha256: str,
     features_fingerprints: Mapping[str, str | None],
 ) -> ModelRecord:
     """The typed record of a logged model partition: registry ids, metrics, candidates and lineage."""
+    split, results, evaluation = trained.split, trained.results, trained.evaluation
     best, window = evaluation.best, split.window
     return ModelRecord(
         pipeline=spec.name,
@@ -374,8 +367,8 @@ def _model_record(
         missing_days=window.missing_days,
         rejected_days=window.rejected_days,
         missing_target_rows=window.missing_target_rows,
-        train_rows=len(split.train),
-        holdout_rows=len(split.holdout),
+        train_rows=split.train_rows,
+        holdout_rows=split.holdout_rows,
         dagster_run_id=run_id,
         artifact_sha256=artifact_sha256,
         ray_worker_pids=sorted({r.worker_pid for r in results}),
@@ -386,12 +379,11 @@ def _model_record(
     )
 
 
-def _log_run_contents(
-    spec: PipelineSpec, split: WindowSplit, results: list[CandidateResult], evaluation: Evaluation
-) -> None:
+def _log_run_contents(spec: PipelineSpec, trained: TrainedWindow) -> None:
     """Params, metrics (the model's, the baseline's, every candidate's), the window, importances and plots."""
     import mlflow
 
+    split, evaluation = trained.split, trained.evaluation
     best, window = evaluation.best, split.window
     mlflow.log_params(
         {
@@ -399,13 +391,13 @@ def _log_run_contents(
             **best.candidate.params,
             "window_days": spec.training.window_days,
             "holdout_days": spec.evaluation.holdout_days,
-            "train_rows": len(split.train),
-            "holdout_rows": len(split.holdout),
-            "refit_rows": len(split.train) + len(split.holdout),
+            "train_rows": split.train_rows,
+            "holdout_rows": split.holdout_rows,
+            "refit_rows": split.train_rows + split.holdout_rows,
         }
     )
     mlflow.log_metrics(best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_"))
-    for index, result in enumerate(results):
+    for index, result in enumerate(trained.results):
         mlflow.log_metric(f"candidate_{index}_{result.candidate.family}_mae", result.metrics.mae)
     for label, score in evaluation.per_series.items():
         mlflow.log_metrics(
@@ -429,7 +421,7 @@ def _log_run_contents(
         mlflow.log_artifacts(directory, "plots")
 
 
-def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) -> str:
+def _log_sklearn_model(spec: PipelineSpec, model: Any, rows: pd.DataFrame) -> str:
     """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version."""
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
@@ -444,7 +436,6 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, holdout: pd.DataFrame) ->
     # The trusted types are fixed (SKOPS_TRUSTED_TYPES): MLflow saves the model and loads it back with them before
     # anything is uploaded or registered, so a model serving would refuse is never logged, without a check of our own
     # (a second serialisation of every model, once a third of the logging time).
-    rows = holdout.head(3)
     attempts_left = SAVE_ATTEMPTS
     while True:
         try:

@@ -85,7 +85,7 @@ def scored(ray_address: str, platform_home: Path, tmp_path_factory: pytest.TempP
     instance = dg.DagsterInstance.ephemeral()
     assert run_range(defs, ["raw", "features"], NAME, ("2012-04-25", "2012-06-30"), instance).success
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training_stage, "DAYS_PER_ROUND", 2)  # the 5 trainable days go through Ray in 3 rounds
+        patch.setattr(training_stage, "DAYS_PER_ROUND", 2)  # the 8 model days go through Ray in 4 rounds
         assert run_range(defs, ["model", "champion"], NAME, MODELS, instance).success
     run = run_range(defs, ["backtest"], NAME, SCORED, instance)
     assert run.success
@@ -154,7 +154,10 @@ def test_rejected_actuals_and_days_without_a_model_are_not_scored_and_are_counte
     no_model = scored.read("backtest", "2012-06-25")
     assert isinstance(no_model, Rejected)
     assert no_model.reason.startswith("not scored: no model partition covers it (model partition(s) rejected:")
-    assert isinstance(scored.read("model", "2012-06-24"), Rejected)
+    rejected_model = scored.read("model", "2012-06-24")
+    assert isinstance(rejected_model, Rejected)
+    # The Ray task that split its window says why, named as the model asset.
+    assert rejected_model.reason == f"{NAME}/model: window ending 2012-06-24: no hold-out rows in the last 7 days"
     metadata = materializations(scored.run, "backtest")[0].metadata
     assert metadata["days_scored"].value == 5
     assert metadata["days_not_scored"].value == 6

@@ -129,7 +129,8 @@ def test_features_and_training_ran_as_ray_tasks_in_worker_processes(bike: Traine
     tasks = features["ray_tasks"].value
     assert isinstance(tasks, int) and 1 < tasks < days, "days go to Ray in batches, not one task per day"
     assert features["days_built"].value == days
-    assert model["ray_tasks"].value == len(FAST_TRAINING["candidates"]) + 1  # type: ignore[arg-type]  # + the refit
+    assert model["ray_tasks"].value == 1, "one model day: one task trains its candidates, evaluates and refits"
+    assert sum(model["ray_nodes"].value.values()) == 1  # type: ignore[union-attr]
     pids = {*features["ray_worker_pids"].value, *model["ray_worker_pids"].value}  # type: ignore[misc]
     assert pids
     assert os.getpid() not in pids

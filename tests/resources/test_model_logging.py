@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from kernel.paths import PROJECT_ROOT
 from kernel.spec import PipelineSpec, load_spec
-from ml import evaluation, features, ingest, training
+from ml import evaluation, features, ingest
 from resources.tracking import AST_RACE, SAVE_ATTEMPTS, MlflowTracking
 
 DAY = date(2012, 6, 30)
@@ -37,10 +37,7 @@ class Trained:
     """A real model partition of bike, trained and evaluated, and an MLflow of its own to log it to."""
 
     spec: PipelineSpec
-    split: training.WindowSplit
-    results: list[training.CandidateResult]
-    scored: evaluation.Evaluation
-    model: Any
+    window: evaluation.TrainedWindow
     tracking: MlflowTracking
 
 
@@ -52,24 +49,19 @@ def trained(tmp_path: Path) -> Trained:
     raw = ingest.normalise(ingest.read_source_file(str(BIKE_CSV), spec, PROJECT_ROOT), spec, str(BIKE_CSV)).frame
     days = [DAY - timedelta(days=k) for k in range(spec.training.window_days)]
     frames = {str(day): features.build_features(raw, day, spec).frame for day in days}
-    split = training.split_window(frames, DAY, spec)
-    results = [training.train_candidate(c, split.train, split.holdout, spec) for c in spec.training.candidates]
-    scored, model = evaluation.evaluate_and_refit(results, split, spec)
+    window = evaluation.train_window(frames, DAY, spec)
     tracking = MlflowTracking(
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()
     )
     tracking.setup_for_execution(dg.build_init_resource_context())
-    return Trained(spec, split, results, scored, model, tracking)
+    return Trained(spec, window, tracking)
 
 
 def log(trained: Trained, model: Any) -> Any:
     return trained.tracking.log_model_partition(
         trained.spec,
         day=DAY,
-        split=trained.split,
-        results=trained.results,
-        evaluation=trained.scored,
-        model=model,
+        trained=replace(trained.window, model=model),
         run_id="a-dagster-run",
         features_fingerprints={},
     )
@@ -78,7 +70,7 @@ def log(trained: Trained, model: Any) -> Any:
 def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_load_it(
     trained: Trained, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    spec, split, model = trained.spec, trained.split, trained.model
+    spec, sample, model = trained.spec, trained.window.split.sample, trained.window.model
     with caplog.at_level(logging.DEBUG):
         record = log(trained, model)
 
@@ -87,7 +79,7 @@ def test_a_logged_model_partition_has_a_signature_and_mlflow_does_not_try_to_loa
     signature = mlflow.models.get_model_info(record.model_uri).signature
     assert signature is not None
     assert signature.inputs.input_names() == features.feature_columns(spec)
-    rows = split.holdout[features.feature_columns(spec)].head(3)
+    rows = sample[features.feature_columns(spec)]
     assert signature.outputs == mlflow.models.infer_signature(rows, model.predict(rows)).outputs
 
 
@@ -95,7 +87,7 @@ def test_a_model_needing_another_type_is_refused_before_a_version_is_registered(
     odd = make_pipeline(FunctionTransformer(operator.neg)).fit(np.ones((4, 1)))
     with pytest.raises(dg.Failure, match=r"holds types outside SKOPS_TRUSTED_TYPES.*_operator\.neg"):
         log(trained, odd)
-    log(trained, trained.model)  # the same partition's real model is logged and registered
+    log(trained, trained.window.model)  # the same partition's real model is logged and registered
     versions = MlflowClient(trained.tracking.tracking_uri).search_model_versions(f"name='{trained.spec.name}'")
     assert [str(v.version) for v in versions] == ["1"]
 
@@ -119,8 +111,8 @@ def test_cpython_s_ast_race_while_saving_is_retried_and_registers_one_version(
     client = MlflowClient(trained.tracking.tracking_uri)
     if races == SAVE_ATTEMPTS:
         with pytest.raises(Exception, match="could not be serialized"):
-            log(trained, trained.model)
+            log(trained, trained.window.model)
         assert client.search_model_versions(f"name='{trained.spec.name}'") == []
         return
-    record = log(trained, trained.model)
+    record = log(trained, trained.window.model)
     assert [str(v.version) for v in client.search_model_versions(f"name='{trained.spec.name}'")] == [record.version]
