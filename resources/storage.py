@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +17,9 @@ from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, 
 from kernel.records import Rejected
 from resources.store import AssetStore, NotStored, Stored, StoredDay, UnsupportedValue, Written
 from resources.verdicts import gate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class MissingPartitionError(dg.Failure):
@@ -98,6 +101,21 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 if not allow_missing:
                     raise
         return values
+
+    def row_counts(self, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, int | None]:
+        """The rows of each stored partition among `partition_keys`, from the parquet footers (None: a JSON value);
+        partitions never stored are left out (one lookup per partition, as `fingerprints`)."""
+        found = {}
+        for key in partition_keys:
+            with contextlib.suppress(NotStored):
+                found[key] = self.store.row_count(asset_key.path, key)
+        return found
+
+    def read_columns(
+        self, asset_key: dg.AssetKey, partition_keys: Sequence[str], columns: Sequence[str]
+    ) -> pd.DataFrame | None:
+        """The named columns of the stored frames among `partition_keys` as one frame (`AssetStore.read_columns`)."""
+        return self.store.read_columns(asset_key.path, partition_keys, columns)
 
     def read_for_judging(
         self, asset_key: dg.AssetKey, partition_keys: Sequence[str], *, allow_missing: bool
