@@ -133,7 +133,8 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         """One run's partitioned check evaluations as Dagster records each (its run's record, the copy in the index
         whose id the verdict names, and the planned execution it completes) in three statements for the whole batch
         rather than three per event: a year of verdicts was most of a check step's time. Each must complete exactly
-        one planned execution of its run, else `NotPlanned` (rolled back, and Dagster stores them one by one)."""
+        one planned execution of its run (one query finds them), else `NotPlanned` (rolled back, and Dagster stores
+        them one by one)."""
         import sqlalchemy as db
         from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 
