@@ -1,6 +1,6 @@
 """Checks on `<p>/features`: finite values and a stable schema (blocking), drift vs reference (warning)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,8 @@ from resources.storage import PartitionedParquetIOManager
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ml.features import ReferenceBins
 
 
 PSI_WARN = 0.25
@@ -36,19 +38,29 @@ def schema_stable(frame: "pd.DataFrame", expected: dict[str, str]) -> Verdict:
     return Verdict(not differs, reason, {"expected": dg.MetadataValue.json(expected)})
 
 
-def no_drift(frame: "pd.DataFrame", reference: "pd.DataFrame | None", spec: PipelineSpec) -> Verdict:
+def no_drift(frame: "pd.DataFrame", reference: "Mapping[str, ReferenceBins] | None") -> Verdict:
+    """The day's population stability per feature against the reference window, binned once per run (column ->
+    bins, `reference_window`)."""
     from ml import features as feature_fns
 
     if reference is None or frame.empty:
         return Verdict(True, metadata={"note": "no reference window before this run"})
-    columns = feature_fns.numeric_feature_columns(spec)
-    psi = {c: feature_fns.population_stability(reference[c], frame[c]) for c in columns}
+    psi = {c: feature_fns.population_stability(bins, frame[c]) for c, bins in reference.items()}
     drifted = sorted(c for c, v in psi.items() if v > PSI_WARN)
     return Verdict(
         not drifted,
         f"PSI above {PSI_WARN} for {drifted}" if drifted else "",
         {"threshold": PSI_WARN, "psi": dg.MetadataValue.json({c: round(v, 4) for c, v in psi.items()})},
     )
+
+
+def reference_window(frame: "pd.DataFrame | None", spec: PipelineSpec) -> "dict[str, ReferenceBins] | None":
+    """Each numeric feature of the reference window binned for `no_drift` (None: no window before the run)."""
+    from ml import features as feature_fns
+
+    if frame is None:
+        return None
+    return {c: feature_fns.reference_bins(frame[c]) for c in feature_fns.numeric_feature_columns(spec)}
 
 
 def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
@@ -74,8 +86,6 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> Iterator[Any]:
         """Finite values, stable schema and drift on each day of this run."""
-        import pandas as pd
-
         from ml import features as feature_fns
 
         read = run_values(context, io_manager, key)
@@ -85,10 +95,9 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         def drift() -> dict[str, Verdict]:
             first = min(run_days(context))
             window = [str(d) for d in window_ending(first - timedelta(days=1), spec.training.window_days)]
-            stored = io_manager.read_many(key, window, allow_missing=True)
-            frames = [f for f in stored.values() if isinstance(f, pd.DataFrame)]
-            reference = pd.concat(frames, ignore_index=True) if frames else None
-            return judge_days(features, lambda _, frame: no_drift(frame, reference, spec))
+            columns = feature_fns.numeric_feature_columns(spec)
+            reference = reference_window(io_manager.read_columns(key, window, columns), spec)
+            return judge_days(features, lambda _, frame: no_drift(frame, reference))
 
         yield from emit(
             context,

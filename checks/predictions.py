@@ -16,10 +16,9 @@ if TYPE_CHECKING:
 PLAUSIBLE_FACTOR = 3.0
 
 
-def complete(predictions: "pd.DataFrame", features: Any) -> Verdict:
-    import pandas as pd
-
-    expected = len(features) if isinstance(features, pd.DataFrame) else 0
+def complete(predictions: "pd.DataFrame", feature_rows: int | None) -> Verdict:
+    """One prediction per feature row (`feature_rows`: the day's stored feature rows; None: no frame stored)."""
+    expected = feature_rows or 0
     passed = len(predictions) == expected
     reason = "" if passed else f"{len(predictions)} predictions for {expected} feature rows"
     return Verdict(passed, reason, {"rows": len(predictions), "feature_rows": expected})
@@ -81,12 +80,12 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         """Completeness, finiteness and range of each day of this run."""
         read = run_values(context, io_manager, key)
         predictions = read.values
-        features = io_manager.read_many(pipeline.key("features"), list(predictions), allow_missing=True)
+        feature_rows = io_manager.row_counts(pipeline.key("features"), list(predictions))
         yield from emit(
             context,
             specs,
             {
-                COMPLETE: lambda: judge_days(predictions, lambda day, frame: complete(frame, features.get(day))),
+                COMPLETE: lambda: judge_days(predictions, lambda day, frame: complete(frame, feature_rows.get(day))),
                 FINITE_NON_NEGATIVE: lambda: judge_days(predictions, lambda _, frame: finite_non_negative(frame)),
                 PLAUSIBLE_RANGE: lambda: judge_days(predictions, lambda _, frame: plausible_range(frame, ceiling)),
             },

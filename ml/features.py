@@ -148,18 +148,40 @@ def non_finite_counts(frame: pd.DataFrame, spec: PipelineSpec) -> dict[str, int]
     return counts
 
 
-def population_stability(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
-    """Population stability index of `current` against `reference` (0 = same distribution)."""
+@dataclass(frozen=True)
+class ReferenceBins:
+    """A reference distribution binned once for `population_stability`, however many days are compared with it: its
+    bin edges and each bin's share; `constant` is its one value when it has no spread, `empty` when it has no values."""
+
+    edges: np.ndarray
+    shares: np.ndarray
+    constant: float | None = None
+    empty: bool = False
+
+
+def reference_bins(reference: pd.Series, bins: int = 10) -> ReferenceBins:
+    """`reference` cut at its quantiles into (at most) `bins` bins, the outer ones open-ended."""
     ref = reference.dropna().to_numpy(dtype="float64")
-    cur = current.dropna().to_numpy(dtype="float64")
-    if len(ref) == 0 or len(cur) == 0:
-        return float("nan")
+    if len(ref) == 0:
+        return ReferenceBins(np.empty(0), np.empty(0), empty=True)
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:
-        return 0.0 if np.allclose(cur, ref[0]) else float("inf")
+        return ReferenceBins(edges, np.empty(0), constant=float(ref[0]))
     edges[0], edges[-1] = -np.inf, np.inf
-    ref_share = np.histogram(ref, edges)[0] / len(ref)
-    cur_share = np.histogram(cur, edges)[0] / len(cur)
-    ref_share = np.clip(ref_share, 1e-4, None)
-    cur_share = np.clip(cur_share, 1e-4, None)
-    return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+    shares = np.clip(np.histogram(ref, edges)[0] / len(ref), 1e-4, None)
+    return ReferenceBins(edges, shares)
+
+
+def population_stability(reference: pd.Series | ReferenceBins, current: pd.Series, bins: int = 10) -> float:
+    """Population stability index of `current` against `reference` (0 = same distribution); a reference compared
+    with many days is binned once (`reference_bins`)."""
+    binned = reference if isinstance(reference, ReferenceBins) else reference_bins(reference, bins)
+    cur = current.dropna().to_numpy(dtype="float64")
+    if binned.empty or len(cur) == 0:
+        return float("nan")
+    if binned.constant is not None:
+        return 0.0 if np.allclose(cur, binned.constant) else float("inf")
+    # `np.histogram`'s bins (closed on the left, the last on both sides) without its set-up, paid per column and day.
+    bins_of = np.minimum(np.searchsorted(binned.edges, cur, side="right") - 1, len(binned.shares) - 1)
+    cur_share = np.clip(np.bincount(bins_of, minlength=len(binned.shares)) / len(cur), 1e-4, None)
+    return float(np.sum((cur_share - binned.shares) * np.log(cur_share / binned.shares)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -17,6 +17,13 @@ from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, 
 from kernel.records import Rejected
 from resources.store import AssetStore, NotStored, Stored, StoredDay, UnsupportedValue, Written
 from resources.verdicts import gate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+# Threads reading a run's days for its checks: small files, so a few overlap their opens and decodes.
+READ_THREADS = 4
 
 
 class MissingPartitionError(dg.Failure):
@@ -99,22 +106,43 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     raise
         return values
 
+    def row_counts(self, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, int | None]:
+        """The rows of each stored partition among `partition_keys`, from the parquet footers (None: a JSON value);
+        partitions never stored are left out (one lookup per partition, as `fingerprints`)."""
+        found = {}
+        for key in partition_keys:
+            with contextlib.suppress(NotStored):
+                found[key] = self.store.row_count(asset_key.path, key)
+        return found
+
+    def read_columns(
+        self, asset_key: dg.AssetKey, partition_keys: Sequence[str], columns: Sequence[str]
+    ) -> pd.DataFrame | None:
+        """The named columns of the stored frames among `partition_keys` as one frame (`AssetStore.read_columns`)."""
+        return self.store.read_columns(asset_key.path, partition_keys, columns)
+
     def read_for_judging(
         self, asset_key: dg.AssetKey, partition_keys: Sequence[str], *, allow_missing: bool
     ) -> dict[str, Stored]:
         """`read_many` with each value's fingerprint; a file that cannot be read is `Rejected` with the reason and no
-        fingerprint (a day that cannot be judged is never passed), not an error that fails every other day."""
-        stored = {}
-        for key in partition_keys:
+        fingerprint (a day that cannot be judged is never passed), not an error that fails every other day. The days
+        are read on a few threads (pyarrow decodes without the GIL), one lookup each."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def judged(key: str) -> Stored | None:
             try:
-                stored[key] = self.read_stored(asset_key, key)
+                return self.read_stored(asset_key, key)
             except MissingPartitionError:
                 if not allow_missing:
                     raise
+                return None
             except (OSError, ValueError) as error:
                 reason = f"{asset_key.to_user_string()} {key}: the stored file cannot be read ({error})"
-                stored[key] = Stored(Rejected(day=key, reason=reason), None)
-        return stored
+                return Stored(Rejected(day=key, reason=reason), None)
+
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            read = dict(zip(partition_keys, pool.map(judged, partition_keys), strict=True))
+        return {key: stored for key, stored in read.items() if stored is not None}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if not context.has_asset_partitions:

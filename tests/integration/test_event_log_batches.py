@@ -14,7 +14,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationPlanned,
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.definitions.partitions.subset import DefaultPartitionsSubset
 from dagster._core.events import (
     AssetMaterializationPlannedData,
@@ -30,7 +33,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster_postgres.event_log import PostgresEventLogStorage
 from sqlalchemy.engine import Connection
 
-from resources.event_log import BatchedPostgresEventLogStorage, BatchedSqliteEventLogStorage
+from resources.event_log import BatchedPostgresEventLogStorage, BatchedSqliteEventLogStorage, NotPlanned
 
 from .conftest import PgDatabase
 
@@ -52,7 +55,7 @@ def asset(run_id: str) -> dg.AssetKey:
 
 
 def run_events(run_id: str) -> list[list[EventLogEntry]]:
-    """A range run's events in the batches Dagster and the checks hand over: planned, materialised, judged."""
+    """A range run's events in the batches Dagster hands over before its checks: planned, then materialised."""
     key = asset(run_id)
     planned = [
         _entry(run_id, DagsterEventType.ASSET_MATERIALIZATION_PLANNED, AssetMaterializationPlannedData(key, day))
@@ -75,17 +78,35 @@ def run_events(run_id: str) -> list[list[EventLogEntry]]:
         )
         for day in DAYS[:-1]  # the last day was planned, never written
     ]
-    judged = [
+    return [planned, materialised]
+
+
+def judged_events(storage: EventLogStorage, run_id: str) -> list[EventLogEntry]:
+    """The checks' batch: a verdict per written day naming the bytes judged, each targeting its day's
+    materialisation as recorded in `storage` but the first (bytes no materialisation recorded)."""
+    key = asset(run_id)
+    written = storage.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=100).records
+    by_day = {record.partition_key: record for record in written}
+    return [
         _entry(
             run_id,
             DagsterEventType.ASSET_CHECK_EVALUATION,
             dg.AssetCheckEvaluation(
-                asset_key=key, check_name=CHECK_NAME, passed=day not in FAILED, partition=day, blocking=False
+                asset_key=key,
+                check_name=CHECK_NAME,
+                passed=day not in FAILED,
+                partition=day,
+                blocking=False,
+                metadata={"fingerprint": day},
+                target_materialization_data=None
+                if day == DAYS[0]
+                else AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=by_day[day].storage_id, run_id=run_id, timestamp=by_day[day].timestamp
+                ),
             ),
         )
         for day in DAYS[:-1]
     ]
-    return [planned, materialised, judged]
 
 
 def recorded(storage: EventLogStorage, run_id: str) -> dict[str, object]:
@@ -105,12 +126,40 @@ def recorded(storage: EventLogStorage, run_id: str) -> dict[str, object]:
             storage.get_latest_asset_partition_materialization_attempts_without_materializations(asset(run_id))
         ),
         "verdicts": day_verdicts(storage, run_id),
+        "judged": {
+            record.partition: (
+                type(data := record.event.dagster_event.event_specific_data).__name__,
+                getattr(data, "passed", None),
+                getattr(data, "metadata", None),
+            )
+            for record in storage.get_asset_check_execution_history(check_key(run_id), limit=100)
+            if record.event is not None and record.event.dagster_event is not None
+        },
+        "partitions_tab": partitions_tab(storage, run_id),
     }
+
+
+def partitions_tab(storage: EventLogStorage, run_id: str) -> dict[str | None, tuple[object, bool, bool, bool]]:
+    """What the UI's Partitions tab shows of each day: its latest verdict, whether it names its check event, whether
+    it judged the day's latest materialisation, and whether this run planned it."""
+    return {
+        info.partition_key: (
+            info.latest_execution_status,
+            info.latest_check_event_storage_id is not None,
+            info.latest_target_materialization_storage_id == info.latest_materialization_storage_id,
+            info.latest_planned_run_id == run_id,
+        )
+        for info in storage.get_asset_check_partition_info([check_key(run_id)])
+    }
+
+
+def check_key(run_id: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(asset(run_id), CHECK_NAME)
 
 
 def day_verdicts(storage: EventLogStorage, run_id: str) -> dict[str | None, AssetCheckExecutionRecordStatus]:
     """Each day's check execution record, as the day gate reads it."""
-    history = storage.get_asset_check_execution_history(dg.AssetCheckKey(asset(run_id), CHECK_NAME), limit=100)
+    history = storage.get_asset_check_execution_history(check_key(run_id), limit=100)
     return {record.partition: record.status for record in history}
 
 
@@ -118,10 +167,15 @@ def compare(stock: EventLogStorage, batched: BatchedSqliteEventLogStorage | Batc
     for batch in run_events("stock"):
         for event in batch:
             stock.store_event(event)
+    for event in judged_events(stock, "stock"):
+        stock.store_event(event)
     for batch in run_events("batched"):
         batched.store_event_batch(batch)
+    batched.store_event_batch(judged_events(batched, "batched"))
     expected, got = recorded(stock, "stock"), recorded(batched, "batched")
     assert got["events"] and got == expected
+    tab = partitions_tab(batched, "batched")
+    assert [day for day, (_, _, targets_latest, _) in sorted(tab.items()) if not targets_latest] == [DAYS[0]]
     assert got["planned_not_written"] == {DAYS[-1]}
     verdicts = day_verdicts(batched, "batched")
     assert {d for d, s in verdicts.items() if s == AssetCheckExecutionRecordStatus.FAILED} == FAILED
@@ -151,11 +205,29 @@ def failing_batch_leaves_nothing(
     assert len(batched.get_records_for_run("broken").records) == len(planned)
 
 
+def unplanned_verdicts_fall_back(batched: BatchedSqliteEventLogStorage) -> None:
+    """Verdicts that complete no planned execution (a run without planned events) are not written as a batch:
+    nothing is left of it, and Dagster's fallback (each event through `store_event`) records them."""
+    for batch in run_events("unplanned"):
+        batched.store_event_batch(
+            [e for e in batch if e.dagster_event_type != DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
+        )
+    judged = judged_events(batched, "unplanned")
+    written = len(batched.get_records_for_run("unplanned").records)
+    with pytest.raises(NotPlanned):
+        batched.store_event_batch(judged)
+    assert len(batched.get_records_for_run("unplanned").records) == written
+    for event in judged:
+        batched.store_event(event)
+    assert set(day_verdicts(batched, "unplanned")) == set(DAYS[:-1])
+
+
 def test_sqlite_batches_record_what_single_events_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stock = SqliteEventLogStorage(str(tmp_path / "stock"))
     batched = BatchedSqliteEventLogStorage(str(tmp_path / "batched"))
     compare(stock, batched)
     failing_batch_leaves_nothing(batched, monkeypatch)
+    unplanned_verdicts_fall_back(batched)
 
 
 @pytest.mark.postgres

@@ -286,6 +286,24 @@ def test_population_stability() -> None:
     assert F.population_stability(pd.Series([3.0] * 10), pd.Series([3.0, 4.0])) == float("inf")
 
 
+def test_population_stability_of_a_reference_binned_once() -> None:
+    rng = np.random.default_rng(11)
+    references = [pd.Series(rng.normal(0, 1, 2000)), pd.Series([3.0] * 10), pd.Series([np.nan])]
+    days = [pd.Series(rng.normal(0.3, 1.2, 24)), pd.Series([3.0] * 4), pd.Series([3.0, 4.0]), pd.Series([np.nan])]
+    for reference in references:
+        binned = F.reference_bins(reference)
+        for day in days:
+            expected, got = F.population_stability(reference, day), F.population_stability(binned, day)
+            assert got == expected or (np.isnan(got) and np.isnan(expected))
+    edges = F.reference_bins(references[0]).edges
+    for day in [*days[:1], pd.Series([-np.inf, np.inf, *edges[1:-1], 0.0])]:
+        binned = F.reference_bins(references[0])
+        counts = np.histogram(day.dropna().to_numpy(), edges)[0]
+        shares = np.clip(counts / day.notna().sum(), 1e-4, None)
+        expected = float(np.sum((shares - binned.shares) * np.log(shares / binned.shares)))
+        assert F.population_stability(binned, day) == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def bike() -> tuple[PipelineSpec, pd.DataFrame]:
     spec = load_spec(BIKE_SPEC)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, RANGE_END, RANGE_START
+from kernel.records import Rejected
 from resources.storage import MissingPartitionError, PartitionedParquetIOManager
 from sensors import unfinished_writes
 from sensors.unfinished_writes import UNFINISHED_AFTER_S
@@ -371,3 +372,21 @@ def test_the_sweep_deletes_only_temp_files_of_writes_cut_short_an_hour_ago(
     with dg.instance_for_test() as instance:
         again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
     assert again.skip_message == "no unfinished write in the asset store"
+
+
+def test_row_counts_and_columns_of_many_days_without_their_data(store: PartitionedParquetIOManager) -> None:
+    """Footer row counts, and a window's named columns as one frame: days never stored and rejections are left out,
+    a column a day lacks is null there."""
+    store.write(KEY, "2024-01-01", sample_frame("2024-01-01", rows=3))
+    store.write(KEY, "2024-01-02", sample_frame("2024-01-02", rows=2).drop(columns=["cnt"]))
+    store.write(KEY, "2024-01-03", Rejected(day="2024-01-03", reason="no rows"))
+    days = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+
+    assert store.row_counts(KEY, days) == {"2024-01-01": 3, "2024-01-02": 2, "2024-01-03": None}
+    window = store.read_columns(KEY, days, ["cnt", "station"])
+    assert window is not None
+    assert list(window.columns) == ["cnt", "station"]
+    assert window["cnt"].tolist()[:3] == [0.5, 1.5, 2.5]
+    assert window["cnt"].iloc[3:].isna().all()
+    assert window["station"].tolist() == ["s0", "s1", "s2", "s0", "s1"]
+    assert store.read_columns(KEY, ["2024-01-03", "2024-01-04"], ["cnt"]) is None
