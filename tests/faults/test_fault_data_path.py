@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 from support import landed, run_range
 
-from benchmarks.stations import generate, spec_document
+from benchmarks.stations import Faults, generate, spec_document
 from kernel.days import day_range
 from kernel.names import GATES
 from kernel.records import ModelRecord, Rejected
@@ -42,13 +42,9 @@ def test_a_series_day_replaced_after_its_verdict_is_not_built_on_by_the_ray_task
     make_defs: Callable[..., dg.Definitions], tmp_path: Path, ray_address: str, fault: FaultRow
 ) -> None:
     fault.scenario = "(day, series) verdict, then its bytes replaced before the Ray tasks read them"
-    paths, faults = generate(tmp_path / "landing", FIRST, LAST, stations=5)
+    paths, faults, defs, spec, store = stations_pipeline(make_defs, tmp_path, LAST)
     station, broken = faults.broken
     fault.injected = f"raw {broken} (station {station} rejected) rewritten by another writer after the day gate"
-    document = spec_document(tmp_path / "landing", str(FIRST), str(LAST + timedelta(days=1)))
-    defs, spec = make_defs(document, home=tmp_path), PipelineSpec.model_validate(document)
-    store = (defs.resources or {})["io_manager"]
-    assert isinstance(store, PartitionedParquetIOManager)
     raw_key, days = dg.AssetKey([NAME, "raw"]), [str(day) for day in day_range(FIRST, LAST)]
     with dg.instance_for_test() as instance:
         assert run_range(defs, ["raw"], NAME, (str(FIRST), str(LAST)), instance, tags=landed(*paths)).success
@@ -102,11 +98,7 @@ def test_a_feature_day_replaced_after_its_verdict_is_not_trained_on_by_the_model
 
     fault.scenario = "model range run: a features day replaced after its verdict, before the Ray tasks read it"
     last = date(2012, 5, 28)
-    paths, _ = generate(tmp_path / "landing", FIRST, last, stations=5)
-    document = spec_document(tmp_path / "landing", str(FIRST), str(last + timedelta(days=1)))
-    defs, spec = make_defs(document, home=tmp_path), PipelineSpec.model_validate(document)
-    store = (defs.resources or {})["io_manager"]
-    assert isinstance(store, PartitionedParquetIOManager)
+    paths, _, defs, spec, store = stations_pipeline(make_defs, tmp_path, last)
     features_key, model_key = dg.AssetKey([NAME, "features"]), dg.AssetKey([NAME, "model"])
     feature_days = [str(day) for day in day_range(FIRST, last)]
     model_days = [str(day) for day in day_range(last - timedelta(days=2), last)]
@@ -155,6 +147,18 @@ def test_a_feature_day_replaced_after_its_verdict_is_not_trained_on_by_the_model
         f"{len(model_days)} model days trained without the replaced features day (left out as rejected); "
         "recorded features fingerprints are the stored files'"
     )
+
+
+def stations_pipeline(
+    make_defs: Callable[..., dg.Definitions], tmp_path: Path, last: date
+) -> tuple[list[Path], Faults, dg.Definitions, PipelineSpec, PartitionedParquetIOManager]:
+    """Five stations' files from FIRST to `last` (one broken station-day) and a pipeline reading them."""
+    paths, faults = generate(tmp_path / "landing", FIRST, last, stations=5)
+    document = spec_document(tmp_path / "landing", str(FIRST), str(last + timedelta(days=1)))
+    defs = make_defs(document, home=tmp_path)
+    store = (defs.resources or {})["io_manager"]
+    assert isinstance(store, PartitionedParquetIOManager)
+    return paths, faults, defs, PipelineSpec.model_validate(document), store
 
 
 def window(day: str, lookback: int) -> list[date]:
