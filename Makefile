@@ -51,7 +51,7 @@ $(CHROMIUM):
 faults: $(VENV)  ## the fault suite (pytest -m faults): its table into benchmarks/results/faults.json
 	FAULTS_REPORT=benchmarks/results/faults.json .venv/bin/python -m pytest -q -m faults
 
-bench: $(VENV)  ## measured figures into benchmarks/results/ (sections a, b, c at 200 stations, d, e, h, i, j; about an hour)
+bench: $(VENV)  ## measured figures into benchmarks/results/ (sections a, b, c at 200 stations, d, e, f, h, i, j; about an hour)
 	.venv/bin/python benchmarks/run.py
 
 # A year of daily model partitions per shipped pipeline: hours on 2 cores, so not part of `make bench`.

@@ -190,9 +190,9 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(f"  features step peak RSS MB by days: {c['features_step_peak_rss_mb']}")
         print(f"  Ray workers peak RSS MB by days: {c['ray_workers_peak_rss_mb']}")
         print(f"  note: {c['note']}")
-    for name, oos in figures.get("oos", {}).items():
+    for section, name, oos in [(s, n, o) for s in ("f", "oos") for n, o in figures.get(s, {}).items()]:
         backtest, models = oos["backtest"], oos["model_backfill"]
-        print(f"\n(oos) {name}: out-of-sample backtest {oos['backtest_days']} ({oos['days']} days)")
+        print(f"\n({section}) {name}: out-of-sample backtest {oos['backtest_days']} ({oos['days']} days)")
         improvement = oos["out_of_sample_improvement"]
         rows = [
             [
