@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import psutil
 import yaml
 
+from kernel.names import TEMPORARY
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths, write_text_atomically
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def recover_interrupted(home: Path) -> list[str]:
         }
     done += end_orphaned_mlflow_runs(state, failed)
     if not alive and state.assets.exists():
-        for leftover in sorted(state.assets.rglob("*.tmp-*")):
+        for leftover in sorted(state.assets.rglob(f"*{TEMPORARY}*")):
             leftover.unlink()
             done.append(f"removed {leftover.relative_to(home)} (a write cut short)")
     return done

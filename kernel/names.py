@@ -53,3 +53,6 @@ ENTITY_COLUMNS = "platform/entity_columns"
 FINGERPRINT = "fingerprint"
 # Check metadata: the series of a passing day rejected on their own (series label -> reason); the gate leaves them out.
 REJECTED_SERIES = "rejected_series"
+# What a temp file's name holds: every store write goes to `<final>.tmp-<uuid>`, then is renamed (the ingest log's
+# too); what `make dev`'s start and `unfinished_writes_sensor` sweep.
+TEMPORARY = ".tmp-"

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
+from kernel.names import TEMPORARY
 from kernel.pipeline import Pipeline
 from kernel.schema import TIMESTAMP
 from resources.storage import PartitionedParquetIOManager
-from resources.store import TEMPORARY
 
 if TYPE_CHECKING:
     import pandas as pd

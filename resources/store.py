@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from kernel import series
-from kernel.names import FINGERPRINT
+from kernel.names import FINGERPRINT, TEMPORARY
 from kernel.records import Rejected
 
 if TYPE_CHECKING:
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 # numpy, pandas and pyarrow are imported where a value is read or written, not with the module: the code location
 # builds the store when it loads, and a load does not touch data.
 
-# What a temp file's name holds: a write goes to `<final>.tmp-<uuid>`, then is renamed (the ingest log's too).
-TEMPORARY = ".tmp-"
 # Rows from which a file is read and converted on pyarrow's threads: a day's file (tens to thousands of rows) reads
 # several times faster on the calling thread, without `read_table`'s dataset set-up.
 THREADED_ROWS = 100_000
