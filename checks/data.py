@@ -1,13 +1,13 @@
 """Checks on `<p>/raw`, a verdict per day: the spec's Great Expectations suite (a gate), completeness (a warning)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from checks import expectations as gx_suites
-from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
 from kernel import series
 from kernel.days import hours_in_day
 from kernel.names import COMPLETE_DAYS, PASSES_EXPECTATIONS
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 EXAMPLE_ROWS = 3
 
 
-def expectation_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
-    """The GX suite run once over the run's days, each failure attributed to the (day, series) of its unexpected rows.
+def expectation_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
+    """The GX suite run once over a chunk of the run's days, each failure attributed to the (day, series) of its
+    unexpected rows.
 
     A day with no rows cannot be judged and is rejected as such; an expectation without row positions (the
     column set, a type, one that raised) fails every day it was run on. An expectation with a `mostly` judges
@@ -103,7 +104,7 @@ def passing_share(day: "pd.DataFrame", outcome: gx_suites.ExpectationOutcome, un
     return 1 - unexpected / judged if judged else 0.0
 
 
-def completeness_verdicts(raw: dict[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
+def completeness_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
     """Rows per day (per entity) within the spec's bounds, moved by an hour on a 23- or 25-hour day (a DST change in
     the partitions' time zone); partial days warn, they do not block."""
     import pandas as pd
@@ -154,16 +155,14 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:
         """Great Expectations and completeness on each day of this run."""
-        read = run_values(context, io_manager, pipeline.key("raw"))
-        raw = read.values
         yield from emit(
             context,
             specs,
+            run_chunks(context, io_manager, pipeline.key("raw")),
             {
-                PASSES_EXPECTATIONS: lambda: expectation_verdicts(raw, spec),
-                COMPLETE_DAYS: lambda: completeness_verdicts(raw, spec),
+                PASSES_EXPECTATIONS: lambda raw: expectation_verdicts(raw, spec),
+                COMPLETE_DAYS: lambda raw: completeness_verdicts(raw, spec),
             },
-            read.fingerprints,
         )
 
     return raw_checks

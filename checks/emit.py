@@ -9,11 +9,15 @@ rejected day out of every later run (`resources/verdicts.py`).
 A verdict names the bytes it judged: a check reads each day's value together with the fingerprint of the bytes it
 came from (one read), and records that fingerprint on the day's evaluation. A day whose file cannot be read or
 carries no fingerprint cannot be judged, and fails with that reason.
+
+A run's days are judged a chunk at a time (consecutive days, about `CHUNK_BYTES` of frames), and only the verdicts
+are kept: a check step's memory stays flat however long the run's range is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +30,16 @@ from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, Dagste
 from kernel.names import FINGERPRINT, REJECTED_SERIES
 from kernel.pipeline import run_days
 from kernel.records import Rejected
-from resources.storage import PartitionedParquetIOManager
+from resources.storage import READ_THREADS, PartitionedParquetIOManager
 from resources.verdicts import materialisation_targets
 
 MAX_LISTED_DAYS = 50
 # The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
 WRITES_CHECK_BATCHES = "writes_check_batches"
+# About how many bytes of stored frames a check holds at once: its run's days are judged a chunk at a time.
+CHUNK_BYTES = 32 * 2**20
+# Days read at once into a chunk (two per read thread keeps the threads busy).
+READ_AHEAD = 2 * READ_THREADS
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class Verdict:
 
 # How a check judges one day's stored value.
 Judge = Callable[[str, Any], Verdict]
+# How a check judges a chunk of days (day -> stored value): one verdict per day.
+ChunkJudge = Callable[[Mapping[str, Any]], Mapping[str, Verdict]]
 
 
 @dataclass(frozen=True)
@@ -57,20 +67,39 @@ class Judged:
     fingerprints: dict[str, str | None]
 
 
-def run_values(context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey) -> Judged:
-    """The stored values of `key` for the days of the check's run, with their fingerprints. A day not built loads
-    as its `Rejected`; one that cannot be judged (unreadable, no fingerprint) as a `Rejected` saying so."""
-    stored = store.read_for_judging(key, [str(day) for day in run_days(context)], allow_missing=False)
+def run_chunks(
+    context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey
+) -> Iterator[Judged]:
+    """The stored values of `key` for the days of the check's run, with their fingerprints, a chunk at a time."""
+    return stored_chunks(store, key, [str(day) for day in run_days(context)])
+
+
+def stored_chunks(store: PartitionedParquetIOManager, key: dg.AssetKey, days: Sequence[str]) -> Iterator[Judged]:
+    """The stored values of `key` for `days`, with their fingerprints, in chunks of consecutive days of about
+    `CHUNK_BYTES` of frames. A day not built loads as its `Rejected`; one that cannot be judged (unreadable, no
+    fingerprint) as a `Rejected` saying so."""
     where = key.to_user_string()
-    return Judged(
-        values={
-            day: Rejected(day=day, reason=f"{where} {day}: stored without a fingerprint, so no verdict can name it")
-            if s.fingerprint is None and not isinstance(s.value, Rejected)
-            else s.value
-            for day, s in stored.items()
-        },
-        fingerprints={day: s.fingerprint for day, s in stored.items()},
-    )
+    chunk, held = Judged({}, {}), 0
+    for start in range(0, len(days), READ_AHEAD):
+        stored = store.read_for_judging(key, days[start : start + READ_AHEAD], allow_missing=False)
+        for day, s in stored.items():
+            unnamed = s.fingerprint is None and not isinstance(s.value, Rejected)
+            reason = f"{where} {day}: stored without a fingerprint, so no verdict can name it"
+            chunk.values[day] = Rejected(day=day, reason=reason) if unnamed else s.value
+            chunk.fingerprints[day] = s.fingerprint
+            held += _bytes(s.value)
+        if held >= CHUNK_BYTES:
+            yield chunk
+            chunk, held = Judged({}, {}), 0
+    if chunk.values:
+        yield chunk
+
+
+def _bytes(value: Any) -> int:
+    """The memory a stored value holds: a frame's columns and index (not deep: cheap), else the object's own size."""
+    import pandas as pd
+
+    return int(value.memory_usage(index=True).sum()) if isinstance(value, pd.DataFrame) else sys.getsizeof(value)
 
 
 def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec], pool: str) -> Callable[..., dg.AssetChecksDefinition]:
@@ -90,19 +119,26 @@ def judge_days(values: Mapping[str, Any], judge: Judge) -> dict[str, Verdict]:
 def emit(
     context: dg.AssetCheckExecutionContext,
     specs: Sequence[dg.AssetCheckSpec],
-    verdicts: Mapping[str, Callable[[], Mapping[str, Verdict]]],
-    judged: Mapping[str, str | None],
+    chunks: Iterable[Judged],
+    verdicts: Mapping[str, ChunkJudge],
 ) -> Iterator[Any]:
     """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) naming the
-    fingerprint it judged (`judged`: day -> fingerprint of the bytes read), recorded as one batch, and a summary
-    observation on the asset (days judged, days failed and why)."""
+    fingerprint it judged, recorded as one batch, and a summary observation on the asset (days judged, days failed
+    and why). Every selected check judges a chunk of days (`verdicts`: check name -> how it judges a chunk) before
+    the next chunk is read; only the verdicts are kept."""
     selected = [spec for spec in specs if spec.key in set(context.selected_asset_check_keys)]
     assets_def = context.op_execution_context.assets_def
     for spec in selected:
         yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
+    judged: dict[str, str | None] = {}  # day -> fingerprint of the bytes read
+    days_judged: dict[str, dict[str, Verdict]] = {spec.name: {} for spec in selected}
+    for chunk in chunks:
+        judged |= chunk.fingerprints
+        for spec in selected:
+            days_judged[spec.name] |= verdicts[spec.name](chunk.values)
     looked_up: dict[dg.AssetKey, dict[str, Any]] = {}  # each asset's materialisations of the judged bytes, once
     for spec in selected:
-        by_day = verdicts[spec.name]()
+        by_day = days_judged[spec.name]
         if spec.asset_key not in looked_up:
             looked_up[spec.asset_key] = materialisation_targets(
                 context.instance, spec.asset_key, {day: judged.get(day) for day in by_day}

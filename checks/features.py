@@ -1,12 +1,13 @@
 """Checks on `<p>/features`: finite values and a stable schema (blocking), drift vs reference (warning)."""
 
+import functools
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
 from kernel.days import window_ending
 from kernel.names import FINITE_VALUES, NO_DRIFT, SCHEMA_STABLE
 from kernel.pipeline import Pipeline, run_days
@@ -88,26 +89,24 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         """Finite values, stable schema and drift on each day of this run."""
         from ml import features as feature_fns
 
-        read = run_values(context, io_manager, key)
-        features = read.values
         expected_schema = feature_fns.feature_schema(spec)
 
-        def drift() -> dict[str, Verdict]:
+        @functools.cache
+        def reference() -> "dict[str, ReferenceBins] | None":
             first = min(run_days(context))
             window = [str(d) for d in window_ending(first - timedelta(days=1), spec.training.window_days)]
             columns = feature_fns.numeric_feature_columns(spec)
-            reference = reference_window(io_manager.read_columns(key, window, columns), spec)
-            return judge_days(features, lambda _, frame: no_drift(frame, reference))
+            return reference_window(io_manager.read_columns(key, window, columns), spec)
 
         yield from emit(
             context,
             specs,
+            run_chunks(context, io_manager, key),
             {
-                FINITE_VALUES: lambda: judge_days(features, lambda _, frame: finite_values(frame, spec)),
-                SCHEMA_STABLE: lambda: judge_days(features, lambda _, frame: schema_stable(frame, expected_schema)),
-                NO_DRIFT: drift,
+                FINITE_VALUES: lambda days: judge_days(days, lambda _, frame: finite_values(frame, spec)),
+                SCHEMA_STABLE: lambda days: judge_days(days, lambda _, frame: schema_stable(frame, expected_schema)),
+                NO_DRIFT: lambda days: judge_days(days, lambda _, frame: no_drift(frame, reference())),
             },
-            read.fingerprints,
         )
 
     return features_checks

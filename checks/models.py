@@ -4,12 +4,12 @@ The verdicts themselves come from the promotion decision's module (`ml.promotion
 each check shows (threshold, observed values).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 
-from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
 from kernel.names import BEATS_SEASONAL_NAIVE, FINITE_PREDICTIONS, NOT_WORSE_THAN_CHAMPION
 from kernel.pipeline import Pipeline
 from kernel.records import ModelRecord, Rejected
@@ -69,7 +69,7 @@ def finite_predictions(candidate: ModelRecord, promotion: PromotionSpec) -> Verd
     )
 
 
-def stored_models(values: dict[str, Any]) -> dict[str, ModelRecord | Rejected]:
+def stored_models(values: Mapping[str, Any]) -> dict[str, ModelRecord | Rejected]:
     """Stored model partitions as typed records (a rejected partition stays `Rejected`)."""
     return {day: v if isinstance(v, Rejected) else ModelRecord.model_validate(v) for day, v in values.items()}
 
@@ -96,17 +96,19 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
     ) -> Iterator[Any]:
         """Promotion gates on each model partition of this run."""
-        read = run_values(context, io_manager, key)
-        models = stored_models(read.values)
+        gates = {
+            BEATS_SEASONAL_NAIVE: beats_seasonal_naive,
+            NOT_WORSE_THAN_CHAMPION: not_worse_than_champion,
+            FINITE_PREDICTIONS: finite_predictions,
+        }
         yield from emit(
             context,
             specs,
+            run_chunks(context, io_manager, key),
             {
-                BEATS_SEASONAL_NAIVE: lambda: judge_days(models, lambda _, m: beats_seasonal_naive(m, promotion)),
-                NOT_WORSE_THAN_CHAMPION: lambda: judge_days(models, lambda _, m: not_worse_than_champion(m, promotion)),
-                FINITE_PREDICTIONS: lambda: judge_days(models, lambda _, m: finite_predictions(m, promotion)),
+                name: lambda days, gate=gate: judge_days(stored_models(days), lambda _, m: gate(m, promotion))
+                for name, gate in gates.items()
             },
-            read.fingerprints,
         )
 
     return model_gates

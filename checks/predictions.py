@@ -1,11 +1,11 @@
 """Checks on `<p>/predictions`: complete, finite and non-negative, and in a plausible range."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
 from kernel.names import COMPLETE, FINITE_NON_NEGATIVE, PLAUSIBLE_RANGE
 from kernel.pipeline import Pipeline
 from resources.storage import PartitionedParquetIOManager
@@ -78,18 +78,20 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     ) -> Iterator[Any]:
         """Completeness, finiteness and range of each day of this run."""
-        read = run_values(context, io_manager, key)
-        predictions = read.values
-        feature_rows = io_manager.row_counts(pipeline.key("features"), list(predictions))
+
+        def completeness(days: Mapping[str, Any]) -> dict[str, Verdict]:
+            feature_rows = io_manager.row_counts(pipeline.key("features"), list(days))
+            return judge_days(days, lambda day, frame: complete(frame, feature_rows.get(day)))
+
         yield from emit(
             context,
             specs,
+            run_chunks(context, io_manager, key),
             {
-                COMPLETE: lambda: judge_days(predictions, lambda day, frame: complete(frame, feature_rows.get(day))),
-                FINITE_NON_NEGATIVE: lambda: judge_days(predictions, lambda _, frame: finite_non_negative(frame)),
-                PLAUSIBLE_RANGE: lambda: judge_days(predictions, lambda _, frame: plausible_range(frame, ceiling)),
+                COMPLETE: completeness,
+                FINITE_NON_NEGATIVE: lambda days: judge_days(days, lambda _, frame: finite_non_negative(frame)),
+                PLAUSIBLE_RANGE: lambda days: judge_days(days, lambda _, frame: plausible_range(frame, ceiling)),
             },
-            read.fingerprints,
         )
 
     return predictions_checks

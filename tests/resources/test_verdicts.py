@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from checks.emit import Verdict, emit, judge_days, multi_check, run_values
+from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, GATE_CHECKS, RANGE_END, RANGE_START
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
@@ -45,9 +45,10 @@ SPECS = [dg.AssetCheckSpec(CHECK, asset=KEY, blocking=True, partitions_def=DAILY
 def demo_checks(
     context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
 ) -> Iterator[Any]:
-    read = run_values(context, io_manager, KEY)
     positive = lambda _day, f: Verdict(bool((f["value"] > 0).all()), "" if (f["value"] > 0).all() else "negative")  # noqa: E731
-    yield from emit(context, SPECS, {CHECK: lambda: judge_days(read.values, positive)}, read.fingerprints)
+    yield from emit(
+        context, SPECS, run_chunks(context, io_manager, KEY), {CHECK: lambda days: judge_days(days, positive)}
+    )
 
 
 @dg.asset(
