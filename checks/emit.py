@@ -37,7 +37,7 @@ MAX_LISTED_DAYS = 50
 # The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
 WRITES_CHECK_BATCHES = "writes_check_batches"
 # About how many bytes of stored frames a check holds at once: its run's days are judged a chunk at a time.
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 8 * 2**20
 # Days read at once into a chunk (two per read thread keeps the threads busy).
 READ_AHEAD = 2 * READ_THREADS
 
@@ -81,8 +81,7 @@ def stored_chunks(store: PartitionedParquetIOManager, key: dg.AssetKey, days: Se
     where = key.to_user_string()
     chunk, held = Judged({}, {}), 0
     for start in range(0, len(days), READ_AHEAD):
-        stored = store.read_for_judging(key, days[start : start + READ_AHEAD], allow_missing=False)
-        for day, s in stored.items():
+        for day, s in store.read_for_judging(key, days[start : start + READ_AHEAD], allow_missing=False).items():
             unnamed = s.fingerprint is None and not isinstance(s.value, Rejected)
             reason = f"{where} {day}: stored without a fingerprint, so no verdict can name it"
             chunk.values[day] = Rejected(day=day, reason=reason) if unnamed else s.value
@@ -96,10 +95,12 @@ def stored_chunks(store: PartitionedParquetIOManager, key: dg.AssetKey, days: Se
 
 
 def _bytes(value: Any) -> int:
-    """The memory a stored value holds: a frame's columns and index (not deep: cheap), else the object's own size."""
+    """The memory a stored value holds: a frame's columns, strings included, and index; else the object's own size."""
     import pandas as pd
 
-    return int(value.memory_usage(index=True).sum()) if isinstance(value, pd.DataFrame) else sys.getsizeof(value)
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(index=True, deep=True).sum())
+    return sys.getsizeof(value)
 
 
 def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec], pool: str) -> Callable[..., dg.AssetChecksDefinition]:
@@ -136,6 +137,7 @@ def emit(
         judged |= chunk.fingerprints
         for spec in selected:
             days_judged[spec.name] |= verdicts[spec.name](chunk.values)
+        del chunk  # before the next chunk is read, not after: one chunk's frames at a time
     looked_up: dict[dg.AssetKey, dict[str, Any]] = {}  # each asset's materialisations of the judged bytes, once
     for spec in selected:
         by_day = days_judged[spec.name]
