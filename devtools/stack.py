@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import psutil
 import yaml
 
-from kernel.names import TEMPORARY
+from kernel.names import TEMPORARY, UNFINISHED_DIR
 from kernel.paths import DEFAULT_HOME, PROJECT_ROOT, StatePaths, write_text_atomically
 
 if TYPE_CHECKING:
@@ -193,8 +193,8 @@ def recover_interrupted(home: Path) -> list[str]:
     monitoring only fails such a run through the run launcher's worker health check, and the default run launcher
     has none (K8sRunLauncher has). So a run still unfinished here, none of whose recent events came from a live
     process, is marked FAILED and its pool slots freed; its MLflow runs still RUNNING end FAILED; and when no run
-    is alive any more, the asset store's `.tmp-*` files (writes cut short before their rename; no reader ever sees
-    them) are removed.
+    is alive any more, the asset store's temp files (`_unfinished/*.tmp-*`: writes cut short before their rename; no
+    reader ever sees them) are removed.
     """
     import dagster as dg
 
@@ -224,7 +224,7 @@ def recover_interrupted(home: Path) -> list[str]:
         }
     done += end_orphaned_mlflow_runs(state, failed)
     if not alive and state.assets.exists():
-        for leftover in sorted(state.assets.rglob(f"*{TEMPORARY}*")):
+        for leftover in sorted((state.assets / UNFINISHED_DIR).glob(f"*{TEMPORARY}*")):
             leftover.unlink()
             done.append(f"removed {leftover.relative_to(home)} (a write cut short)")
     return done

@@ -53,6 +53,8 @@ ENTITY_COLUMNS = "platform/entity_columns"
 FINGERPRINT = "fingerprint"
 # Check metadata: the series of a passing day rejected on their own (series label -> reason); the gate leaves them out.
 REJECTED_SERIES = "rejected_series"
-# What a temp file's name holds: every store write goes to `<final>.tmp-<uuid>`, then is renamed (the ingest log's
-# too); what `make dev`'s start and `unfinished_writes_sensor` sweep.
+# Where every store write goes first (the ingest log's too): `<store root>/_unfinished/<file name>.tmp-<uuid>`, then
+# renamed into place. One folder, so what `make dev`'s start and `unfinished_writes_sensor` sweep is one listing
+# however large the store grows (an object store's lifecycle rule can expire it too); no pipeline name starts with `_`.
+UNFINISHED_DIR = "_unfinished"
 TEMPORARY = ".tmp-"

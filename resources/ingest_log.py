@@ -13,16 +13,15 @@ it was read; a file that changed, is gone, or holds the same bytes as a live ent
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
-from kernel.names import TEMPORARY
 from kernel.pipeline import Pipeline
 from kernel.schema import TIMESTAMP
 from resources.storage import PartitionedParquetIOManager
+from resources.store import unfinished_dir, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,13 +61,14 @@ class IngestLog:
     filesystem: pafs.FileSystem
     root: str
     pipeline: str
+    unfinished: str  # the store's folder every write goes through first (`resources.store.write_atomically`)
     reads: Reads = field(default_factory=Reads)
 
     @classmethod
     def of(cls, store: PartitionedParquetIOManager, pipeline: str) -> IngestLog:
         """The log of `pipeline` in the store (the store's URI may still be an unresolved `EnvVar`, as wired)."""
         filesystem, root = store.store.filesystem()
-        return cls(filesystem, f"{root.rstrip('/')}/{pipeline}/{INGEST_DIR}", pipeline)
+        return cls(filesystem, f"{root.rstrip('/')}/{pipeline}/{INGEST_DIR}", pipeline, unfinished_dir(root))
 
     @property
     def manifest_dir(self) -> str:
@@ -101,7 +101,8 @@ class IngestLog:
 
     def append(self, entry: log.LogEntry) -> None:
         """Add one entry (a new file: entries are never rewritten)."""
-        self._write_once(f"{self.manifest_dir}/{entry.name.file_name}", entry.to_json())
+        path = f"{self.manifest_dir}/{entry.name.file_name}"
+        write_atomically(self.filesystem, self.unfinished, path, entry.to_json())
 
     def write_copy(self, entry: log.LogEntry, frame: pd.DataFrame) -> None:
         """Store the entry's normalised rows, unless the same bytes parsed by the same spec are stored already."""
@@ -115,7 +116,7 @@ class IngestLog:
         rows = frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)  # stable: source order kept per hour
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), sink, row_group_size=ROW_GROUP_ROWS)
-        self._write_once(path, sink.getvalue().to_pybytes())
+        write_atomically(self.filesystem, self.unfinished, path, sink.getvalue().to_pybytes())
 
     def read_rows(self, entry: log.LogEntry, days: Sequence[date]) -> pd.DataFrame:
         """The entry's stored rows of `days` (the data's own dates); only the row groups that hold them are read."""
@@ -150,13 +151,6 @@ class IngestLog:
         from ml import ingest_log as log
 
         return [self.read_entry(name) for name in log.covering(self.names(), days)]
-
-    def _write_once(self, path: str, payload: bytes) -> None:
-        temporary = f"{path}{TEMPORARY}{uuid.uuid4().hex}"
-        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with self.filesystem.open_output_stream(temporary) as stream:
-            stream.write(payload)
-        self.filesystem.move(temporary, path)
 
     def land(self, pipeline: Pipeline, seen: ingest.SourceFile) -> Landed:
         """Land one landing file as it was seen (size and mtime): see `land_all`."""

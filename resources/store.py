@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from kernel import series
-from kernel.names import FINGERPRINT, TEMPORARY
+from kernel.names import FINGERPRINT, TEMPORARY, UNFINISHED_DIR
 from kernel.records import Rejected
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class AssetStore:
         import pandas as pd
         import pyarrow.fs as pafs
 
-        filesystem, _ = self.filesystem()
+        filesystem, root = self.filesystem()
         if isinstance(value, pd.DataFrame):
             suffix, (payload, fingerprint) = "parquet", _parquet_bytes(value)
         elif isinstance(value, Mapping | BaseModel):
@@ -115,11 +115,7 @@ class AssetStore:
                 f"got {type(value).__name__}"
             )
         final = self.path_for(key, partition, suffix)
-        temporary = f"{final}{TEMPORARY}{uuid.uuid4().hex}"
-        filesystem.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        with filesystem.open_output_stream(temporary) as stream:
-            stream.write(payload)
-        filesystem.move(temporary, final)
+        write_atomically(filesystem, unfinished_dir(root), final, payload)
         # A day's value is one file: a rejection replaces a frame and a rebuilt frame replaces a rejection.
         other = self.path_for(key, partition, "json" if suffix == "parquet" else "parquet")
         if filesystem.get_file_info(other).type == pafs.FileType.File:
@@ -219,11 +215,12 @@ class AssetStore:
     def remove_unfinished_writes(self, older_than_s: float, now: float) -> list[str]:
         """Delete the temp files of writes cut short (a writer killed between writing its temp file and renaming it;
         no reader ever opens one) last modified more than `older_than_s` seconds before `now` (a live write's temp
-        file is seconds old); returns their paths. Covers the whole store, ingest logs included."""
+        file is seconds old); returns their paths. One listing of the store's unfinished-writes folder, where every
+        write of the store goes first, ingest logs included."""
         import pyarrow.fs as pafs
 
         filesystem, root = self.filesystem()
-        found = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        found = filesystem.get_file_info(pafs.FileSelector(unfinished_dir(root), allow_not_found=True))
         removed = []
         for info in found:
             modified = info.mtime.timestamp() if info.mtime is not None else now
@@ -250,6 +247,26 @@ class AssetStore:
             return Rejected(day=day.day, reason=f"{where}: stored as a rejection, not data")
         stored.value.attrs[FINGERPRINT] = stored.fingerprint
         return series.without(stored.value, entities, day.rejected_series)
+
+
+def unfinished_dir(root: str) -> str:
+    """The store's folder of writes under way (and of writes cut short): `<root>/_unfinished`."""
+    return f"{root.rstrip('/')}/{UNFINISHED_DIR}"
+
+
+def write_atomically(filesystem: pafs.FileSystem, unfinished: str, path: str, payload: bytes) -> None:
+    """`payload` to `path` through a temp file in `unfinished` and a rename (on an object store a copy and a delete):
+    a reader sees the old bytes or the new, never a part, and a writer killed in between leaves only its temp file."""
+    temporary = f"{unfinished}/{path.rsplit('/', 1)[-1]}{TEMPORARY}{uuid.uuid4().hex}"
+    try:
+        stream = filesystem.open_output_stream(temporary)
+    except FileNotFoundError:  # a local store's first write: the folder is made once (an object store has none)
+        filesystem.create_dir(unfinished, recursive=True)
+        stream = filesystem.open_output_stream(temporary)
+    with stream:
+        stream.write(payload)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    filesystem.move(temporary, path)
 
 
 def _json_default(value: Any) -> Any:

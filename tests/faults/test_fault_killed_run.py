@@ -20,6 +20,7 @@ import yaml
 from support import run_range
 
 from devtools.stack import prepare_home, recover_interrupted
+from kernel.names import UNFINISHED_DIR
 from kernel.paths import PROJECT_ROOT, StatePaths
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
@@ -87,6 +88,8 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     dagster_home = prepare_home(home)
     defs = build_definitions(settings, today=TODAY)
     store = StatePaths(home).assets / NAME / "raw"
+    unfinished = StatePaths(home).assets / UNFINISHED_DIR  # where every write goes before its rename
+    day_temp = "????-??-??.parquet.tmp-*"  # a raw day's temp file there (the ingest log's writes go there too)
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert run_range(defs, ["raw"], NAME, (FIRST, LAST), instance).success
@@ -97,7 +100,7 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": f"{PROJECT_ROOT}/tests"}
 
     def mid_range() -> bool:  # five days replaced and the sixth written to its temp file, not yet renamed
-        return sum(p.stat().st_mtime > started for p in store.glob("*.parquet")) >= 5 and any(store.glob("*.tmp-*"))
+        return sum(p.stat().st_mtime > started for p in store.glob("*.parquet")) >= 5 and any(unfinished.glob(day_temp))
 
     command = [sys.executable, "-c", SLOW_RUN, str(home), str(specs), FIRST, LAST, str(landing / "hour.csv")]
     run_and_kill_when(command, env, mid_range, "5 days replaced")
@@ -109,7 +112,7 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     torn = sorted(set(days()) - set(replaced) - set(kept))
     assert not torn, f"days neither old nor new: {torn}"
     assert replaced and kept, f"the kill was not mid-range: {len(replaced)} replaced, {len(kept)} kept"
-    leftovers = list(store.glob("*.tmp-*"))
+    leftovers = list(unfinished.glob(day_temp))
     assert leftovers, "the day being written when the run died left its temp file"
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -118,7 +121,7 @@ def test_a_run_killed_mid_range_leaves_no_torn_day_is_failed_on_restart_and_reru
     report = recover_interrupted(home)  # what `make dev` does first on its next start
     assert f"marked run {killed.run_id} FAILED (was STARTED, no live process)" in report
     assert len([line for line in report if ".tmp-" in line]) == len(leftovers), report
-    assert not list(store.glob("*.tmp-*"))
+    assert not list(unfinished.glob("*.tmp-*"))
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         status = instance.get_run_by_id(killed.run_id).status  # pyright: ignore[reportOptionalMemberAccess]

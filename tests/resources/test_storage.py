@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, RANGE_END, RANGE_START
+from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, RANGE_END, RANGE_START, UNFINISHED_DIR
 from kernel.records import Rejected
 from resources.storage import MissingPartitionError, PartitionedParquetIOManager
 from sensors import unfinished_writes
@@ -345,16 +345,18 @@ def test_the_sweep_deletes_only_temp_files_of_writes_cut_short_an_hour_ago(
 ) -> None:
     """A killed writer's temp files (a day's parquet, an ingest log entry) go once an hour old; a live write's young
     temp file and every stored file stay; the sensor's tick names what it removed. The sensor holds the store as the
-    production wiring builds it, its URI an `EnvVar`."""
+    production wiring builds it, its URI an `EnvVar`. Every write goes through the store's one folder of unfinished
+    writes, so that folder is all the sweep lists."""
     key = dg.AssetKey(["bike", "raw"])
     store.write_stored(key, "2024-01-02", sample_frame())
     final = Path(store.path_for(key, "2024-01-02", "parquet"))
-    dead = final.with_name(f"{final.name}.tmp-0123")
+    unfinished = tmp_path / "assets" / UNFINISHED_DIR
+    assert unfinished.is_dir() and not list(unfinished.iterdir()), "the write went through it and left nothing"
+    dead = unfinished / f"{final.name}.tmp-0123"
     dead.write_bytes(final.read_bytes()[:100])  # torn, as a killed writer leaves it
-    entry = tmp_path / "assets" / "bike" / "_ingest_log" / "entries" / "0001.json.tmp-4567"
-    entry.parent.mkdir(parents=True)
+    entry = unfinished / "0001.json.tmp-4567"  # an ingest log entry's
     entry.write_text("{")
-    live = final.with_name(f"{final.name}.tmp-89ab")
+    live = unfinished / f"{final.name}.tmp-89ab"
     live.write_bytes(b"being written")
     hour_ago = time.time() - UNFINISHED_AFTER_S - 60
     for path in (dead, entry):
