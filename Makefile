@@ -64,7 +64,7 @@ bench-sim: $(VENV)  ## (g) the Dagster instance at scale on PostgreSQL into benc
 	.venv/bin/python benchmarks/simulation.py
 
 # (c) at the issue's size: 400 generated stations (7M rows) through every stage on 1 and then 2 local Ray worker
-# nodes, and the features driver's RSS over 30/60/120 days: tens of minutes on 2 cores (`make bench` runs 200).
+# nodes, and the features driver's RSS over 30/60/120 days: about 9 minutes on 2 cores (`make bench` runs 200).
 bench-scale: $(VENV)  ## (c) N stations on 1 vs 2 Ray worker nodes into benchmarks/results/latest.json
 	.venv/bin/python benchmarks/run.py --only c --c-stations 400
 
