@@ -68,16 +68,25 @@ class Judged:
 
 
 def run_chunks(
-    context: dg.AssetCheckExecutionContext, store: PartitionedParquetIOManager, key: dg.AssetKey
+    context: dg.AssetCheckExecutionContext,
+    store: PartitionedParquetIOManager,
+    key: dg.AssetKey,
+    typed: Callable[[dict[str, Any]], dict[str, Any]] = dict,
 ) -> Iterator[Judged]:
     """The stored values of `key` for the days of the check's run, with their fingerprints, a chunk at a time."""
-    return stored_chunks(store, key, [str(day) for day in run_days(context)])
+    return stored_chunks(store, key, [str(day) for day in run_days(context)], typed)
 
 
-def stored_chunks(store: PartitionedParquetIOManager, key: dg.AssetKey, days: Sequence[str]) -> Iterator[Judged]:
+def stored_chunks(
+    store: PartitionedParquetIOManager,
+    key: dg.AssetKey,
+    days: Sequence[str],
+    typed: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+) -> Iterator[Judged]:
     """The stored values of `key` for `days`, with their fingerprints, in chunks of consecutive days of about
-    `CHUNK_BYTES` of frames. A day not built loads as its `Rejected`; one that cannot be judged (unreadable, no
-    fingerprint) as a `Rejected` saying so."""
+    `CHUNK_BYTES` of frames, each chunk's values passed through `typed` once (e.g. into records) for all its checks.
+    A day not built loads as its `Rejected`; one that cannot be judged (unreadable, no fingerprint) as a `Rejected`
+    saying so."""
     where = key.to_user_string()
     chunk, held = Judged({}, {}), 0
     for start in range(0, len(days), READ_AHEAD):
@@ -88,10 +97,10 @@ def stored_chunks(store: PartitionedParquetIOManager, key: dg.AssetKey, days: Se
             chunk.fingerprints[day] = s.fingerprint
             held += _bytes(s.value)
         if held >= CHUNK_BYTES:
-            yield chunk
+            yield Judged(typed(chunk.values), chunk.fingerprints)
             chunk, held = Judged({}, {}), 0
     if chunk.values:
-        yield chunk
+        yield Judged(typed(chunk.values), chunk.fingerprints)
 
 
 def _bytes(value: Any) -> int:

@@ -104,9 +104,9 @@ def build(pipeline: Pipeline) -> dg.AssetChecksDefinition:
         yield from emit(
             context,
             specs,
-            run_chunks(context, io_manager, key),
+            run_chunks(context, io_manager, key, typed=stored_models),
             {
-                name: lambda days, gate=gate: judge_days(stored_models(days), lambda _, m: gate(m, promotion))
+                name: lambda days, gate=gate: judge_days(days, lambda _, m: gate(m, promotion))
                 for name, gate in gates.items()
             },
         )
