@@ -174,7 +174,10 @@ class MlflowTracking(dg.ConfigurableResource):
         version: str | None = None
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-{day}", tags=tags) as run:
             _log_run_contents(spec, trained)
-            version = _log_sklearn_model(spec, trained.model, trained.split.sample)
+            version, model_id = _log_sklearn_model(spec, trained.model, trained.split.sample)
+            # After the model, linked to it in one batch: MLflow links the metrics a run already holds to a model it
+            # logs one metric history read at a time (200 series: 1,200 metrics, 1.5 s of each model's logging).
+            mlflow.log_metrics(_run_metrics(trained), model_id=model_id)
         if version is None:
             raise dg.Failure(f"{spec.name} {day}: the MLflow run {run.info.run_id} ended before a model was registered")
         artifact_sha256 = self.artifact_sha256(spec.name, version)
@@ -379,8 +382,19 @@ def _model_record(
     )
 
 
+def _run_metrics(trained: TrainedWindow) -> dict[str, float]:
+    """The run's metrics: the model's and the baseline's, pooled and per series, and every candidate's MAE."""
+    evaluation = trained.evaluation
+    metrics = evaluation.best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_")
+    for index, result in enumerate(trained.results):
+        metrics[f"candidate_{index}_{result.candidate.family}_mae"] = result.metrics.mae
+    for label, score in evaluation.per_series.items():
+        metrics |= score.metrics.as_dict(f"series/{label}/") | score.baseline.as_dict(f"series/{label}/baseline_")
+    return metrics
+
+
 def _log_run_contents(spec: PipelineSpec, trained: TrainedWindow) -> None:
-    """Params, metrics (the model's, the baseline's, every candidate's), the window, importances and plots."""
+    """Params, the window, importances and plots (the metrics follow the model, `_run_metrics`)."""
     import mlflow
 
     split, evaluation = trained.split, trained.evaluation
@@ -396,13 +410,6 @@ def _log_run_contents(spec: PipelineSpec, trained: TrainedWindow) -> None:
             "refit_rows": split.train_rows + split.holdout_rows,
         }
     )
-    mlflow.log_metrics(best.metrics.as_dict() | evaluation.baseline.as_dict("baseline_"))
-    for index, result in enumerate(trained.results):
-        mlflow.log_metric(f"candidate_{index}_{result.candidate.family}_mae", result.metrics.mae)
-    for label, score in evaluation.per_series.items():
-        mlflow.log_metrics(
-            score.metrics.as_dict(f"series/{label}/") | score.baseline.as_dict(f"series/{label}/baseline_")
-        )
     mlflow.log_dict(
         {
             "train_days": window.train_days,
@@ -421,8 +428,9 @@ def _log_run_contents(spec: PipelineSpec, trained: TrainedWindow) -> None:
         mlflow.log_artifacts(directory, "plots")
 
 
-def _log_sklearn_model(spec: PipelineSpec, model: Any, rows: pd.DataFrame) -> str:
-    """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version."""
+def _log_sklearn_model(spec: PipelineSpec, model: Any, rows: pd.DataFrame) -> tuple[str, str]:
+    """Log the fitted pipeline with skops and register it under the pipeline's name; returns the version and the
+    logged model's id."""
     import mlflow.sklearn
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
@@ -460,7 +468,7 @@ def _log_sklearn_model(spec: PipelineSpec, model: Any, rows: pd.DataFrame) -> st
             raise
     if info.registered_model_version is None:
         raise dg.Failure(f"{spec.name}: MLflow logged the model but registered no version")
-    return str(info.registered_model_version)
+    return str(info.registered_model_version), info.model_id
 
 
 def _hit_ast_race(error: BaseException) -> bool:

@@ -18,6 +18,7 @@ from benchmarks.stations import Faults, generate, spec_document
 from kernel import series
 from kernel.names import SOURCE_FILES_TAG
 from resources.storage import PartitionedParquetIOManager
+from resources.tracking import MlflowTracking
 
 NAME = "stations"
 FIRST, LAST = date(2012, 5, 1), date(2012, 6, 4)  # 35 days
@@ -108,6 +109,18 @@ def test_twelve_station_files_are_one_run_and_a_broken_station_day_is_rejected_a
     model_event = next(e for e in trained.get_asset_materialization_events() if e.asset_key == key("model"))
     table = str(model_event.materialization.metadata["metrics_per_series"].value)
     assert "**pooled**" in table and all(f"| {label} |" in table for label in scores)
+    # MLflow holds the same scores per station, on the run and on the logged model the run produced (its page in
+    # the MLflow UI), each metric once.
+    tracking = (defs.resources or {})["mlflow"]
+    assert isinstance(tracking, MlflowTracking)
+    client = tracking.client()
+    run = client.get_run(record["mlflow_run_id"])
+    for label, score in scores.items():
+        assert run.data.metrics[f"series/{label}/mae"] == pytest.approx(score["metrics"]["mae"])
+        assert run.data.metrics[f"series/{label}/baseline_mae"] == pytest.approx(score["baseline"]["mae"])
+    (logged,) = run.outputs.model_outputs
+    on_model = [(m.key, m.value) for m in client.get_logged_model(logged.model_id).metrics or []]
+    assert sorted(on_model) == sorted(run.data.metrics.items())
 
     # Out of sample: the next day scored per station and pooled, and the report shows both.
     scored_day = str(date.fromisoformat(MODEL_DAY) + pd.Timedelta(days=1))
