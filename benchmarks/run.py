@@ -1,8 +1,9 @@
-"""Platform benchmarks: backfill vs a plain script (a), code-location load (b), a new file to fresh predictions
-with `make dev`'s daemon (d), what fingerprints cost (e), landing the N-th daily file (i), landing N files at once (j);
-the instance at scale (g, alone: benchmarks/simulation.py).
+"""Platform benchmarks: backfill vs a plain script (a), code-location load (b), 1 vs 2 Ray worker nodes (c), a new file
+to fresh predictions with `make dev`'s daemon (d), what fingerprints cost (e), a model backfill vs its training (f),
+the first landing of five years (h), landing the N-th daily file (i), landing N files at once (j); the instance at
+scale (g, alone: benchmarks/simulation.py).
 
-    .venv/bin/python benchmarks/run.py                 # a, b, d, e, i and j, 350-day backfill
+    .venv/bin/python benchmarks/run.py                 # a, b, c, d, e, f, h, i and j, 350-day backfill
     .venv/bin/python benchmarks/run.py --only b        # one section
     .venv/bin/python benchmarks/run.py --days 30 --only a,d
 
