@@ -59,7 +59,7 @@ bench-oos: $(VENV)  ## out-of-sample backtest of every shipped pipeline into ben
 	.venv/bin/python benchmarks/run.py --only oos
 
 # The instance at 10, 30 and 100 pipelines x 1,826 days on the local PostgreSQL (~11 GB of scratch database, dropped
-# at the end; ~40 min on 2 shared cores), so not part of `make bench` either.
+# at the end; ~12 min on 2 idle cores), so not part of `make bench` either.
 bench-sim: $(VENV)  ## (g) the Dagster instance at scale on PostgreSQL into benchmarks/results/latest.json
 	.venv/bin/python benchmarks/simulation.py
 
