@@ -21,6 +21,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from support import cannot_run_here
 
 from kernel.names import RANGE_END, RANGE_START
 from kernel.paths import PROJECT_ROOT
@@ -282,7 +283,7 @@ def test_quarantine_survives_a_pod_restart(landing: Landing, fault: FaultRow) ->
 def test_quarantine_on_another_filesystem_copies_then_deletes(landing: Landing, fault: FaultRow) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == landing.root.stat().st_dev:
-        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp folder")
+        cannot_run_here("needs /dev/shm on a filesystem other than the test's tmp folder")
     fault.scenario = "quarantine on another filesystem"
     fault.injected = "PLATFORM_QUARANTINE_URI on tmpfs (rename fails: EXDEV)"
     elsewhere = Path(tempfile.mkdtemp(prefix="quarantine-", dir="/dev/shm"))

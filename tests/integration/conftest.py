@@ -24,6 +24,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 import yaml
+from support import cannot_run_here
 
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
@@ -136,10 +137,6 @@ class PgDatabase:
         return {row[0] for row in self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
     """The server's DSN; skips (fails under CI) when PostgreSQL cannot be reached."""
@@ -148,10 +145,7 @@ def postgres_dsn() -> str:
     try:
         server.connect().close()
     except psycopg2.Error as exc:
-        reason = f"PostgreSQL not reachable at {server.describe()}: {' '.join(str(exc).split())}"
-        if _ci():
-            pytest.fail(f"{reason} (CI is set, and CI must run the PostgreSQL tests)", pytrace=False)
-        pytest.skip(f"{reason}; CI requires it")
+        cannot_run_here(f"PostgreSQL not reachable at {server.describe()}: {' '.join(str(exc).split())}")
     return dsn
 
 
