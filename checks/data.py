@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from checks import expectations as gx_suites
-from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
+from checks.emit import emit, judge_days, multi_check, run_chunks
 from kernel import series
 from kernel.days import hours_in_day
 from kernel.names import COMPLETE_DAYS, PASSES_EXPECTATIONS
@@ -15,6 +15,7 @@ from kernel.pipeline import Pipeline
 from kernel.records import Rejected
 from kernel.schema import TIMESTAMP
 from kernel.spec import PipelineSpec
+from ml.quality import Verdict
 from resources.storage import PartitionedParquetIOManager
 
 if TYPE_CHECKING:

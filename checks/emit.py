@@ -12,13 +12,18 @@ carries no fingerprint cannot be judged, and fails with that reason.
 
 A run's days are judged a chunk at a time (consecutive days, about `CHUNK_BYTES` of frames), and only the verdicts
 are kept: a check step's memory stays flat however long the run's range is.
+
+A day whose bytes the run's own Ray task judged as it wrote them (`judged_by_writer`: the same `ml.quality`
+functions, on the frame in the task's memory) is not read back: the check step records the writer's verdicts, naming
+the fingerprint the run's materialisation recorded. Any other run (a check run alone from the UI, a re-execution)
+reads the stored bytes and judges them itself.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -27,11 +32,12 @@ import dagster as dg
 # an instance whose storage batches (resources/event_log.py) writes in one commit, and any other one event by event.
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
 
-from kernel.names import FINGERPRINT, REJECTED_SERIES
+from kernel.names import FINGERPRINT, REJECTED_SERIES, WRITER_VERDICTS
 from kernel.pipeline import run_days
 from kernel.records import Rejected
+from ml.quality import Verdict
 from resources.storage import READ_THREADS, PartitionedParquetIOManager
-from resources.verdicts import materialisation_targets
+from resources.verdicts import latest_materialisations, materialisation_targets, recorded_fingerprint
 
 MAX_LISTED_DAYS = 50
 # The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
@@ -40,17 +46,6 @@ WRITES_CHECK_BATCHES = "writes_check_batches"
 CHUNK_BYTES = 8 * 2**20
 # Days read at once into a chunk (two per read thread keeps the threads busy).
 READ_AHEAD = 2 * READ_THREADS
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A check's judgement of one day: whether it passed, why not, and what it observed (threshold, values); a passing
-    day may still reject some of its series (label -> reason), which the day gate leaves out downstream."""
-
-    passed: bool
-    reason: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    rejected_series: dict[str, str] = field(default_factory=dict)
 
 
 # How a check judges one day's stored value.
@@ -67,14 +62,47 @@ class Judged:
     fingerprints: dict[str, str | None]
 
 
+@dataclass(frozen=True)
+class WriterJudged:
+    """A day the run's own writer judged as it wrote it: the fingerprint of the bytes it wrote (as the run's
+    materialisation recorded it) and each check's verdict on them."""
+
+    fingerprint: str
+    verdicts: dict[str, Verdict]
+
+
+def judged_by_writer(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, WriterJudged]:
+    """The days of the check's run whose latest materialisation this same run recorded, with its writer's verdict for
+    every selected check and the fingerprint of the bytes written (one query for the run's days). A materialisation
+    of another run never counts: a check run alone judges the bytes as they are stored now, with the code it runs."""
+    selected = [check.name for check in context.selected_asset_check_keys if check.asset_key == key]
+    days = [str(day) for day in run_days(context)]
+    found = {}
+    for day, record in latest_materialisations(context.instance, key, days).items():
+        materialisation = record.asset_materialization
+        written = materialisation.metadata.get(WRITER_VERDICTS) if materialisation is not None else None
+        verdicts = written.value if written is not None else None
+        fingerprint = recorded_fingerprint(record)
+        if record.run_id != context.run.run_id or fingerprint is None or not isinstance(verdicts, dict):
+            continue
+        documents = {name: verdicts.get(name) for name in selected}
+        if all(isinstance(document, dict) for document in documents.values()):
+            judged = {name: Verdict.from_json(d) for name, d in documents.items() if isinstance(d, dict)}
+            found[day] = WriterJudged(fingerprint, judged)
+    return found
+
+
 def run_chunks(
     context: dg.AssetCheckExecutionContext,
     store: PartitionedParquetIOManager,
     key: dg.AssetKey,
     typed: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+    *,
+    skip: Mapping[str, WriterJudged] | None = None,
 ) -> Iterator[Judged]:
-    """The stored values of `key` for the days of the check's run, with their fingerprints, a chunk at a time."""
-    return stored_chunks(store, key, [str(day) for day in run_days(context)], typed)
+    """The stored values of `key` for the days of the check's run (but those in `skip`, which its writer judged), with
+    their fingerprints, a chunk at a time."""
+    return stored_chunks(store, key, [str(day) for day in run_days(context) if str(day) not in (skip or {})], typed)
 
 
 def stored_chunks(
@@ -131,17 +159,22 @@ def emit(
     specs: Sequence[dg.AssetCheckSpec],
     chunks: Iterable[Judged],
     verdicts: Mapping[str, ChunkJudge],
+    written: Mapping[str, WriterJudged] | None = None,
 ) -> Iterator[Any]:
     """For every selected check: its verdict per day (ERROR if the check is a gate, else WARN) naming the
     fingerprint it judged, recorded as one batch, and a summary observation on the asset (days judged, days failed
     and why). Every selected check judges a chunk of days (`verdicts`: check name -> how it judges a chunk) before
-    the next chunk is read; only the verdicts are kept."""
+    the next chunk is read; only the verdicts are kept. The days in `written` take their writer's verdicts."""
     selected = [spec for spec in specs if spec.key in set(context.selected_asset_check_keys)]
     assets_def = context.op_execution_context.assets_def
     for spec in selected:
         yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(spec.key))
-    judged: dict[str, str | None] = {}  # day -> fingerprint of the bytes read
+    judged: dict[str, str | None] = {}  # day -> fingerprint of the bytes judged
     days_judged: dict[str, dict[str, Verdict]] = {spec.name: {} for spec in selected}
+    for day, by_writer in (written or {}).items():
+        judged[day] = by_writer.fingerprint
+        for spec in selected:
+            days_judged[spec.name][day] = by_writer.verdicts[spec.name]
     for chunk in chunks:
         judged |= chunk.fingerprints
         for spec in selected:
@@ -157,7 +190,7 @@ def emit(
         targets = looked_up[spec.asset_key]
         severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
         evaluations = []
-        for day, verdict in by_day.items():
+        for day, verdict in sorted(by_day.items()):
             fingerprint = judged.get(day)
             passed = verdict.passed and fingerprint is not None  # a verdict that names no bytes passes none
             reason = verdict.reason or ("" if fingerprint is not None else "judged bytes without a fingerprint")

@@ -51,6 +51,10 @@ ENTITY_COLUMNS = "platform/entity_columns"
 # Metadata key of a stored partition's content fingerprint: on its materialisation (what was written) and on every
 # check evaluation of it (what was judged); the day gate compares both with the bytes on disk.
 FINGERPRINT = "fingerprint"
+# Materialisation metadata of a day a Ray task built and judged as it wrote it (check name -> verdict as JSON): the
+# writer's verdicts on the very bytes it wrote (named by FINGERPRINT), which its run's check step records without
+# reading the day back.
+WRITER_VERDICTS = "writer_verdicts"
 # Check metadata: the series of a passing day rejected on their own (series label -> reason); the gate leaves them out.
 REJECTED_SERIES = "rejected_series"
 # Where every store write goes first (the ingest log's too): `<store root>/_unfinished/<file name>.tmp-<uuid>`, then

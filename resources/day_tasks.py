@@ -5,14 +5,18 @@ task writes nothing: it returns each day's evaluation and refitted model, which 
 The step that submits them holds references (`StoredDay`: the key, the judged fingerprint, the rejected series) and
 these small results, never a day's rows: its memory does not grow with the range, and a second Ray node brings its
 own reads and writes. A task reads a day only if its bytes are still those the day gate judged (`read_judged`).
+
+A task that writes features or predictions also judges each day it writes, with the checks' own `ml.quality`
+functions on the frame it holds, and returns the verdicts with what it wrote (`Written.verdicts`): the run's check
+step records them without reading the day back, and the judging runs on every node, beside the work.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kernel import series
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ml.evaluation import TrainedWindow
+    from ml.features import ReferenceBins
     from ml.training import TrainingWindow
 
 
@@ -82,12 +87,28 @@ class DayBatch:
     inputs: Mapping[str, StoredDay | Rejected]
 
 
-def build_feature_days(batch: DayBatch, lookback_days: int, spec: PipelineSpec) -> BatchDone:
-    """Features of the batch's days from their raw look-back windows, each written to the store; a day whose window
-    holds a rejected day, or a day replaced since it was judged, is returned rejected with the reason instead."""
+def drift_reference(
+    store: AssetStore, key: Sequence[str], first_day: date, spec: PipelineSpec
+) -> dict[str, ReferenceBins] | None:
+    """The drift check's reference for a run whose first day is `first_day`: each numeric feature of the training
+    window of stored features before it, binned (None: no stored day in that window)."""
+    from ml.features import numeric_feature_columns
+    from ml.quality import reference_window
+
+    window = [str(d) for d in window_ending(first_day - timedelta(days=1), spec.training.window_days)]
+    return reference_window(store.read_columns(key, window, numeric_feature_columns(spec)), spec)
+
+
+def build_feature_days(
+    batch: DayBatch, lookback_days: int, spec: PipelineSpec, reference: Mapping[str, ReferenceBins] | None
+) -> BatchDone:
+    """Features of the batch's days from their raw look-back windows, each written to the store and judged by the
+    features checks (`reference`: the drift check's); a day whose window holds a rejected day, or a day replaced
+    since it was judged, is returned rejected with the reason instead."""
     import ray
 
     from ml.features import build_features
+    from ml.quality import judge_features
 
     entities = spec.source.entity_columns
     store = batch.store
@@ -106,7 +127,9 @@ def build_feature_days(batch: DayBatch, lookback_days: int, spec: PipelineSpec) 
         built.append(
             DayBuilt(
                 day,
-                store.write(batch.output, day, result.frame),
+                replace(
+                    store.write(batch.output, day, result.frame), verdicts=judge_features(result.frame, spec, reference)
+                ),
                 FrameShape.of(result.frame),
                 dropped_rows=result.dropped_rows,
                 duplicate_rows=result.duplicate_rows,
@@ -119,9 +142,11 @@ def build_feature_days(batch: DayBatch, lookback_days: int, spec: PipelineSpec) 
 
 def predict_days(batch: DayBatch, model: Any, spec: PipelineSpec, lineage: Mapping[str, str]) -> BatchDone:
     """Forecasts of the batch's days from their features (read by reference), each written to the store with the
-    model's lineage on every row; a day whose features were rejected, or replaced since judged, is returned rejected."""
+    model's lineage on every row and judged by the predictions checks; a day whose features were rejected, or
+    replaced since judged, is returned rejected."""
     import ray
 
+    from ml.quality import judge_predictions
     from ml.training import predict_day
 
     built: list[DayBuilt] = []
@@ -133,7 +158,10 @@ def predict_days(batch: DayBatch, model: Any, spec: PipelineSpec, lineage: Mappi
             built.append(DayBuilt(day, Rejected(day=day, reason=reason)))
             continue
         frame = predict_day(model, features, spec, dict(lineage))
-        built.append(DayBuilt(day, batch.store.write(batch.output, day, frame), FrameShape.of(frame)))
+        written = replace(
+            batch.store.write(batch.output, day, frame), verdicts=judge_predictions(frame, len(features), spec)
+        )
+        built.append(DayBuilt(day, written, FrameShape.of(frame)))
     return BatchDone(built, os.getpid(), ray.get_runtime_context().get_node_id())
 
 

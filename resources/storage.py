@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from kernel import series
-from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS, LAZY_INPUT
+from kernel.names import ALLOW_MISSING_PARTITIONS, ENTITY_COLUMNS, FINGERPRINT, GATE_CHECKS, LAZY_INPUT, WRITER_VERDICTS
 from kernel.records import Rejected
 from resources.store import AssetStore, NotStored, Stored, StoredDay, UnsupportedValue, Written
 from resources.verdicts import gate
@@ -159,11 +159,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         step = context.step_context
         for key in keys:
+            value = obj[key]
             fingerprint = (
-                self._stored_by_task(context.asset_key, key, obj[key])
-                or self.write_stored(context.asset_key, key, obj[key])[1]
+                self._stored_by_task(context.asset_key, key, value)
+                or self.write_stored(context.asset_key, key, value)[1]
             )
-            step.add_asset_metadata({FINGERPRINT: fingerprint}, asset_key=context.asset_key, partition_key=key)
+            metadata: dict[str, Any] = {FINGERPRINT: fingerprint}
+            if isinstance(value, Written) and value.verdicts:
+                metadata[WRITER_VERDICTS] = {name: verdict.to_json() for name, verdict in value.verdicts.items()}
+            step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=key)
             if len(keys) == 1:
                 # Dagster 1.13 gives every partition of one output the same data version, so a partition's data
                 # version is its fingerprint only when it is the run's only partition; the metadata always is.

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from kernel import series
 from kernel.names import FINGERPRINT, TEMPORARY, UNFINISHED_DIR
 from kernel.records import Rejected
+from ml.quality import Verdict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,10 +59,12 @@ class Stored:
 
 @dataclass(frozen=True)
 class Written:
-    """A value a Ray task wrote to the store itself: where, and the fingerprint its bytes carry."""
+    """A value a Ray task wrote to the store itself: where, the fingerprint its bytes carry, and the verdicts the task
+    reached on those bytes as it wrote them (check name -> verdict; none if it judged nothing)."""
 
     path: str
     fingerprint: str
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

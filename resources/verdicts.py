@@ -214,25 +214,26 @@ def materialisation_targets(
     bytes, if it is the day's latest (so Dagster shows the verdict as current). A verdict on bytes no materialisation
     recorded (its run died before its events, or another run wrote them) targets none: it is never credited to a
     materialisation of other bytes."""
-    latest = _latest_materialisations(instance, asset_key, list(judged))
+    latest = latest_materialisations(instance, asset_key, list(judged))
     return {
         day: AssetCheckEvaluationTargetMaterializationData(
             storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
         )
         for day, record in latest.items()
-        if judged[day] is not None and _recorded_fingerprint(record) == judged[day]
+        if judged[day] is not None and recorded_fingerprint(record) == judged[day]
     }
 
 
 def materialising_run(instance: dg.DagsterInstance, asset_key: dg.AssetKey, day: str) -> str | None:
     """The run that wrote the day's latest materialisation."""
-    record = _latest_materialisations(instance, asset_key, [day]).get(day)
+    record = latest_materialisations(instance, asset_key, [day]).get(day)
     return record.run_id if record is not None else None
 
 
-def _latest_materialisations(
+def latest_materialisations(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Sequence[str]
 ) -> dict[str, dg.EventLogRecord]:
+    """Each day's latest materialisation record (days never materialised are left out), in two queries."""
     storage_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days)
     )
@@ -245,7 +246,8 @@ def _latest_materialisations(
     return {day: by_id[storage_id] for day, storage_id in storage_ids.items() if storage_id in by_id}
 
 
-def _recorded_fingerprint(record: dg.EventLogRecord) -> str | None:
+def recorded_fingerprint(record: dg.EventLogRecord) -> str | None:
+    """The fingerprint a materialisation recorded writing (None: an old record without one)."""
     materialisation = record.asset_materialization
     value = materialisation.metadata.get(FINGERPRINT) if materialisation is not None else None
     return str(value.value) if value is not None else None

@@ -37,6 +37,16 @@ def run_range(
     )
 
 
+def run_checks_alone(
+    defs: dg.Definitions, checks: list[dg.AssetCheckKey], days: tuple[str, str], instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """Run `checks` alone for the days first..last, as the UI's "Execute" of a check does: they judge what is stored."""
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=set(checks)
+    )
+    return job.execute_in_process(instance=instance, tags={RANGE_START: days[0], RANGE_END: days[1]})
+
+
 def landed(*paths: Path) -> dict[str, str]:
     """The tag of a landing run naming `paths` as they are now (what the landing sensor requests once they are
     stable): such a run lands them in the ingest log before building its days."""

@@ -1,5 +1,5 @@
-"""`<p>/features`: model inputs per day, built from the raw look-back window by Ray tasks that read and write the
-store themselves."""
+"""`<p>/features`: model inputs per day, built from the raw look-back window by Ray tasks that read, write and judge
+the store themselves."""
 
 from collections import Counter
 from datetime import timedelta
@@ -41,11 +41,12 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         if missing := [str(day) for day in days if str(day) not in raw]:
             raise dg.Failure(f"{pipeline.key('raw').to_user_string()} is not materialised for {missing}")
         output, calls = tuple(pipeline.key("features").path), []
+        reference = day_tasks.drift_reference(io_manager.store, output, days[0], spec)
         for batch in day_batches(days, spec.compute.ray_days_per_task):
             first = str(batch[0] - timedelta(days=lookback))
             needed = {day: ref for day, ref in raw.items() if first <= day <= str(batch[-1])}
             share = day_tasks.DayBatch(io_manager.store, output, [str(d) for d in batch], needed)
-            calls.append((share, lookback, spec))
+            calls.append((share, lookback, spec, reference))
         done = ray_map(
             day_tasks.build_feature_days,
             calls,

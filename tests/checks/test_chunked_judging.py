@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -14,11 +15,12 @@ from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from support import check_days, corrupt_day, landed, run_range
 
 from checks import emit
-from kernel.names import FINGERPRINT
+from kernel.names import FINGERPRINT, FINITE_VALUES, NO_DRIFT, RANGE_END, RANGE_START, SCHEMA_STABLE
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
 
 KEY = dg.AssetKey(["chunks", "daily"])
+FEATURE_CHECKS = (FINITE_VALUES, SCHEMA_STABLE, NO_DRIFT)
 DAYS = [str(day.date()) for day in pd.date_range("2024-01-01", periods=20)]
 
 
@@ -45,14 +47,16 @@ def test_chunks_are_consecutive_days_of_about_the_byte_budget(tmp_path: Path, mo
                 pd.testing.assert_frame_equal(value, frames[day])
 
 
-def _verdicts(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, tuple[bool, str, dict[str, object]]]]:
-    """Check -> day -> (passed, description, metadata), without the fingerprint (each run writes its own files)."""
+def _verdicts(
+    result: dg.ExecuteInProcessResult, *, with_fingerprints: bool = False
+) -> dict[str, dict[str, tuple[bool, str, dict[str, object]]]]:
+    """Check -> day -> (passed, description, metadata), with or without the fingerprint of the bytes judged."""
     return {
         check: {
             day: (
                 evaluation.passed,
                 evaluation.description or "",
-                {name: value.value for name, value in evaluation.metadata.items() if name != FINGERPRINT},
+                {n: v.value for n, v in evaluation.metadata.items() if with_fingerprints or n != FINGERPRINT},
             )
             for day, evaluation in days.items()
         }
@@ -60,31 +64,52 @@ def _verdicts(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, tuple[bo
     }
 
 
-def test_a_run_judged_in_small_chunks_records_the_verdicts_of_one_judged_at_once(
+def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes_in_small_chunks(
     make_defs: PipelineFactory, ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A range run's features are judged by the Ray tasks that write them (the check step records their verdicts
+    without reading the days back); a check run alone reads the stored bytes and judges them itself, here in chunks
+    of one day. Both record the same verdicts on the same bytes, for every day: the two paths are one judgement."""
     source = tmp_path / "landing" / "hour.csv"
     source.parent.mkdir()
     corrupt_day(BIKE_CSV, source, "2012-05-10")  # a negative count and a temperature that is not a number
     days = ("2012-04-24", "2012-05-20")  # a week of look-back, then days with features
-    recorded = {}
-    for name, budget in [("bike_whole", emit.CHUNK_BYTES), ("bike_chunked", 1)]:
-        monkeypatch.setattr(emit, "CHUNK_BYTES", budget)
-        document = bike_spec_document(
-            name=name,
-            source={"uri": str(source)},
-            partitioning={"start_date": "2012-03-01", "end_date": "2012-08-01", "rebase_to_yesterday": False},
-            training={"window_days": 28},
-        )
-        defs = make_defs(document)
-        with dg.instance_for_test() as instance:
-            result = run_range(defs, ["raw", "features"], name, days, instance, tags=landed(source))
-        assert result.success
-        recorded[name] = json.loads(json.dumps(_verdicts(result)))
+    name = "bike_chunks"
+    document = bike_spec_document(
+        name=name,
+        source={"uri": str(source)},
+        partitioning={"start_date": "2012-03-01", "end_date": "2012-08-01", "rebase_to_yesterday": False},
+        training={"window_days": 28},
+    )
+    defs = make_defs(document)
+    features = dg.AssetKey([name, "features"])
+    checks_alone = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(features, n) for n in FEATURE_CHECKS}
+    )
+    read_back: list[str] = []  # the features days a check step read back
+    stored_chunks = emit.stored_chunks
 
-    whole, chunked = recorded["bike_whole"], recorded["bike_chunked"]
-    assert set(whole) >= {"passes_expectations", "complete_days", "finite_values", "schema_stable", "no_drift"}
-    assert all(len(by_day) == 27 for by_day in whole.values()), "one verdict per day per check"
-    assert whole["finite_values"]["2012-05-20"][2]["rows"] == 24
-    assert not whole["passes_expectations"]["2012-05-10"][0], "the corrupted day fails in both"
-    assert chunked == json.loads(json.dumps(whole).replace("bike_whole/", "bike_chunked/"))
+    def recording(store: PartitionedParquetIOManager, key: dg.AssetKey, *args: Any, **kwargs: Any) -> Any:
+        for chunk in stored_chunks(store, key, *args, **kwargs):
+            read_back.extend(chunk.values if key == features else [])
+            yield chunk
+
+    monkeypatch.setattr(emit, "stored_chunks", recording)
+    with dg.instance_for_test() as instance:
+        run = run_range(defs, ["raw", "features"], name, days, instance, tags=landed(source))
+        assert run.success
+        by_writer, read_by_run = _verdicts(run, with_fingerprints=True), sorted(read_back)
+        monkeypatch.setattr(emit, "CHUNK_BYTES", 1)
+        read_back.clear()
+        alone = checks_alone.execute_in_process(instance=instance, tags={RANGE_START: days[0], RANGE_END: days[1]})
+        by_check_alone = _verdicts(alone, with_fingerprints=True)
+
+    assert set(by_writer) >= {"passes_expectations", "complete_days", *FEATURE_CHECKS}
+    assert all(len(by_day) == 27 for by_day in by_writer.values()), "one verdict per day per check"
+    assert by_writer["finite_values"]["2012-05-20"][2]["rows"] == 24
+    assert not by_writer["passes_expectations"]["2012-05-10"][0], "the corrupted day fails"
+    not_built = sorted(day for day, verdict in by_writer["finite_values"].items() if not verdict[0])
+    assert "2012-05-11" in not_built, "a features day whose look-back holds the corrupted day is not built"
+    assert read_by_run == not_built, "the run read back only the features days it could not build (their reasons)"
+    assert sorted(read_back) == sorted(by_check_alone["finite_values"]), "the check run alone read every day"
+    assert json.loads(json.dumps({c: by_writer[c] for c in FEATURE_CHECKS})) == json.loads(json.dumps(by_check_alone))

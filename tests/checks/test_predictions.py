@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from checks.predictions import PLAUSIBLE_FACTOR, plausible_range
+from ml.quality import PLAUSIBLE_FACTOR, plausible_range
 
 
 def predictions(forecast: list[float], actual: list[float]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
-from support import check_results, corrupt_day, landed, run_range, run_unpartitioned
+from support import check_results, corrupt_day, landed, run_checks_alone, run_range, run_unpartitioned
 
 from kernel.metadata import INLINE_MARKDOWN_LIMIT
 from kernel.names import CHAMPION, MODEL_GATES, PREVIOUS_CHAMPION
@@ -178,6 +178,14 @@ def test_predictions_carry_the_exact_model_version_and_run(bike: Trained) -> Non
     checks = check_results(result)
     assert checks["complete"].passed
     assert checks["finite_non_negative"].passed
+    # The run's Ray task judged the day as it wrote it; the checks run alone read the stored day back and agree.
+    key = dg.AssetKey(["bike_e2e", "predictions"])
+    alone = check_results(
+        run_checks_alone(bike.defs, [dg.AssetCheckKey(key, n) for n in checks], (LAST, LAST), bike.instance)
+    )
+    assert {n: (c.passed, c.description, c.metadata) for n, c in checks.items()} == {
+        n: (c.passed, c.description, c.metadata) for n, c in alone.items()
+    }
     record = bike.store.read(dg.AssetKey(["bike_e2e", "model"]), champion["partition"])
     model = bike.tracking.load_verified(ModelRecord.model_validate(record))
     # The served model was refitted on the whole window: its scaler saw the hold-out rows too.

@@ -3,6 +3,7 @@ verdict judged. Real Dagster runs on a real (temporary, SQLite) instance through
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from checks.emit import Verdict, emit, judge_days, multi_check, run_chunks
+from checks.emit import emit, judge_days, judged_by_writer, multi_check, run_chunks
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, GATE_CHECKS, RANGE_END, RANGE_START
 from kernel.records import Rejected
+from ml.quality import Verdict
 from resources.storage import PartitionedParquetIOManager
-from resources.store import FINGERPRINT_KEY
+from resources.store import FINGERPRINT_KEY, Written
 from resources.verdicts import rejected_days
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
@@ -65,6 +67,40 @@ def downstream(context: dg.AssetExecutionContext, upstream: dict[str, Any]) -> d
     }
 
 
+WRITTEN = dg.AssetKey(["demo", "written"])
+# The days another writer replaces (with negative values) right after the writer of `written` wrote and judged them.
+REPLACED_AFTER_WRITE: set[str] = set()
+
+
+@dg.asset(key=WRITTEN, partitions_def=DAILY, backfill_policy=dg.BackfillPolicy.single_run())
+def written(
+    context: dg.AssetExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+) -> dict[str, Written]:
+    """Each day written and judged by its writer, as a range run's Ray task does."""
+    done = {}
+    for day in context.partition_keys:
+        wrote = io_manager.store.write(WRITTEN.path, day, frame(day))
+        done[day] = replace(wrote, verdicts={CHECK: Verdict(True, metadata={"judged_by": "writer"})})
+        if day in REPLACED_AFTER_WRITE:
+            io_manager.store.write(WRITTEN.path, day, frame(day, -1.0))
+    return done
+
+
+WRITTEN_SPECS = [dg.AssetCheckSpec(CHECK, asset=WRITTEN, blocking=True, partitions_def=DAILY)]
+
+
+@multi_check("written_checks", WRITTEN_SPECS, "demo.written")
+def written_checks(
+    context: dg.AssetCheckExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
+) -> Iterator[Any]:
+    def positive(_day: str, f: pd.DataFrame) -> Verdict:
+        return Verdict(bool((f["value"] > 0).all()), metadata={"judged_by": "reader"})
+
+    by_writer = judged_by_writer(context, WRITTEN)
+    chunks = run_chunks(context, io_manager, WRITTEN, skip=by_writer)
+    yield from emit(context, WRITTEN_SPECS, chunks, {CHECK: lambda days: judge_days(days, positive)}, by_writer)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> PartitionedParquetIOManager:
     return PartitionedParquetIOManager(base_uri=str(tmp_path / "assets"))
@@ -73,6 +109,7 @@ def store(tmp_path: Path) -> PartitionedParquetIOManager:
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     NEGATIVE.clear()
+    REPLACED_AFTER_WRITE.clear()
     with dg.instance_for_test() as instance:
         yield instance
 
@@ -91,7 +128,7 @@ def run(
     days: tuple[str, str] = (DAYS[0], DAYS[-1]),
 ) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        [daily, downstream, demo_checks],
+        [daily, downstream, demo_checks, written, written_checks],
         selection=selection,
         instance=instance,
         resources={"io_manager": store},
@@ -288,3 +325,34 @@ def test_a_verdict_is_credited_to_the_bytes_it_read_not_the_latest_materialisati
     assert judged[day].target_materialization_data is None, "not credited to the other run's materialisation"
     assert "the file changed since" in gate(store, instance)[day]
     assert loaded(store, instance)[day].startswith("rejected=True"), "the other run's bytes were never judged"
+
+
+# --- verdicts reached by the writer ---
+
+
+def test_a_run_records_its_writers_verdicts_and_a_check_run_alone_judges_the_stored_bytes(
+    store: PartitionedParquetIOManager, instance: dg.DagsterInstance
+) -> None:
+    judged = dg.AssetCheckKey(WRITTEN, CHECK)
+    by_run = run(store, instance, dg.AssetSelection.assets(WRITTEN)).get_asset_check_evaluations()
+    on_disk = store.fingerprints(WRITTEN, DAYS)
+    assert {e.partition: e.metadata["judged_by"].value for e in by_run} == dict.fromkeys(DAYS, "writer")
+    assert {e.partition: e.metadata[FINGERPRINT].value for e in by_run} == on_disk
+    assert all(e.target_materialization_data is not None for e in by_run), "credited to the run's materialisations"
+    alone = run(store, instance, dg.AssetSelection.checks(judged)).get_asset_check_evaluations()
+    assert {e.partition: e.metadata["judged_by"].value for e in alone} == dict.fromkeys(DAYS, "reader")
+    assert {e.partition: e.metadata[FINGERPRINT].value for e in alone} == on_disk
+    assert rejected_days(instance, WRITTEN, [CHECK], on_disk) == {}
+
+
+def test_a_writers_verdict_names_the_bytes_it_wrote_not_those_that_replaced_them(
+    store: PartitionedParquetIOManager, instance: dg.DagsterInstance
+) -> None:
+    day = DAYS[1]
+    REPLACED_AFTER_WRITE.add(day)  # between the writer's judgement and the check step, other bytes take the file
+    by_run = run(store, instance, dg.AssetSelection.assets(WRITTEN)).get_asset_check_evaluations()
+    verdict = next(e for e in by_run if e.partition == day)
+    assert verdict.passed and verdict.metadata["judged_by"].value == "writer"
+    assert verdict.metadata[FINGERPRINT].value != store.fingerprint(WRITTEN, day), "it names the bytes it judged"
+    rejected = rejected_days(instance, WRITTEN, [CHECK], store.fingerprints(WRITTEN, DAYS))
+    assert list(rejected) == [day] and "were never judged by positive" in rejected[day]
