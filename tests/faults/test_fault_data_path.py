@@ -61,7 +61,7 @@ def test_a_series_day_replaced_after_its_verdict_is_not_built_on_by_the_ray_task
         """The features asset's task over the built days, connected as a run connects (and disconnected after)."""
         batch = day_tasks.DayBatch(store.store, (NAME, output), built_days, refs)
         with dg.build_resources({"ray_cluster": RayCluster(address=ray_address)}):
-            (done,) = ray_map(day_tasks.build_feature_days, [(batch, lookback, spec)], timeout=300)
+            (done,) = ray_map(day_tasks.build_feature_days, [(batch, lookback, spec, None)], timeout=300)
         return {result.day: result for result in done.days}
 
     judged = build("features_judged")
