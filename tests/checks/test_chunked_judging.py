@@ -69,11 +69,13 @@ def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes
 ) -> None:
     """A range run's features are judged by the Ray tasks that write them (the check step records their verdicts
     without reading the days back); a check run alone reads the stored bytes and judges them itself, here in chunks
-    of one day. Both record the same verdicts on the same bytes, for every day: the two paths are one judgement."""
+    of one day. Both record the same verdicts on the same bytes, for every day: the two paths are one judgement. The
+    second of two consecutive runs is compared, so its drift check has a reference window (the first run's days)."""
     source = tmp_path / "landing" / "hour.csv"
     source.parent.mkdir()
     corrupt_day(BIKE_CSV, source, "2012-05-10")  # a negative count and a temperature that is not a number
-    days = ("2012-04-24", "2012-05-20")  # a week of look-back, then days with features
+    before = ("2012-04-17", "2012-05-02")  # a week of look-back, then the reference window's days
+    days = ("2012-05-03", "2012-05-20")
     name = "bike_chunks"
     document = bike_spec_document(
         name=name,
@@ -96,7 +98,9 @@ def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes
 
     monkeypatch.setattr(emit, "stored_chunks", recording)
     with dg.instance_for_test() as instance:
-        run = run_range(defs, ["raw", "features"], name, days, instance, tags=landed(source))
+        assert run_range(defs, ["raw", "features"], name, before, instance, tags=landed(source)).success
+        read_back.clear()
+        run = run_range(defs, ["raw", "features"], name, days, instance)
         assert run.success
         by_writer, read_by_run = _verdicts(run, with_fingerprints=True), sorted(read_back)
         monkeypatch.setattr(emit, "CHUNK_BYTES", 1)
@@ -105,8 +109,9 @@ def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes
         by_check_alone = _verdicts(alone, with_fingerprints=True)
 
     assert set(by_writer) >= {"passes_expectations", "complete_days", *FEATURE_CHECKS}
-    assert all(len(by_day) == 27 for by_day in by_writer.values()), "one verdict per day per check"
+    assert all(len(by_day) == 18 for by_day in by_writer.values()), "one verdict per day per check"
     assert by_writer["finite_values"]["2012-05-20"][2]["rows"] == 24
+    assert set(by_writer["no_drift"]["2012-05-20"][2]["psi"]) >= {"lag_24h", "temp"}, "judged against a reference"
     assert not by_writer["passes_expectations"]["2012-05-10"][0], "the corrupted day fails"
     not_built = sorted(day for day, verdict in by_writer["finite_values"].items() if not verdict[0])
     assert "2012-05-11" in not_built, "a features day whose look-back holds the corrupted day is not built"
