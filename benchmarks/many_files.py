@@ -102,11 +102,11 @@ def worker_many_files(args: Mapping[str, Any]) -> dict[str, Any]:
                     raise StageFailed(f"(j) N={n}: the landing run did not land every file it names: {landed_notes}")
                 read_entries = metadata["source_files"].value
                 counted = metadata["ingest_log_reads"].value
-                rows_written = metadata["rows_per_partition"].value
+                rows_written = metadata["dagster/row_count"].value
                 if not isinstance(read_entries, list) or not isinstance(counted, dict):
                     raise StageFailed(f"(j) N={n}: the landing run recorded no ingest log reads")
-                if not isinstance(rows_written, dict):
-                    raise StageFailed(f"(j) N={n}: the landing run recorded no rows per partition")
+                if not isinstance(rows_written, int):
+                    raise StageFailed(f"(j) N={n}: the landing run recorded no row count")
                 first, last = (date.fromisoformat(request.tags[tag]) for tag in (RANGE_START, RANGE_END))
                 days = day_range(first, last)
                 read[run.run_id] = (days, [str(e["entry"]) for e in read_entries if isinstance(e, dict)])
@@ -118,7 +118,7 @@ def worker_many_files(args: Mapping[str, Any]) -> dict[str, Any]:
                         "days": len(days),
                         "files_named": len(named),
                         "wall_s": round(wall, 3),
-                        "raw_rows_written": sum(int(str(v)) for v in rows_written.values()),
+                        "raw_rows_written": rows_written,
                         "duplicate_rows_collapsed": int(str(metadata["duplicate_rows_collapsed"].value)),
                         **{str(key): int(str(value)) for key, value in counted.items()},
                     }

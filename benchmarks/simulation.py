@@ -199,7 +199,8 @@ TIME_MARK = 4102444800.25  # a float sentinel: serdes writes its repr
 
 def _stage_metadata(stage: str, run_days: Sequence[str]) -> dict[str, Any]:
     """The metadata the platform records on one day's materialisation in a range run (labels and kinds as a real
-    run writes them: the run's output metadata, then the day's fingerprint; see resources/storage.py)."""
+    run writes them: the run's output metadata, then the day's own entries and fingerprint; see
+    resources/storage.py)."""
     import dagster as dg
 
     columns = ["timestamp", "cnt", "temp", "atemp", "hum", "windspeed", "holiday", "workingday", "weathersit"]
@@ -214,7 +215,8 @@ def _stage_metadata(stage: str, run_days: Sequence[str]) -> dict[str, Any]:
     }
     per_stage: dict[str, dict[str, Any]] = {
         "raw": {
-            "rows_per_partition": dg.MetadataValue.json(dict.fromkeys(run_days, 24)),
+            "sources": dg.MetadataValue.json([{"source": "data/bike_sharing/hour.csv", "entry": "0"}]),
+            "rows_this_day": 24,
             "empty_partitions": 0,
             "source_files": dg.MetadataValue.json(["data/bike_sharing/hour.csv"]),
             "coercion_errors": dg.MetadataValue.json({}),

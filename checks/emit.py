@@ -32,6 +32,7 @@ import dagster as dg
 # an instance whose storage batches (resources/event_log.py) writes in one commit, and any other one event by event.
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, DagsterEventType, generate_event_batch_id
 
+from kernel.metadata import MAX_LISTED_DAYS
 from kernel.names import FINGERPRINT, REJECTED_SERIES, WRITER_VERDICTS
 from kernel.pipeline import run_days
 from kernel.records import Rejected
@@ -39,7 +40,6 @@ from ml.quality import Verdict
 from resources.storage import READ_THREADS, PartitionedParquetIOManager
 from resources.verdicts import latest_materialisations, materialisation_targets, recorded_fingerprint
 
-MAX_LISTED_DAYS = 50
 # The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
 WRITES_CHECK_BATCHES = "writes_check_batches"
 # About how many bytes of stored frames a check holds at once: its run's days are judged a chunk at a time.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -11,6 +12,23 @@ from kernel.frames import FrameShape
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# Days a run's summary lists at most. Dagster copies a range output's metadata onto every partition's materialisation,
+# so a map of all the run's days there would grow each of its events with the range; each day's own event carries its
+# entry instead (`per_day`).
+MAX_LISTED_DAYS = 50
+
+
+def listed_days(by_day: Mapping[str, Any]) -> dg.MetadataValue:
+    """The first `MAX_LISTED_DAYS` days of a per-day map, oldest first, for a run's summary."""
+    return dg.MetadataValue.json(dict(sorted(by_day.items())[:MAX_LISTED_DAYS]))
+
+
+def per_day(context: dg.AssetExecutionContext, name: str, by_day: Mapping[str, Any]) -> None:
+    """Each day's entry of a per-day map as `name` (`<what>_this_day`) on that day's own materialisation."""
+    for day, value in by_day.items():
+        context.add_asset_metadata({name: value}, partition_key=day)
 
 
 def frame_metadata(frame: pd.DataFrame) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dagster_ray import RayResource
 
 from kernel import automation
 from kernel.frames import FrameShape
-from kernel.metadata import shape_metadata
+from kernel.metadata import listed_days, per_day, shape_metadata
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
 from resources import day_tasks
@@ -59,14 +59,22 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         results = {result.day: result for batch in done for result in batch.days}
         built = {day: r for day, r in results.items() if isinstance(r.value, Written)}
         rejected = {day: r.value for day, r in results.items() if isinstance(r.value, Rejected)}
+        reasons = {day: r.reason for day, r in rejected.items()}
+        left_out = {day: dict(r.left_out) for day, r in built.items() if r.left_out}
+        per_day(context, "rejected_this_day", reasons)
+        per_day(
+            context,
+            "series_left_out_this_day",
+            {day: dg.MetadataValue.json(labels) for day, labels in left_out.items()},
+        )
         shapes = [r.shape for r in built.values() if r.shape is not None]
         metadata = shape_metadata(FrameShape.combined(shapes)) if shapes else {}
         metadata |= {
             "days_built": len(built),
             "days_rejected": len(rejected),
-            "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
+            "rejected_days": listed_days(reasons),
             "series_days_left_out": sum(len(r.left_out) for r in built.values()),
-            "series_left_out": dg.MetadataValue.json({d: dict(r.left_out) for d, r in built.items() if r.left_out}),
+            "series_left_out": listed_days(left_out),
             "rows_without_history": sum(r.dropped_rows for r in built.values()),
             "duplicate_hours_dropped": sum(r.duplicate_rows for r in built.values()),
             "rows_missing_target": sum(r.missing_target_rows for r in built.values()),

@@ -6,7 +6,7 @@ the files present then (how the shipped samples start). A day is built from the 
 """
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -88,12 +88,23 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             built = log.build_raw_days(parts, days, spec, pipeline.shift_days)
         except log.IngestLogError as exc:
             raise dg.Failure(f"{pipeline.name}: {exc}") from exc
-        for day, sources in built.lineage.items():
-            context.add_asset_metadata({"sources": dg.MetadataValue.json(sources)}, partition_key=day)
+        # A day's own detail goes on its own materialisation: Dagster copies the output's metadata onto every
+        # partition's event, so a per-day map there grows each event with the range (quadratic in the range).
+        for day, frame in built.frames.items():
+            own: dict[str, Any] = {
+                "sources": dg.MetadataValue.json(built.lineage.get(day, [])),
+                "rows_this_day": len(frame),
+            }
+            if collapsed := built.rows_collapsed.get(day):
+                own["duplicate_rows_collapsed_this_day"] = collapsed
+            if per_series := built.rows_collapsed_per_series.get(day):
+                own["duplicate_rows_collapsed_per_series_this_day"] = dg.MetadataValue.json(per_series)
+            if notes := built.notes.get(day):
+                own["notes_this_day"] = dg.MetadataValue.json(notes)
+            context.add_asset_metadata(own, partition_key=day)
         rows = {key: len(frame) for key, frame in built.frames.items()}
         metadata = frame_metadata(pd.concat(built.frames.values(), ignore_index=True))
         metadata |= {
-            "rows_per_partition": dg.MetadataValue.json(rows),
             "empty_partitions": sum(1 for count in rows.values() if count == 0),
             "source_files": dg.MetadataValue.json(
                 [{"source": e.source, "sha256": e.sha256, "entry": e.name.id} for e in entries]
@@ -103,16 +114,10 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
                 {f"{e.source}:{column}": value for e in entries for column, value in e.parse_warnings.items()}
             ),
             "ingest_log_reads": dg.MetadataValue.json(vars(ingest_log.reads)),
-            # Blank entities, infinite numbers, DST-touched times and event marker texts, per day of this run.
-            "notes_per_day": dg.MetadataValue.json(built.notes),
+            # Blank entities, infinite numbers, DST-touched times and event marker texts: each day's `notes_this_day`.
+            "days_with_notes": sum(1 for notes in built.notes.values() if notes),
             "duplicates_policy": spec.source.duplicates,
             "duplicate_rows_collapsed": sum(built.rows_collapsed.values()),
-            "duplicate_rows_collapsed_per_day": dg.MetadataValue.json(built.rows_collapsed),
-            **(
-                {"duplicate_rows_collapsed_per_series_day": dg.MetadataValue.json(built.rows_collapsed_per_series)}
-                if spec.source.entity_columns
-                else {}
-            ),
             "rebase_shift_days": pipeline.shift_days,
         }
         return dg.Output(built.frames, metadata=metadata)

@@ -8,7 +8,7 @@ from dagster_ray import RayResource
 
 from kernel import automation
 from kernel.frames import FrameShape
-from kernel.metadata import shape_metadata, svg_markdown
+from kernel.metadata import listed_days, per_day, shape_metadata, svg_markdown
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import Rejected
 from resources import day_tasks
@@ -72,6 +72,8 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
         results = {result.day: result for batch in done for result in batch.days}
         built = {day: r for day, r in results.items() if isinstance(r.value, Written)}
         rejected = {day: r.value for day, r in results.items() if isinstance(r.value, Rejected)}
+        reasons = {day: r.reason for day, r in rejected.items()}
+        per_day(context, "rejected_this_day", reasons)
         shapes = [r.shape for r in built.values() if r.shape is not None]
         metadata = shape_metadata(FrameShape.combined(shapes)) if shapes else {}
         if built:
@@ -80,7 +82,7 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "model_version": serving.version,
             "mlflow_run_id": serving.mlflow_run_id,
             "days_rejected": len(rejected),
-            "rejected_days": dg.MetadataValue.json({d: r.reason for d, r in rejected.items()}),
+            "rejected_days": listed_days(reasons),
             "ray_tasks": len(done),
             "ray_nodes": dg.MetadataValue.json(dict(Counter(batch.node_id for batch in done))),
         }

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_ray import RayResource
 
 from kernel import automation
-from kernel.metadata import picture
+from kernel.metadata import listed_days, per_day, picture
 from kernel.pipeline import Pipeline, run_days
 from kernel.records import ModelRecord, Rejected
 from kernel.spec import PipelineSpec
@@ -229,7 +229,8 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         metadata = model_metadata(logged[-1], newest.evaluation.images, mlflow) if logged and newest else {}
         metadata |= unverified
         metadata["days_rejected"] = len(rejected)
-        metadata["rejected_days"] = dg.MetadataValue.json({d: r.reason for d, r in rejected.items()})
+        metadata["rejected_days"] = listed_days({day: r.reason for day, r in rejected.items()})
+        per_day(context, "rejected_this_day", {day: r.reason for day, r in rejected.items()})
         metadata["ray_tasks"] = len(done)
         metadata["ray_worker_pids"] = dg.MetadataValue.json(sorted({batch.worker_pid for batch in done}))
         metadata["ray_nodes"] = dg.MetadataValue.json(dict(Counter(batch.node_id for batch in done)))

@@ -76,8 +76,12 @@ def test_twelve_station_files_are_one_run_and_a_broken_station_day_is_rejected_a
     assert faults.late_station not in str(completeness[early].metadata["rows"].value)
 
     # Two files disagreeing on the same (station, hour): `duplicates: last` decides, counted per day per station.
-    raw_event = next(e for e in landing.get_asset_materialization_events() if e.asset_key == key("raw"))
-    collapsed = raw_event.materialization.metadata["duplicate_rows_collapsed_per_series_day"].value
+    per_series = "duplicate_rows_collapsed_per_series_this_day"
+    collapsed = {
+        e.materialization.partition: e.materialization.metadata[per_series].value
+        for e in landing.get_asset_materialization_events()
+        if e.asset_key == key("raw") and per_series in e.materialization.metadata
+    }
     assert collapsed == {faults.resent[1]: {faults.resent[0]: faults.resent_hours}}
 
     # Downstream leaves out exactly that series on the days whose look-back holds the broken day (lags 24 h and

@@ -136,11 +136,18 @@ def test_a_spec_alone_brings_a_differently_shaped_dataset_through_the_graph(
     assert incomplete == hole, "the hole in the data is reported"
     assert {v.severity for v in checks["complete_days"].values()} == {dg.AssetCheckSeverity.WARN}
 
-    # Hours sent twice are averaged into one row, and counted on their day in the raw asset's metadata.
-    raw_event = next(m for m in ingest.get_asset_materialization_events() if m.asset_key == dg.AssetKey([NAME, "raw"]))
-    metadata = raw_event.materialization.metadata
-    assert metadata["duplicate_rows_collapsed"].value == len(TWICE)
-    assert metadata["duplicate_rows_collapsed_per_day"].value == {"2021-06-20": len(TWICE)}
+    # Hours sent twice are averaged into one row, counted in the run's total and on their own day's materialisation.
+    raw_events = {
+        m.materialization.partition: m.materialization.metadata
+        for m in ingest.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey([NAME, "raw"])
+    }
+    totals = [m["duplicate_rows_collapsed"].value for m in raw_events.values()]
+    assert totals == [len(TWICE)] * len(raw_events), "the run's total"
+    this_day = "duplicate_rows_collapsed_this_day"
+    on_the_day = {day: m[this_day].value for day, m in raw_events.items() if this_day in m}
+    assert on_the_day == {"2021-06-20": len(TWICE)}, "counted on its own day's event alone"
+    assert raw_events["2021-06-20"]["rows_this_day"].value == 24 * len(STATIONS)
     twice = store.read(dg.AssetKey([NAME, "raw"]), "2021-06-20")
     assert len(twice) == 24 * len(STATIONS)
     assert expectations["2021-06-20"].passed

@@ -45,8 +45,12 @@ def test_a_25_hour_day_is_stored_judged_and_featurised_in_local_time(
     assert str(raw["timestamp"].dtype) == f"datetime64[ns, {BERLIN}]"
     day = export[export["time"].str.startswith(AUTUMN)]
     assert (raw["timestamp"].dt.tz_convert("UTC").to_numpy() == day["instant"].to_numpy()).all()
-    event = next(m for m in run.get_asset_materialization_events() if m.asset_key == dg.AssetKey([NAME, "raw"]))
-    assert event.materialization.metadata["notes_per_day"].value == {AUTUMN: {"dst_ambiguous": 2}}
+    notes = {
+        m.materialization.partition: m.materialization.metadata["notes_this_day"].value
+        for m in run.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey([NAME, "raw"]) and "notes_this_day" in m.materialization.metadata
+    }
+    assert notes == {AUTUMN: {"dst_ambiguous": 2}}, "noted on the day's own materialisation alone"
 
     features = store.read(dg.AssetKey([NAME, "features"]), AUTUMN).set_index("timestamp")
     # Lags are whole hours of elapsed time: 24 h before the second 02:00 (CET) is 03:00 CEST the day before.
