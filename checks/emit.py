@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -38,7 +38,12 @@ from kernel.pipeline import run_days
 from kernel.records import Rejected
 from ml.quality import Verdict
 from resources.storage import READ_THREADS, PartitionedParquetIOManager
-from resources.verdicts import latest_materialisations, materialisation_targets, recorded_fingerprint
+from resources.verdicts import latest_materialisations, materialisation_targets, recorded_fingerprint, target_of
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
 
 # The attribute of an event log storage that writes batches of check evaluations (resources/event_log.py).
 WRITES_CHECK_BATCHES = "writes_check_batches"
@@ -69,6 +74,7 @@ class WriterJudged:
 
     fingerprint: str
     verdicts: dict[str, Verdict]
+    target: AssetCheckEvaluationTargetMaterializationData
 
 
 def judged_by_writer(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, WriterJudged]:
@@ -88,7 +94,7 @@ def judged_by_writer(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -
         documents = {name: verdicts.get(name) for name in selected}
         if all(isinstance(document, dict) for document in documents.values()):
             judged = {name: Verdict.from_json(d) for name, d in documents.items() if isinstance(d, dict)}
-            found[day] = WriterJudged(fingerprint, judged)
+            found[day] = WriterJudged(fingerprint, judged, target_of(record))
     return found
 
 
@@ -184,9 +190,9 @@ def emit(
     for spec in selected:
         by_day = days_judged[spec.name]
         if spec.asset_key not in looked_up:
-            looked_up[spec.asset_key] = materialisation_targets(
-                context.instance, spec.asset_key, {day: judged.get(day) for day in by_day}
-            )
+            by_writer = {day: w.target for day, w in (written or {}).items()}  # looked up with their verdicts
+            read = {day: judged.get(day) for day in by_day if day not in by_writer}
+            looked_up[spec.asset_key] = materialisation_targets(context.instance, spec.asset_key, read) | by_writer
         targets = looked_up[spec.asset_key]
         severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
         evaluations = []

@@ -216,12 +216,17 @@ def materialisation_targets(
     materialisation of other bytes."""
     latest = latest_materialisations(instance, asset_key, list(judged))
     return {
-        day: AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-        )
+        day: target_of(record)
         for day, record in latest.items()
         if judged[day] is not None and recorded_fingerprint(record) == judged[day]
     }
+
+
+def target_of(record: dg.EventLogRecord) -> AssetCheckEvaluationTargetMaterializationData:
+    """A materialisation record as the target Dagster credits a check evaluation to."""
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
 
 
 def materialising_run(instance: dg.DagsterInstance, asset_key: dg.AssetKey, day: str) -> str | None:
@@ -234,6 +239,8 @@ def latest_materialisations(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, days: Sequence[str]
 ) -> dict[str, dg.EventLogRecord]:
     """Each day's latest materialisation record (days never materialised are left out), in two queries."""
+    if not days:  # Dagster reads no partition filter as every partition
+        return {}
     storage_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days)
     )

@@ -229,8 +229,9 @@ def build_model(pipeline: Pipeline) -> dg.AssetsDefinition:
         metadata = model_metadata(logged[-1], newest.evaluation.images, mlflow) if logged and newest else {}
         metadata |= unverified
         metadata["days_rejected"] = len(rejected)
-        metadata["rejected_days"] = listed_days({day: r.reason for day, r in rejected.items()})
-        per_day(context, "rejected_this_day", {day: r.reason for day, r in rejected.items()})
+        reasons = {day: r.reason for day, r in rejected.items()}
+        metadata["rejected_days"] = listed_days(reasons)
+        per_day(context, "rejected_this_day", reasons)
         metadata["ray_tasks"] = len(done)
         metadata["ray_worker_pids"] = dg.MetadataValue.json(sorted({batch.worker_pid for batch in done}))
         metadata["ray_nodes"] = dg.MetadataValue.json(dict(Counter(batch.node_id for batch in done)))
