@@ -204,7 +204,7 @@ def section_c(bench: Bench, size: Size) -> dict[str, Any]:
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
     runs: dict[str, dict[str, Any]] = {}
     with ray_head(scale, cpus=0), ray_node(scale):
-        state = scale.home("c")
+        state = scale.home("c", "local")
         runs["1_node"] = _cluster_runs(scale, state, "1_node", ranges, champion=True)
         with ray_node(scale):
             runs["2_nodes"] = _cluster_runs(scale, state, "2_nodes", ranges, champion=False)
