@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 WRITES_CHECK_BATCHES = "writes_check_batches"
 # About how many bytes of stored frames a check holds at once: its run's days are judged a chunk at a time.
 CHUNK_BYTES = 8 * 2**20
+# What a chunk counts for a frame's cell: a number's 8 bytes (a string holds more; a chunk's size is a guide).
+CELL_BYTES = 8
 # Days read at once into a chunk (two per read thread keeps the threads busy).
 READ_AHEAD = 2 * READ_THREADS
 
@@ -138,11 +140,12 @@ def stored_chunks(
 
 
 def _bytes(value: Any) -> int:
-    """The memory a stored value holds: a frame's columns, strings included, and index; else the object's own size."""
+    """About the memory a stored value holds: a frame's cells at `CELL_BYTES` each (pandas' own count, strings
+    included, took longer than judging a small day); else the object's own size."""
     import pandas as pd
 
     if isinstance(value, pd.DataFrame):
-        return int(value.memory_usage(index=True, deep=True).sum())
+        return value.size * CELL_BYTES
     return sys.getsizeof(value)
 
 

@@ -136,7 +136,23 @@ def recorded(storage: EventLogStorage, run_id: str) -> dict[str, object]:
             if record.event is not None and record.event.dagster_event is not None
         },
         "partitions_tab": partitions_tab(storage, run_id),
+        "asset_row": asset_row(storage, run_id),
     }
+
+
+def asset_row(storage: EventLogStorage, run_id: str) -> tuple[object, ...]:
+    """The asset's own row, which a batch writes once per kind of event: its latest materialisation (the day and
+    the bytes it names), the run that last touched it, whether the asset shows in the catalogue."""
+    [record] = storage.get_asset_records([asset(run_id)])
+    entry = record.asset_entry
+    latest = entry.last_materialization_record
+    materialisation = latest.asset_materialization if latest is not None else None
+    return (
+        latest.partition_key if latest is not None else None,
+        materialisation.metadata if materialisation is not None else None,
+        entry.last_run_id == run_id,
+        storage.has_asset_key(asset(run_id)),
+    )
 
 
 def partitions_tab(storage: EventLogStorage, run_id: str) -> dict[str | None, tuple[object, bool, bool, bool]]:
@@ -185,19 +201,15 @@ def compare(stock: EventLogStorage, batched: BatchedSqliteEventLogStorage | Batc
 def failing_batch_leaves_nothing(
     batched: BatchedSqliteEventLogStorage | BatchedPostgresEventLogStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A statement that fails mid-batch rolls back what the batch wrote before it."""
+    """A statement that fails mid-batch (the asset's row, after every event of the batch was inserted) rolls back
+    what the batch wrote before it."""
     planned = run_events("broken")[0]
-    original = batched._store_asset_event
-    calls = []
 
-    def fail_on_fifth(conn: Connection, event: EventLogEntry, event_id: int) -> None:
-        calls.append(event_id)
-        if len(calls) == 5:
-            raise RuntimeError("injected")
-        original(conn, event, event_id)
+    def fail(conn: Connection, event: EventLogEntry, event_id: int) -> None:
+        raise RuntimeError("injected")
 
     with monkeypatch.context() as patched:
-        patched.setattr(batched, "_store_asset_event", fail_on_fifth)
+        patched.setattr(batched, "_store_asset_event", fail)
         with pytest.raises(RuntimeError, match="injected"):
             batched.store_event_batch(planned)
     assert batched.get_records_for_run("broken").records == []
