@@ -158,10 +158,10 @@ def measure(out: Path) -> dict[str, Any]:
     """Generate the twelve stations (two years), judge every day with each unit of rejection, and count what each
     throws away: series-days rejected at raw, and series-days of features lost (a rejected raw day takes the days
     whose look-back holds it with it)."""
-    from checks.data import completeness_verdicts, expectation_verdicts
     from kernel.pipeline import Pipeline
     from kernel.spec import PipelineSpec
     from ml import ingest
+    from ml.expectations import completeness_verdicts, expectation_verdicts
 
     paths, faults = generate(out)
     spec = PipelineSpec.model_validate(spec_document(out, "2011-01-01", "2013-01-01"))

@@ -13,8 +13,9 @@ carries no fingerprint cannot be judged, and fails with that reason.
 A run's days are judged a chunk at a time (consecutive days, about `CHUNK_BYTES` of frames), and only the verdicts
 are kept: a check step's memory stays flat however long the run's range is.
 
-A day whose bytes the run's own Ray task judged as it wrote them (`judged_by_writer`: the same `ml.quality`
-functions, on the frame in the task's memory) is not read back: the check step records the writer's verdicts, naming
+A day whose bytes the run's own writer judged as it wrote them (`judged_by_writer`: raw's step, the Ray tasks of
+features and predictions, with the same `ml.expectations` / `ml.quality` functions, on the frame in their memory) is
+not read back: the check step records the writer's verdicts, naming
 the fingerprint the run's materialisation recorded. Any other run (a check run alone from the UI, a re-execution)
 reads the stored bytes and judges them itself.
 """
@@ -55,8 +56,6 @@ CELL_BYTES = 8
 READ_AHEAD = 2 * READ_THREADS
 
 
-# How a check judges one day's stored value.
-Judge = Callable[[str, Any], Verdict]
 # How a check judges a chunk of days (day -> stored value): one verdict per day.
 ChunkJudge = Callable[[Mapping[str, Any]], Mapping[str, Verdict]]
 
@@ -153,14 +152,6 @@ def multi_check(name: str, specs: Sequence[dg.AssetCheckSpec], pool: str) -> Cal
     """`@dg.multi_asset_check` over `specs`, subsettable so the UI can run one check alone, in the pool of the asset
     it judges (the writer's: no run judges an asset while another writes it)."""
     return dg.multi_asset_check(name=name, specs=list(specs), can_subset=True, pool=pool)
-
-
-def judge_days(values: Mapping[str, Any], judge: Judge) -> dict[str, Verdict]:
-    """One verdict per day; a day that was not built (`Rejected`) fails with the reason it was not built."""
-    return {
-        day: Verdict(False, value.reason) if isinstance(value, Rejected) else judge(day, value)
-        for day, value in values.items()
-    }
 
 
 def emit(

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from checks.emit import emit, judge_days, judged_by_writer, multi_check, run_chunks
+from checks.emit import emit, judged_by_writer, multi_check, run_chunks
 from kernel.names import FINITE_VALUES, NO_DRIFT, SCHEMA_STABLE
 from kernel.pipeline import Pipeline, run_days
-from ml.quality import PSI_WARN, finite_values, no_drift, schema_stable
+from ml.quality import PSI_WARN, finite_values, judge_days, no_drift, schema_stable
 from resources.day_tasks import drift_reference
 from resources.storage import PartitionedParquetIOManager
 

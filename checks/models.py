@@ -9,13 +9,13 @@ from typing import Any
 
 import dagster as dg
 
-from checks.emit import emit, judge_days, multi_check, run_chunks
+from checks.emit import emit, multi_check, run_chunks
 from kernel.names import BEATS_SEASONAL_NAIVE, FINITE_PREDICTIONS, NOT_WORSE_THAN_CHAMPION
 from kernel.pipeline import Pipeline
 from kernel.records import ModelRecord, Rejected
 from kernel.spec import PromotionSpec
 from ml.promotion import compared_mae, judge_gates
-from ml.quality import Verdict
+from ml.quality import Verdict, judge_days
 from resources.storage import PartitionedParquetIOManager
 
 

@@ -5,10 +5,18 @@ from typing import Any
 
 import dagster as dg
 
-from checks.emit import emit, judge_days, judged_by_writer, multi_check, run_chunks
+from checks.emit import emit, judged_by_writer, multi_check, run_chunks
 from kernel.names import COMPLETE, FINITE_NON_NEGATIVE, PLAUSIBLE_RANGE
 from kernel.pipeline import Pipeline
-from ml.quality import PLAUSIBLE_FACTOR, Verdict, complete, finite_non_negative, plausible_range, prediction_ceiling
+from ml.quality import (
+    PLAUSIBLE_FACTOR,
+    Verdict,
+    complete,
+    finite_non_negative,
+    judge_days,
+    plausible_range,
+    prediction_ceiling,
+)
 from resources.storage import PartitionedParquetIOManager
 
 

@@ -8,11 +8,12 @@ travels back from a Ray task and into a Dagster record unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kernel.names import COMPLETE, FINITE_NON_NEGATIVE, FINITE_VALUES, NO_DRIFT, PLAUSIBLE_RANGE, SCHEMA_STABLE
+from kernel.records import Rejected
 from kernel.spec import PipelineSpec
 
 if TYPE_CHECKING:
@@ -53,6 +54,18 @@ class Verdict:
             metadata=dict(document.get("metadata", {})),
             rejected_series={str(k): str(v) for k, v in dict(document.get("rejected_series", {})).items()},
         )
+
+
+# How a check judges one day's value (day, value).
+Judge = Callable[[str, Any], Verdict]
+
+
+def judge_days(values: Mapping[str, Any], judge: Judge) -> dict[str, Verdict]:
+    """One verdict per day; a day that was not built (`Rejected`) fails with the reason it was not built."""
+    return {
+        day: Verdict(False, value.reason) if isinstance(value, Rejected) else judge(day, value)
+        for day, value in values.items()
+    }
 
 
 def finite_values(frame: pd.DataFrame, spec: PipelineSpec) -> Verdict:

@@ -175,7 +175,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"partitions_written": len(keys)})
 
     def _stored_by_task(self, asset_key: dg.AssetKey, partition_key: str, value: Any) -> str | None:
-        """The fingerprint of a day a Ray task already wrote (`Written`), checked to be that day's file; None for a
+        """The fingerprint of a day its writer already wrote (`Written`), checked to be that day's file; None for a
         value the store still has to write."""
         if not isinstance(value, Written):
             return None

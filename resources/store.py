@@ -59,8 +59,9 @@ class Stored:
 
 @dataclass(frozen=True)
 class Written:
-    """A value a Ray task wrote to the store itself: where, the fingerprint its bytes carry, and the verdicts the task
-    reached on those bytes as it wrote them (check name -> verdict; none if it judged nothing)."""
+    """A value its writer (a Ray task, raw's step) wrote to the store itself: where, the fingerprint its bytes carry,
+    and the verdicts the writer reached on those bytes as it wrote them (check name -> verdict; none if it judged
+    nothing)."""
 
     path: str
     fingerprint: str

@@ -1,4 +1,5 @@
-"""`<p>/raw`: one day of source rows per partition, in the platform's raw schema, built from the ingest log.
+"""`<p>/raw`: one day of source rows per partition, in the platform's raw schema, built from the ingest log, each day
+written with its checks' verdicts on the bytes written (`ml/expectations.py`'s `judge_raw`).
 
 A landing run (tag `platform/source_files`, from the landing sensor) first lands exactly the files it names, as the
 sensor saw them; any other run only reads the log, except the first run of a pipeline whose log is empty, which lands
@@ -6,17 +7,18 @@ the files present then (how the shipped samples start). A day is built from the 
 """
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from kernel import automation
-from kernel.frames import Frame
 from kernel.metadata import frame_metadata
 from kernel.names import SOURCE_FILES_TAG
 from kernel.pipeline import Pipeline, run_days
 from resources.ingest_log import IngestLog, Landed
 from resources.storage import PartitionedParquetIOManager
+from resources.store import Written
 
 if TYPE_CHECKING:
     from ml import ingest
@@ -72,11 +74,12 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
     )
     def raw(
         context: dg.AssetExecutionContext, io_manager: dg.ResourceParam[PartitionedParquetIOManager]
-    ) -> dg.Output[dict[str, Frame]]:
+    ) -> dg.Output[dict[str, Written]]:
         """One day of source rows from the ingest log, typed to the raw schema, naming the bytes it came from."""
         import pandas as pd
 
         from ml import ingest_log as log
+        from ml.expectations import judge_raw
 
         ingest_log = IngestLog.of(io_manager, pipeline.name)
         landed = land_files(context, pipeline, ingest_log)
@@ -102,6 +105,14 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             if notes := built.notes.get(day):
                 own["notes_this_day"] = dg.MetadataValue.json(notes)
             context.add_asset_metadata(own, partition_key=day)
+        # Each day is judged here, where its frame is, and written with the verdicts on the bytes written: the run's
+        # check step records them instead of reading every day back (a check run alone reads and judges the bytes).
+        verdicts = judge_raw(built.frames, spec)
+        output = tuple(pipeline.key("raw").path)
+        written = {
+            day: replace(io_manager.store.write(output, day, frame), verdicts=verdicts[day])
+            for day, frame in built.frames.items()
+        }
         rows = {key: len(frame) for key, frame in built.frames.items()}
         metadata = frame_metadata(pd.concat(built.frames.values(), ignore_index=True))
         metadata |= {
@@ -120,6 +131,6 @@ def build(pipeline: Pipeline) -> dg.AssetsDefinition:
             "duplicate_rows_collapsed": sum(built.rows_collapsed.values()),
             "rebase_shift_days": pipeline.shift_days,
         }
-        return dg.Output(built.frames, metadata=metadata)
+        return dg.Output(written, metadata=metadata)
 
     return raw

@@ -15,12 +15,22 @@ from conftest import BIKE_CSV, PipelineFactory, bike_spec_document
 from support import check_days, corrupt_day, landed, run_range
 
 from checks import emit
-from kernel.names import FINGERPRINT, FINITE_VALUES, NO_DRIFT, RANGE_END, RANGE_START, SCHEMA_STABLE
+from kernel.names import (
+    COMPLETE_DAYS,
+    FINGERPRINT,
+    FINITE_VALUES,
+    NO_DRIFT,
+    PASSES_EXPECTATIONS,
+    RANGE_END,
+    RANGE_START,
+    SCHEMA_STABLE,
+)
 from kernel.records import Rejected
 from resources.storage import PartitionedParquetIOManager
 
 KEY = dg.AssetKey(["chunks", "daily"])
 FEATURE_CHECKS = (FINITE_VALUES, SCHEMA_STABLE, NO_DRIFT)
+RAW_CHECKS = (PASSES_EXPECTATIONS, COMPLETE_DAYS)
 DAYS = [str(day.date()) for day in pd.date_range("2024-01-01", periods=20)]
 
 
@@ -67,10 +77,11 @@ def _verdicts(
 def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes_in_small_chunks(
     make_defs: PipelineFactory, ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A range run's features are judged by the Ray tasks that write them (the check step records their verdicts
-    without reading the days back); a check run alone reads the stored bytes and judges them itself, here in chunks
-    of one day. Both record the same verdicts on the same bytes, for every day: the two paths are one judgement. The
-    second of two consecutive runs is compared, so its drift check has a reference window (the first run's days)."""
+    """A range run's raw days are judged by the step that writes them and its features by the Ray tasks that write
+    them (the check steps record their verdicts without reading the days back); a check run alone reads the stored
+    bytes and judges them itself, here in chunks of one day. Both record the same verdicts on the same bytes, for
+    every day: the two paths are one judgement. The second of two consecutive runs is compared, so its drift check
+    has a reference window (the first run's days)."""
     source = tmp_path / "landing" / "hour.csv"
     source.parent.mkdir()
     corrupt_day(BIKE_CSV, source, "2012-05-10")  # a negative count and a temperature that is not a number
@@ -84,27 +95,36 @@ def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes
         training={"window_days": 28},
     )
     defs = make_defs(document)
-    features = dg.AssetKey([name, "features"])
+    features, raw = dg.AssetKey([name, "features"]), dg.AssetKey([name, "raw"])
     checks_alone = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(features, n) for n in FEATURE_CHECKS}
+        asset_selection=set(),
+        asset_check_selection={dg.AssetCheckKey(features, n) for n in FEATURE_CHECKS}
+        | {dg.AssetCheckKey(raw, n) for n in RAW_CHECKS},
     )
     read_back: list[str] = []  # the features days a check step read back
+    raw_read_back: list[str] = []  # the raw days a check step read back
     stored_chunks = emit.stored_chunks
 
     def recording(store: PartitionedParquetIOManager, key: dg.AssetKey, *args: Any, **kwargs: Any) -> Any:
         for chunk in stored_chunks(store, key, *args, **kwargs):
-            read_back.extend(chunk.values if key == features else [])
+            {features: read_back, raw: raw_read_back}[key].extend(chunk.values)
             yield chunk
 
     monkeypatch.setattr(emit, "stored_chunks", recording)
     with dg.instance_for_test() as instance:
         assert run_range(defs, ["raw", "features"], name, before, instance, tags=landed(source)).success
         read_back.clear()
+        raw_read_back.clear()
         run = run_range(defs, ["raw", "features"], name, days, instance)
         assert run.success
-        by_writer, read_by_run = _verdicts(run, with_fingerprints=True), sorted(read_back)
+        by_writer, read_by_run, raw_read_by_run = (
+            _verdicts(run, with_fingerprints=True),
+            sorted(read_back),
+            raw_read_back[:],
+        )
         monkeypatch.setattr(emit, "CHUNK_BYTES", 1)
         read_back.clear()
+        raw_read_back.clear()
         alone = checks_alone.execute_in_process(instance=instance, tags={RANGE_START: days[0], RANGE_END: days[1]})
         by_check_alone = _verdicts(alone, with_fingerprints=True)
 
@@ -117,5 +137,8 @@ def test_the_writers_verdicts_are_those_a_check_run_alone_records_from_the_bytes
     not_built = sorted(day for day, verdict in by_writer["finite_values"].items() if not verdict[0])
     assert "2012-05-11" in not_built, "a features day whose look-back holds the corrupted day is not built"
     assert read_by_run == not_built, "the run read back only the features days it could not build (their reasons)"
+    assert raw_read_by_run == [], "the run's raw step judged every day it wrote: none was read back"
     assert sorted(read_back) == sorted(by_check_alone["finite_values"]), "the check run alone read every day"
-    assert json.loads(json.dumps({c: by_writer[c] for c in FEATURE_CHECKS})) == json.loads(json.dumps(by_check_alone))
+    assert sorted(raw_read_back) == sorted(by_check_alone[PASSES_EXPECTATIONS]), "... every raw day too"
+    judged = (*FEATURE_CHECKS, *RAW_CHECKS)
+    assert json.loads(json.dumps({c: by_writer[c] for c in judged})) == json.loads(json.dumps(by_check_alone))

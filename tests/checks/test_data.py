@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import AIR_CSV, AIR_SPEC, BIKE_CSV, BIKE_SPEC
 
-from checks.data import expectation_verdicts
 from kernel.spec import PipelineSpec, load_spec
 from ml import ingest
+from ml.expectations import expectation_verdicts
 
 # From the file: 2010-01-01 has no PM2.5 at all, 2010-01-23 lacks 7 hours, 2010-01-26 lacks 12, 2010-02-14 lacks 1.
 DAYS = [date(2010, 1, 1), date(2010, 1, 23), date(2010, 1, 26), date(2010, 2, 14), date(2010, 2, 15)]

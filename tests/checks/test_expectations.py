@@ -11,8 +11,8 @@ import pytest
 import yaml
 from conftest import BIKE_CSV, BIKE_SPEC
 
-from checks import expectations as E
 from kernel.spec import PipelineSpec, load_spec
+from ml import expectations as E
 from ml import ingest
 
 DAYS = [date(2012, 6, 1), date(2012, 6, 2), date(2012, 6, 3)]

@@ -25,10 +25,10 @@ from messy_files import (
     write_csv,
 )
 
-from checks.data import completeness_verdicts, expectation_verdicts
 from kernel import series
 from kernel.spec import ColumnExpectation, PipelineSpec
 from ml import ingest
+from ml.expectations import completeness_verdicts, expectation_verdicts
 
 
 def raw_days(path: Path, spec: PipelineSpec, days: list[str]) -> dict[str, pd.DataFrame]:

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from checks.emit import emit, judge_days, judged_by_writer, multi_check, run_chunks
+from checks.emit import emit, judged_by_writer, multi_check, run_chunks
 from kernel.names import ALLOW_MISSING_PARTITIONS, FINGERPRINT, GATE_CHECKS, RANGE_END, RANGE_START
 from kernel.records import Rejected
-from ml.quality import Verdict
+from ml.quality import Verdict, judge_days
 from resources.storage import PartitionedParquetIOManager
 from resources.store import FINGERPRINT_KEY, Written
 from resources.verdicts import rejected_days
