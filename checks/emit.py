@@ -15,9 +15,9 @@ are kept: a check step's memory stays flat however long the run's range is.
 
 A day whose bytes the run's own writer judged as it wrote them (`judged_by_writer`: raw's step, the Ray tasks of
 features and predictions, with the same `ml.expectations` / `ml.quality` functions, on the frame in their memory) is
-not read back: the check step records the writer's verdicts, naming
-the fingerprint the run's materialisation recorded. Any other run (a check run alone from the UI, a re-execution)
-reads the stored bytes and judges them itself.
+not read back: the check step records the writer's verdicts, naming the fingerprint the run's materialisation
+recorded. Any other run (a check run alone from the UI, a re-execution) reads the stored bytes and judges them
+itself.
 """
 
 from __future__ import annotations
