@@ -77,7 +77,6 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._local = threading.local()
         self._tables: set[str] = set()
-        self._asset_key_columns: set[str] = set()
         super().__init__(base_dir, inst_data)
         enable_batches()
 
@@ -129,17 +128,6 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
         _store_planned_check(self, event, event_id)
-
-    def has_asset_key_col(self, column_name: str) -> bool:
-        """Dagster reflects the asset table's columns for every asset event; a column, once there, stays."""
-        if column_name not in self._asset_key_columns and super().has_asset_key_col(column_name):
-            self._asset_key_columns.add(column_name)
-        return column_name in self._asset_key_columns
-
-    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
-        if column_name not in self._asset_key_columns and super()._has_asset_key_col_on_connection(conn, column_name):
-            self._asset_key_columns.add(column_name)
-        return column_name in self._asset_key_columns
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         write = self._store_verdicts if _verdicts_of_one_run(events) else partial(_store_in_runs_of_kind, self)
