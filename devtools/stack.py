@@ -9,8 +9,9 @@ server, workers): see `RAY_LOOPBACK_ENV`; tests/devtools/test_ray_loopback.py ch
 
 A service that dies is reported (exit code, the tail of its log) and restarted alone, with backoff;
 one that keeps dying stops the stack with a message (see `supervise`). Ctrl-C (or SIGTERM) stops
-every process this command started, with a grace period and then SIGKILL; a later start first clears
-what a crashed run left behind (`<home>/dev-pids.json`) and settles the runs a kill left STARTED.
+every process this command started, from the top (each service, then whatever outlived it; see `stop`), with
+a grace period and then SIGKILL; a later start first clears what a crashed run left behind
+(`<home>/dev-pids.json`) and settles the runs a kill left STARTED.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ BIN = Path(sys.executable).parent
 # makes `ray start` fail when a worker wants it (seen when 10001 was taken and the client server got 10002).
 RAY_WORKER_PORTS = range(10002, 20000)
 GRACE_SECONDS = 10
+# What a stopped service left behind gets at least this long to exit on SIGTERM before SIGKILL.
+LEFTOVER_GRACE_SECONDS = 2.0
 # A service that exits this often within the window is broken, not unlucky: the stack stops instead of looping.
 RESTART_LIMIT = 3
 RESTART_WINDOW = 600.0
@@ -124,16 +127,48 @@ def wait_for_port(port: int, name: str, process: subprocess.Popen[bytes], timeou
     raise SystemExit(f"{name} did not listen on port {port} within {timeout:.0f}s")
 
 
-def stop(processes: list[psutil.Process], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM every process, then SIGKILL whatever is left after the grace period."""
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace)
+def stop(processes: list[psutil.Process], grace: float = GRACE_SECONDS) -> list[psutil.Process]:
+    """Stop processes from the top: SIGTERM to each whose parent is not among them (a service's own process, which
+    stops what it started), then to whatever outlives it; SIGKILL to what is left after the grace period, which
+    it returns.
+
+    From the top, because a supervisor stops its children in order: `ray start --block` takes its GCS, raylet and
+    dashboard down in about 3 s, while the same processes sent SIGTERM together outlive any grace (over 15 s
+    measured), and every stop of the stack or of a test's Ray head waited the full grace, then killed.
+    """
+    deadline = time.monotonic() + grace
+    members = {process.pid for process in processes}
+    roots = [process for process in processes if _parent_pid(process) not in members]
+    _terminate(roots)
+    psutil.wait_procs(roots, timeout=grace)
+    left = [process for process in processes if _alive(process)]
+    _terminate(left)
+    _, alive = psutil.wait_procs(left, timeout=max(deadline - time.monotonic(), LEFTOVER_GRACE_SECONDS))
     for process in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
     psutil.wait_procs(alive, timeout=GRACE_SECONDS)
+    return alive
+
+
+def _terminate(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+
+
+def _parent_pid(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def descendants() -> list[psutil.Process]:

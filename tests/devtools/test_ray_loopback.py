@@ -16,7 +16,7 @@ import psutil
 import pytest
 from support import Listener, process_tree, tcp_listeners
 
-from devtools.stack import Ports, pick_ports, ray_head_command, service_env, stop, wait_for_port
+from devtools.stack import GRACE_SECONDS, Ports, pick_ports, ray_head_command, service_env, stop, wait_for_port
 from kernel.paths import PROJECT_ROOT
 
 # Connects through RAY_ADDRESS (as dagster-ray's RayCluster does), then keeps a worker and an actor alive.
@@ -94,6 +94,12 @@ def test_the_dev_ray_head_and_its_workers_listen_on_loopback_only(tmp_path: Path
 
         exposed = [listener for listener in listeners if not listener.on_loopback]
         assert not exposed, "listening beyond loopback:\n  " + "\n  ".join(map(str, exposed))
+
+        # Stopped as the stack stops it (from the top): every process exits on SIGTERM, none is left to SIGKILL.
+        tree = [*process_tree(psutil.Process(driver.pid)), *process_tree(psutil.Process(head.pid))]
+        names = {process.pid: " ".join(process.cmdline())[:80] for process in tree}
+        killed = stop(tree)
+        assert not killed, f"needed SIGKILL after {GRACE_SECONDS} s: {[names[p.pid] for p in killed]}"
     finally:
         survivors = process_tree(psutil.Process(head.pid)) if psutil.pid_exists(head.pid) else []
         if driver is not None and psutil.pid_exists(driver.pid):
