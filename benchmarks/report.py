@@ -163,6 +163,8 @@ def print_report(report: Mapping[str, Any]) -> None:
         print(f"  ratio {b['ratio']} (target <= {b['target']}): {'PASS' if b['meets_target'] else 'MISS'}")
         print(f"  heavy modules imported by the load: {b['loaded']['heavy_imported'] or 'none'}")
         print("  top imports:", ", ".join(f"{o['package']} {o['self_s']}s" for o in b["import_offenders"][:6]))
+        chains = b.get("import_chains") or []
+        print("  beyond `import dagster`:", ", ".join(f"{c['package']} {c['cumulative_s']}s" for c in chains[:6]))
     if "c" in figures:
         c = figures["c"]
         print(

@@ -197,6 +197,19 @@ def _import_offenders(stderr: str, top: int = 10) -> list[dict[str, Any]]:
     return [{"package": name, "self_s": round(seconds, 3)} for name, seconds in ranked]
 
 
+def _import_chains(stderr: str, top: int = 8) -> list[dict[str, Any]]:
+    """What the load imports beyond `import dagster`, by third-party package: the cumulative time of each package's
+    first import, as `python -X importtime` nests it (a package imported first by another counts in both)."""
+    rows = []
+    for line in stderr.splitlines():
+        match = re.match(r"import time:\s+\d+\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
+        if match and "." not in match.group(3):
+            rows.append((match.group(3), len(match.group(2)), int(match.group(1)) / 1e6))
+    first_party = {"kernel", "platform_assets", "resources", "checks", "sensors", "ml", "dagster"}
+    ranked = sorted((row for row in rows if row[0] not in first_party), key=lambda row: -row[2])[:top]
+    return [{"package": name, "cumulative_s": round(seconds, 3), "depth": depth} for name, depth, seconds in ranked]
+
+
 def section_b(bench: Bench, repeats: int) -> dict[str, Any]:
     env = bench.env(bench.home("b"))
     snippet = f"HEAVY = {list(HEAVY_MODULES)!r}\n{LOAD_SNIPPET}"
@@ -233,6 +246,7 @@ def section_b(bench: Bench, repeats: int) -> dict[str, Any]:
         "heavy_modules_checked": list(HEAVY_MODULES),
         "heavy_modules_absent": not heavy,
         "import_offenders": _import_offenders(traced.stderr),
+        "import_chains": _import_chains(traced.stderr.split("| dagster\n", 1)[-1]),
         "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
     }
     print(f"  · medians {result['median_s']} ratio {ratio:.2f}; heavy imported: {heavy or 'none'}")
