@@ -171,6 +171,16 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def restore_interrupts() -> None:
+    """SIGINT's default handler in this process, hence SIGINT's default action in every process it starts.
+
+    Dagster's processes answer SIGTERM with whatever handles SIGINT (`dagster._utils.interrupts`), so where SIGINT
+    is ignored (a stack under `nohup`, or a script's background job), the services ignored the SIGTERM that stops
+    them and every stop waited the grace, then killed them.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def descendants() -> list[psutil.Process]:
     """Everything this command started, including services that moved to their own session."""
     return psutil.Process().children(recursive=True)
@@ -591,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    restore_interrupts()
     try:
         for service in services:
             service.start(env)

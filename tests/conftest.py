@@ -18,7 +18,15 @@ import pytest
 import yaml
 from dev_stack import FIRST, NAME, Stack, free_port
 
-from devtools.stack import RAY_LOOPBACK_ENV, Ports, pick_ports, ray_head_command, stop, wait_for_port
+from devtools.stack import (
+    RAY_LOOPBACK_ENV,
+    Ports,
+    pick_ports,
+    ray_head_command,
+    restore_interrupts,
+    stop,
+    wait_for_port,
+)
 from kernel.paths import PROJECT_ROOT
 from kernel.settings import Settings
 from platform_assets.definitions import build_definitions
@@ -30,6 +38,9 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 # The session's head listens on loopback only; its drivers must resolve 127.0.0.1 the same way.
 os.environ.update(RAY_LOOPBACK_ENV)
+# The suite alike from a terminal or a background job: in-process Dagster runs point this process's SIGTERM at
+# SIGINT's handler, and with SIGINT ignored every process a test starts would then ignore SIGTERM too.
+restore_interrupts()
 
 BIKE_SPEC = PROJECT_ROOT / "pipelines" / "bike_demand.yaml"
 BIKE_CSV = PROJECT_ROOT / "data" / "bike_sharing" / "hour.csv"

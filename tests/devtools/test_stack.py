@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devtools.stack import clear_leftovers, pick_port, port_free, record
+from devtools.stack import clear_leftovers, pick_port, port_free, record, restore_interrupts, stop
 
 
 def test_pick_port_skips_busy_and_taken_ports() -> None:
@@ -86,3 +87,26 @@ def test_record_replaces_the_pid_file_whole(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_dagster_process_started_where_interrupts_were_ignored_still_stops_on_sigterm() -> None:
+    """`nohup make dev`, or a script's background job, starts the stack with SIGINT ignored; Dagster's processes
+    answer SIGTERM with SIGINT's handler, so its services would ignore the stack's SIGTERM without
+    `restore_interrupts`. Here a real Dagster process, after the stack's own start-up step."""
+    child_code = (
+        "import time\n"
+        "from dagster._utils.interrupts import setup_interrupt_handlers\n"
+        "setup_interrupt_handlers()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        restore_interrupts()
+        child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    killed = stop([psutil.Process(child.pid)])
+    child.wait(timeout=30)
+    assert not killed, "the Dagster process ignored SIGTERM and was killed"
