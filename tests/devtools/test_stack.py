@@ -106,7 +106,10 @@ def test_a_dagster_process_started_where_interrupts_were_ignored_still_stops_on_
         child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.PIPE, text=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    killed = stop([psutil.Process(child.pid)])
-    child.wait(timeout=30)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        killed = stop([psutil.Process(child.pid)])
+    finally:
+        child.kill()
+        child.wait(timeout=30)
     assert not killed, "the Dagster process ignored SIGTERM and was killed"
