@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,14 +186,26 @@ print("BENCH " + json.dumps({"assets": len(graph.get_all_asset_keys()), "checks"
 """
 
 
+IMPORTTIME_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)")
+
+
+def _importtime_rows(stderr: str) -> list[tuple[str, int, float, float]]:
+    """`python -X importtime` lines as (module, nesting depth, self seconds, cumulative seconds)."""
+    rows = []
+    for line in stderr.splitlines():
+        match = IMPORTTIME_LINE.match(line)
+        if match:
+            own, cumulative, indent, module = match.groups()
+            rows.append((module, len(indent), int(own) / 1e6, int(cumulative) / 1e6))
+    return rows
+
+
 def _import_offenders(stderr: str, top: int = 10) -> list[dict[str, Any]]:
     """Import time by top-level package (sum of `self` times), from `python -X importtime`."""
     totals: dict[str, float] = {}
-    for line in stderr.splitlines():
-        match = re.match(r"import time:\s+(\d+)\s+\|\s+\d+\s+\|\s*(\S+)", line)
-        if match:
-            package = match.group(2).split(".")[0]
-            totals[package] = totals.get(package, 0.0) + int(match.group(1)) / 1e6
+    for module, _, own, _ in _importtime_rows(stderr):
+        package = module.split(".")[0]
+        totals[package] = totals.get(package, 0.0) + own
     ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
     return [{"package": name, "self_s": round(seconds, 3)} for name, seconds in ranked]
 
@@ -200,14 +213,11 @@ def _import_offenders(stderr: str, top: int = 10) -> list[dict[str, Any]]:
 def _import_chains(stderr: str, top: int = 8) -> list[dict[str, Any]]:
     """What the load imports beyond `import dagster`, by third-party package: the cumulative time of each package's
     first import, as `python -X importtime` nests it (a package imported first by another counts in both)."""
-    rows = []
-    for line in stderr.splitlines():
-        match = re.match(r"import time:\s+\d+\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
-        if match and "." not in match.group(3):
-            rows.append((match.group(3), len(match.group(2)), int(match.group(1)) / 1e6))
-    first_party = {"kernel", "platform_assets", "resources", "checks", "sensors", "ml", "dagster"}
-    ranked = sorted((row for row in rows if row[0] not in first_party), key=lambda row: -row[2])[:top]
-    return [{"package": name, "cumulative_s": round(seconds, 3), "depth": depth} for name, depth, seconds in ranked]
+    with (PROJECT_ROOT / "pyproject.toml").open("rb") as pyproject:
+        first_party = {"dagster", *tomllib.load(pyproject)["tool"]["importlinter"]["root_packages"]}
+    rows = [row for row in _importtime_rows(stderr) if "." not in row[0] and row[0] not in first_party]
+    ranked = sorted(rows, key=lambda row: -row[3])[:top]
+    return [{"package": name, "cumulative_s": round(seconds, 3), "depth": depth} for name, depth, _, seconds in ranked]
 
 
 def section_b(bench: Bench, repeats: int) -> dict[str, Any]:
