@@ -181,6 +181,8 @@ def _jsonable(value: Any) -> Any:
 
 
 EXAMPLE_ROWS = 3
+# Series named in a completeness reason; `short_series` in the verdict's metadata has them all.
+MAX_SERIES_IN_REASON = 10
 
 
 def expectation_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[str, Verdict]:
@@ -275,21 +277,26 @@ def completeness_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[st
     for record in rows_per_day(built, spec).to_dict("records") if built else []:
         by_day.setdefault(record["day"], []).append(record)
 
+    entities = bool(spec.source.entity_columns)
+
     def judge(day: str, _: pd.DataFrame) -> Verdict:
         counts = by_day[day]
+        metadata: dict[str, Any] = {"rows": sum(c["rows"] for c in counts)}
+        metadata |= {"series": sum(1 for c in counts if c["rows"])} if entities else {}
         if bounds is None:
-            return Verdict(True, metadata={"rows": sum(c["rows"] for c in counts)})
+            return Verdict(True, metadata=metadata)
         low, high = day_bounds(bounds, day, spec.partitioning.timezone)
-        short = [c for c in counts if not low <= c["rows"] <= high]
+        short = {str(c.get("series")): c["rows"] for c in counts if not low <= c["rows"] <= high}
         reason = f"{len(short)} series outside {low}..{high} rows" if short else ""
-        if short and spec.source.entity_columns:
-            reason += " (" + ", ".join(f"{c['series']}: {c['rows']}" for c in short) + ")"
+        if short and not metadata["rows"]:
+            reason = f"no rows (expected {low}..{high}): the source has no data for this day"
+        elif short and entities:
+            listed = [f"{label}: {rows}" for label, rows in list(short.items())[:MAX_SERIES_IN_REASON]]
+            more = len(short) - len(listed)
+            reason += " (" + ", ".join(listed) + (f", and {more} more" if more else "") + ")"
+            metadata["short_series"] = short
         hours = hours_in_day(date.fromisoformat(day), spec.partitioning.timezone)
-        return Verdict(
-            not short,
-            reason,
-            {"min_rows": low, "max_rows": high, "hours": hours, "rows": counts},
-        )
+        return Verdict(not short, reason, {"min_rows": low, "max_rows": high, "hours": hours} | metadata)
 
     return judge_days(raw, judge)
 

@@ -241,6 +241,34 @@ def test_rows_per_day_per_entity(days: pd.DataFrame, station_spec: PipelineSpec)
     assert counts[E.ROWS_COLUMN].tolist() == [24, 20, 0]
 
 
+def test_completeness_of_many_series_names_the_short_ones_and_stays_small(
+    days: pd.DataFrame, station_spec: PipelineSpec
+) -> None:
+    """Thirty stations, fourteen of them short one day: the verdict lists the fourteen in `short_series`, names the
+    first ten in its reason, and counts the rest; the stations that are complete are counted, not listed."""
+    first = days.loc[days["timestamp"].dt.date == DAYS[0]].reset_index(drop=True)
+    stations = []
+    for index in range(30):
+        frame = first.iloc[: 20 if index % 2 else 24].copy()  # odd stations lose their last four hours
+        frame.insert(1, "station", pd.Series([f"s{index:02d}"] * len(frame), dtype="str"))
+        stations.append(frame if index < 29 else frame.iloc[:0])  # s29 has not opened yet
+    verdicts = E.completeness_verdicts(
+        {"2012-06-01": pd.concat(stations, ignore_index=True), "2012-06-02": ingest.empty_raw(station_spec)},
+        station_spec,
+    )
+    short = {f"s{index:02d}": 20 for index in range(1, 29, 2)}
+    day = verdicts["2012-06-01"]
+    assert not day.passed
+    assert day.metadata["short_series"] == short
+    assert (day.metadata["rows"], day.metadata["series"]) == (15 * 24 + 14 * 20, 29)
+    listed = ", ".join(f"{label}: 20" for label in list(short)[:10])
+    assert day.reason == f"14 series outside 22..24 rows ({listed}, and 4 more)"
+    empty = verdicts["2012-06-02"]
+    assert (empty.passed, empty.metadata["rows"], empty.metadata["series"]) == (False, 0, 0)
+    assert empty.reason == "no rows (expected 22..24): the source has no data for this day"
+    assert "short_series" not in empty.metadata
+
+
 def test_a_suite_can_be_validated_twice(days: pd.DataFrame, row_suite: list[Any]) -> None:
     assert failures(E.validate(days, row_suite, "first")) == {}
     broken = days.copy()

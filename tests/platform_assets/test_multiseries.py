@@ -72,8 +72,10 @@ def test_twelve_station_files_are_one_run_and_a_broken_station_day_is_rejected_a
     assert described.endswith(f"the other {present - 1} kept")
     # A station that opens late is no error: its absent days count no rows for it, they do not fail.
     completeness = check_days(landing)["complete_days"]
-    early = str(FIRST)
-    assert faults.late_station not in str(completeness[early].metadata["rows"].value)
+    early, opened = str(FIRST), store.read(key("raw"), str(FIRST))["station"]
+    assert faults.late_station not in set(opened)
+    assert completeness[early].passed, completeness[early].description
+    assert completeness[early].metadata["series"].value == opened.nunique()
 
     # Two files disagreeing on the same (station, hour): `duplicates: last` decides, counted per day per station.
     per_series = "duplicate_rows_collapsed_per_series_this_day"
