@@ -181,7 +181,7 @@ def _jsonable(value: Any) -> Any:
 
 
 EXAMPLE_ROWS = 3
-# Series named in a completeness reason; `short_series` in the verdict's metadata has them all.
+# Series named in a reason; the verdict's metadata (`short_series`, `rejected_series`) has them all.
 MAX_SERIES_IN_REASON = 10
 
 
@@ -238,15 +238,22 @@ def expectation_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[str
         if not rejected or not spec.source.entity_columns:
             verdicts[day] = Verdict(not failed, _reason(failed), metadata)
         elif whole_day:
-            listed = "; ".join(f"{label}: {why}" for label, why in rejected.items())
+            listed = _first_series([f"{label}: {why}" for label, why in rejected.items()], "; ")
             reason = _reason(day_wide) if day_wide else f"{len(rejected)} of {len(labelled)} series fail ({listed})"
             verdicts[day] = Verdict(False, reason, metadata)
         else:
             kept = len(labelled) - len(rejected)
-            listed = "; ".join(f"{label}: {why}" for label, why in rejected.items())
+            listed = _first_series([f"{label}: {why}" for label, why in rejected.items()], "; ")
             reason = f"{len(rejected)} of {len(labelled)} series rejected ({listed}); the other {kept} kept"
             verdicts[day] = Verdict(True, reason, metadata, rejected_series=rejected)
     return judge_days(raw, lambda day, _: verdicts[day])
+
+
+def _first_series(parts: list[str], separator: str) -> str:
+    """A reason's per-series parts, the first `MAX_SERIES_IN_REASON` of them and how many more."""
+    shown = parts[:MAX_SERIES_IN_REASON]
+    more = len(parts) - len(shown)
+    return separator.join(shown) + (f"{separator}and {more} more" if more else "")
 
 
 def _reason(failed: list[dict[str, Any]]) -> str:
@@ -291,9 +298,7 @@ def completeness_verdicts(raw: Mapping[str, Any], spec: PipelineSpec) -> dict[st
         if short and not metadata["rows"]:
             reason = f"no rows (expected {low}..{high}): the source has no data for this day"
         elif short and entities:
-            listed = [f"{label}: {rows}" for label, rows in list(short.items())[:MAX_SERIES_IN_REASON]]
-            more = len(short) - len(listed)
-            reason += " (" + ", ".join(listed) + (f", and {more} more" if more else "") + ")"
+            reason += f" ({_first_series([f'{label}: {rows}' for label, rows in short.items()], ', ')})"
             metadata["short_series"] = short
         hours = hours_in_day(date.fromisoformat(day), spec.partitioning.timezone)
         return Verdict(not short, reason, {"min_rows": low, "max_rows": high, "hours": hours} | metadata)

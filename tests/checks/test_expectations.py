@@ -241,17 +241,33 @@ def test_rows_per_day_per_entity(days: pd.DataFrame, station_spec: PipelineSpec)
     assert counts[E.ROWS_COLUMN].tolist() == [24, 20, 0]
 
 
+def thirty_stations(day: pd.DataFrame) -> list[pd.DataFrame]:
+    """The day's rows as stations s00..s29, one frame each."""
+    return [day.assign(station=pd.Series([f"s{index:02d}"] * len(day), dtype="str")) for index in range(30)]
+
+
+def test_many_rejected_series_are_all_kept_in_the_verdict_and_ten_named_in_its_reason(
+    days: pd.DataFrame, station_spec: PipelineSpec, gx_loaded: None
+) -> None:
+    first = days.loc[days["timestamp"].dt.date == DAYS[0]].reset_index(drop=True)
+    stations = thirty_stations(first)
+    for station in stations[:12]:
+        station.loc[0, "cnt"] = -1.0
+    (verdict,) = E.expectation_verdicts({"2012-06-01": pd.concat(stations, ignore_index=True)}, station_spec).values()
+    why = "expect_column_values_to_be_between cnt: 1 row(s)"
+    assert verdict.passed and verdict.rejected_series == {f"s{index:02d}": why for index in range(12)}
+    listed = "; ".join(f"s{index:02d}: {why}" for index in range(10))
+    assert verdict.reason == f"12 of 30 series rejected ({listed}; and 2 more); the other 18 kept"
+
+
 def test_completeness_of_many_series_names_the_short_ones_and_stays_small(
     days: pd.DataFrame, station_spec: PipelineSpec
 ) -> None:
     """Thirty stations, fourteen of them short one day: the verdict lists the fourteen in `short_series`, names the
     first ten in its reason, and counts the rest; the stations that are complete are counted, not listed."""
     first = days.loc[days["timestamp"].dt.date == DAYS[0]].reset_index(drop=True)
-    stations = []
-    for index in range(30):
-        frame = first.iloc[: 20 if index % 2 else 24].copy()  # odd stations lose their last four hours
-        frame.insert(1, "station", pd.Series([f"s{index:02d}"] * len(frame), dtype="str"))
-        stations.append(frame if index < 29 else frame.iloc[:0])  # s29 has not opened yet
+    stations = [station.iloc[: 20 if index % 2 else 24] for index, station in enumerate(thirty_stations(first))]
+    stations[29] = stations[29].iloc[:0]  # s29 has not opened yet
     verdicts = E.completeness_verdicts(
         {"2012-06-01": pd.concat(stations, ignore_index=True), "2012-06-02": ingest.empty_raw(station_spec)},
         station_spec,
