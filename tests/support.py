@@ -140,6 +140,13 @@ class Listener:
         return f"pid {self.pid} ({self.name}) listening on {self.ip}:{self.port}"
 
 
+def is_job_worker(process: psutil.Process) -> bool:
+    """A process of MLflow's background job runner: the runner, or one of the huey consumers it starts."""
+    with contextlib.suppress(psutil.Error):
+        return "mlflow.server.jobs" in " ".join(process.cmdline())
+    return False
+
+
 def tcp_listeners(processes: list[psutil.Process]) -> list[Listener]:
     """Every listening TCP socket (IPv4 and IPv6) of these processes."""
     names = {}

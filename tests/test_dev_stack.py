@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psutil
 import pytest
 from dev_stack import FIRST, LAST, NAME, Stack
+from support import is_job_worker, process_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +70,9 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(stack: Stack) -> Non
     assert {"gcs_server", "raylet"} <= {listener.name for listener in now}, f"Ray is in the tree:\n  {listening}"
     exposed = sorted((listener for listener in stack.listeners if not listener.on_loopback), key=str)
     assert not exposed, "listening beyond loopback:\n  " + "\n  ".join(map(str, exposed))
+
+
+def test_the_mlflow_server_runs_without_its_job_workers(stack: Stack) -> None:
+    """MLflow's background job runner (huey consumers, ~36 s of CPU to start) is off: nothing here uses it."""
+    workers = [" ".join(p.cmdline()[:4]) for p in process_tree(psutil.Process(stack.process.pid)) if is_job_worker(p)]
+    assert not workers, f"MLflow job workers in the stack: {workers}"

@@ -32,7 +32,7 @@ import pytest
 from dev_stack import free_port
 from support import run_range
 
-from devtools.stack import BIN, prepare_home, stop
+from devtools.stack import BIN, MLFLOW_SERVER_ENV, prepare_home, stop
 from kernel.days import day_range
 from kernel.names import CHAMPION, MODEL_GATES
 from kernel.paths import PROJECT_ROOT
@@ -115,7 +115,7 @@ class Server:
             "--artifacts-destination", (self.root / "artifacts").as_uri(),
             "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1], "--workers", "1",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | MLFLOW_SERVER_ENV
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(
                 command, cwd=self.root, env=env, start_new_session=True, stdout=output, stderr=output

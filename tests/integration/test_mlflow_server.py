@@ -17,9 +17,9 @@ from typing import Any
 import dagster as dg
 import psutil
 import pytest
-from support import check_results, run_range
+from support import check_results, is_job_worker, run_range
 
-from devtools.stack import BIN, stop
+from devtools.stack import BIN, MLFLOW_SERVER_ENV, stop
 from kernel.names import CHAMPION
 from kernel.records import ModelRecord
 from resources.storage import PartitionedParquetIOManager
@@ -70,7 +70,7 @@ def healthy(url: str) -> bool:
 
 
 def process_tree(leader: int) -> list[psutil.Process]:
-    """The server, its descendants, and anything left in its process group (huey consumers, workers)."""
+    """The server, its descendants, and anything left in its process group (its workers)."""
     processes: dict[int, psutil.Process] = {}
     with contextlib.suppress(psutil.NoSuchProcess):
         root = psutil.Process(leader)
@@ -84,7 +84,7 @@ def process_tree(leader: int) -> list[psutil.Process]:
 
 
 def stop_tree(leader: int) -> None:
-    """Stop the whole tree with a short grace: the huey consumers take ~9 s to exit on SIGTERM."""
+    """Stop the whole tree with a short grace."""
     stop(process_tree(leader), grace=3.0)
 
 
@@ -105,7 +105,7 @@ def mlflow_server(postgres_database: PgDatabase, tmp_path_factory: pytest.TempPa
         "--artifacts-destination", artifacts.as_uri(),
         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | MLFLOW_SERVER_ENV
     log = workdir / "server.log"
     with log.open("ab") as output:
         process = subprocess.Popen(command, cwd=workdir, env=env, start_new_session=True, stdout=output, stderr=output)
@@ -183,6 +183,13 @@ def trained(
         assert isinstance(store, PartitionedParquetIOManager)
         record = store.read(dg.AssetKey([NAME, "model"]), DAY)
         yield Trained(mlflow_server, tracking, record, model, client_dir)
+
+
+def test_the_server_runs_without_its_job_workers(trained: Trained) -> None:
+    """Started as `make dev` starts it (`MLFLOW_SERVER_ENV`): MLflow's background job runner, its huey consumers,
+    is off (it would start eight more processes and burn ~36 s of CPU after the server answers)."""
+    workers = [" ".join(p.cmdline()[:4]) for p in process_tree(trained.server.process.pid) if is_job_worker(p)]
+    assert not workers, f"MLflow job workers running: {workers}"
 
 
 def test_the_run_is_logged_through_the_server(trained: Trained) -> None:
